@@ -1,0 +1,1 @@
+//! OWNER: policy helper. serde structs of the plugin JSON (deny_unknown_fields).

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod algorithm;
+pub mod decision;
 pub mod engine;
 pub mod headers;
 pub mod identity;

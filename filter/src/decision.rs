@@ -1,0 +1,234 @@
+//! One request's decision across every rule of the policy: which rules apply, their bucket
+//! keys and quotas, the verdict, and what the response headers report.
+//!
+//! Pure: the host gathers the request's facts and hands over its shared store and clock.
+
+use core::hash::{BuildHasher, Hasher};
+
+use crate::algorithm::{Algorithm, Quota};
+use crate::engine::{Ask, Limiter, Outcome, SharedStore};
+use crate::policy::{FailureMode, KeyPart, LimitSpec, Match, PlanId, Policy, Rule, Scope};
+use crate::{Nanos, SECOND};
+
+/// What the host knows about a request, borrowed from its own buffers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Facts<'a> {
+    /// Path without the query string.
+    pub path: &'a str,
+    /// Method, upper case.
+    pub method: &'a str,
+    /// Client address without port.
+    pub client_ip: &'a str,
+    /// The API key presented, if any.
+    pub api_key: Option<&'a str>,
+    /// The tenant id, if identified.
+    pub tenant: Option<&'a str>,
+    /// The tenant's plan, if known.
+    pub plan: Option<PlanId>,
+    /// The request headers named in [`Needs::headers`] and their values.
+    pub headers: &'a [(String, Option<String>)],
+    /// The verified JWT claims named in [`Needs::claims`] and their values.
+    pub claims: &'a [(String, Option<String>)],
+}
+
+/// Which request attributes the policy reads, so the host fetches nothing else.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Some rule matches on or keys by the path.
+    pub path: bool,
+    /// Some rule matches on or keys by the method.
+    pub method: bool,
+    /// Some rule keys by the client address.
+    pub client_ip: bool,
+    /// Some rule needs the tenant, its plan or the API key.
+    pub tenant: bool,
+    /// Request headers used as key parts (lower case).
+    pub headers: Vec<String>,
+    /// JWT claims used as key parts.
+    pub claims: Vec<String>,
+}
+
+impl Needs {
+    /// What `policy` reads.
+    pub fn of(policy: &Policy) -> Needs {
+        let mut needs = Needs::default();
+        for rule in &policy.rules {
+            let m = &rule.matcher;
+            needs.path |= m.path_prefix.is_some() || m.path_exact.is_some();
+            needs.method |= !m.methods.is_empty();
+            for part in &rule.key {
+                match part {
+                    KeyPart::ClientIp => needs.client_ip = true,
+                    KeyPart::Tenant | KeyPart::Plan | KeyPart::ApiKey => needs.tenant = true,
+                    KeyPart::Path => needs.path = true,
+                    KeyPart::Method => needs.method = true,
+                    KeyPart::Header(name) if !needs.headers.contains(name) => needs.headers.push(name.clone()),
+                    KeyPart::Claim(name) if !needs.claims.contains(name) => needs.claims.push(name.clone()),
+                    KeyPart::Header(_) | KeyPart::Claim(_) => {}
+                }
+            }
+            needs.tenant |= matches!(rule.limit, LimitSpec::Plan | LimitSpec::PerPlan { .. });
+        }
+        needs
+    }
+}
+
+/// What to do with the request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Verdict {
+    /// Forward it, after `delay` (a leaky bucket queue) if non-zero.
+    #[default]
+    Admit,
+    /// Forward it after this many nanoseconds.
+    Delay(Nanos),
+    /// Refuse with 429; retry after this many seconds.
+    Refuse(u64),
+    /// A `strict` rule could not be decided and `failure_mode` is `closed`: 503, naming the rule.
+    Unavailable(usize),
+}
+
+/// One applicable rule's result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleResult {
+    /// Index into [`Policy::rules`].
+    pub rule: usize,
+    /// The question asked.
+    pub ask: Ask,
+    /// The answer.
+    pub outcome: Outcome,
+    /// Whether it refused (a shadow rule's refusal is recorded but does not refuse).
+    pub refused: bool,
+    /// Whether it was only looked up in the cache after another rule had refused.
+    pub cached_only: bool,
+}
+
+/// A request's decision.
+#[derive(Clone, Debug, Default)]
+pub struct Decision {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Every applicable rule, in policy order.
+    pub results: Vec<RuleResult>,
+}
+
+/// Decides `facts` against `policy`. `seed` keys the bucket hashes (the same on every worker).
+pub fn decide(policy: &Policy, seed: u64, limiter: &mut Limiter, store: &mut impl SharedStore, facts: &Facts<'_>, now: Nanos, out: &mut Decision) {
+    out.verdict = Verdict::Admit;
+    out.results.clear();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        if !applies(&rule.matcher, facts) {
+            continue;
+        }
+        let Some(key) = bucket_key(seed, index, rule, facts) else { continue };
+        if rule.scope == Scope::Strict {
+            // No sidecar client yet: a strict rule behaves as with the sidecar unreachable.
+            if policy.failure_mode == FailureMode::Closed && !rule.shadow {
+                out.verdict = Verdict::Unavailable(index);
+                return;
+            }
+            continue;
+        }
+        let quota = quota(policy, rule, facts.plan);
+        let ask = Ask { key, algorithm: rule.algorithm, quota, cost: rule.cost };
+        out.results.push(RuleResult { rule: index, ask, outcome: Outcome::default(), refused: false, cached_only: false });
+    }
+    // Leased rules first: they are cheap, and a refusal there spares the shared-data rules.
+    out.results.sort_by_key(|r| !r.ask.algorithm.leasable());
+    let mut refused = false;
+    for result in out.results.iter_mut() {
+        if refused {
+            if let Some(retry_at) = limiter.cached_refusal(result.ask.key, now) {
+                result.outcome = Outcome { retry_at, reset: retry_at, ..Outcome::default() };
+                result.refused = !policy.rules.get(result.rule).is_some_and(|r| r.shadow);
+            }
+            result.cached_only = true;
+            continue;
+        }
+        result.outcome = limiter.acquire(store, &result.ask, now);
+        let shadow = policy.rules.get(result.rule).is_some_and(|r| r.shadow);
+        if !result.outcome.admitted {
+            result.refused = !shadow;
+            refused |= !shadow;
+        }
+    }
+    if refused {
+        let mut retry_at = now;
+        for result in out.results.iter_mut() {
+            if result.outcome.admitted && !result.cached_only {
+                limiter.refund(store, &result.ask, &result.outcome, now);
+            }
+            if result.refused {
+                retry_at = retry_at.max(result.outcome.retry_at);
+            }
+        }
+        out.verdict = Verdict::Refuse(seconds_until(retry_at, now).max(1));
+    } else {
+        let delay = out.results.iter().filter(|r| r.outcome.admitted).map(|r| r.outcome.delay).max().unwrap_or(0);
+        if delay > 0 {
+            out.verdict = Verdict::Delay(delay);
+        }
+    }
+    out.results.sort_by_key(|r| r.rule);
+}
+
+/// Whole seconds from `now` until `at`, rounded up.
+pub fn seconds_until(at: Nanos, now: Nanos) -> u64 {
+    at.saturating_sub(now).div_ceil(SECOND)
+}
+
+/// Whether `matcher` accepts the request.
+pub fn applies(matcher: &Match, facts: &Facts<'_>) -> bool {
+    matcher.path_prefix.as_deref().is_none_or(|p| facts.path.starts_with(p))
+        && matcher.path_exact.as_deref().is_none_or(|p| facts.path == p)
+        && (matcher.methods.is_empty() || matcher.methods.iter().any(|m| m == facts.method))
+}
+
+/// The quota `rule` gives a request of `plan`.
+pub fn quota(policy: &Policy, rule: &Rule, plan: Option<PlanId>) -> Quota {
+    let limit = match &rule.limit {
+        LimitSpec::Fixed(n) => *n,
+        LimitSpec::Plan => {
+            let rpm = plan.or(policy.default_plan).and_then(|p| policy.plans.get(p)).map_or(1, |p| p.requests_per_minute);
+            let scaled = u128::from(rpm) * u128::from(rule.window) / u128::from(60 * SECOND);
+            u64::try_from(scaled).unwrap_or(u64::MAX).max(1)
+        }
+        LimitSpec::PerPlan { by_plan, default } => {
+            plan.and_then(|p| by_plan.get(p).copied().flatten()).unwrap_or(*default)
+        }
+    };
+    let burst = match rule.algorithm {
+        Algorithm::TokenBucket => rule.burst.unwrap_or(limit),
+        _ => limit,
+    };
+    Quota::new(limit, rule.window, burst, rule.queue)
+}
+
+/// The bucket of `rule` for this request, or `None` when a key part is missing (a rule keyed
+/// by tenant does not apply to anonymous requests).
+pub fn bucket_key(seed: u64, index: usize, rule: &Rule, facts: &Facts<'_>) -> Option<u64> {
+    let mut hasher = foldhash::quality::FixedState::with_seed(seed).build_hasher();
+    hasher.write_usize(index);
+    for part in &rule.key {
+        let value: &str = match part {
+            KeyPart::ClientIp => facts.client_ip,
+            KeyPart::Tenant => facts.tenant?,
+            KeyPart::Plan => facts.tenant.and(facts.plan).map(|_| "plan")?,
+            KeyPart::ApiKey => facts.api_key?,
+            KeyPart::Path => facts.path,
+            KeyPart::Method => facts.method,
+            KeyPart::Header(name) => lookup(facts.headers, name)?,
+            KeyPart::Claim(name) => lookup(facts.claims, name)?,
+        };
+        if let KeyPart::Plan = part {
+            hasher.write_usize(facts.plan.unwrap_or(usize::MAX));
+        } else {
+            hasher.write(value.as_bytes());
+        }
+        hasher.write_u8(0xff);
+    }
+    Some(hasher.finish())
+}
+
+fn lookup<'a>(pairs: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
+    pairs.iter().find(|(n, _)| n == name)?.1.as_deref()
+}

@@ -1,0 +1,117 @@
+//! A worker's own memory of buckets: unspent leased permits and refusals still in force.
+
+use hashbrown::HashMap;
+
+use super::{Outcome, Source};
+use crate::Nanos;
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Entry {
+    /// Leased permits not yet spent.
+    leased: u64,
+    /// Leased permits may be spent strictly before this instant.
+    valid_until: Nanos,
+    /// What the node-wide bucket had left when the lease was taken.
+    shared_remaining: u64,
+    /// The node-wide reset reported with the lease.
+    reset: Nanos,
+    /// Refuse without asking until this instant.
+    refused_until: Nanos,
+}
+
+impl Entry {
+    fn live(&self, now: Nanos) -> bool {
+        self.valid_until > now || self.refused_until > now
+    }
+}
+
+/// Per-worker cache of leases and refusals, bounded in size: when full, lapsed entries are
+/// dropped, and if that is not enough, everything is (dropping a lease only under-admits).
+#[derive(Debug)]
+pub struct LocalCache {
+    entries: HashMap<u64, Entry>,
+    capacity: usize,
+}
+
+impl LocalCache {
+    /// A cache of at most `capacity` keys.
+    pub fn new(capacity: usize) -> Self {
+        LocalCache { entries: HashMap::with_capacity(capacity.min(4096)), capacity: capacity.max(16) }
+    }
+
+    /// Spends `cost` leased permits of `key`, if this worker holds that many and they are valid.
+    pub fn spend(&mut self, key: u64, cost: u64, now: Nanos) -> Option<Outcome> {
+        let entry = self.entries.get_mut(&key)?;
+        if entry.valid_until <= now || entry.leased < cost {
+            return None;
+        }
+        entry.leased -= cost;
+        Some(Outcome {
+            admitted: true,
+            remaining: entry.shared_remaining.saturating_add(entry.leased),
+            reset: entry.reset,
+            retry_at: now,
+            delay: 0,
+            source: Source::Lease,
+        })
+    }
+
+    /// The retry time of a refusal of `key` still in force at `now`.
+    pub fn refused_until(&self, key: u64, now: Nanos) -> Option<Nanos> {
+        self.entries.get(&key).map(|e| e.refused_until).filter(|&until| until > now)
+    }
+
+    /// What the node-wide bucket had left at the last lease, if that lease is still valid.
+    pub fn last_remaining(&self, key: u64, now: Nanos) -> Option<u64> {
+        self.entries.get(&key).filter(|e| e.valid_until > now).map(|e| e.shared_remaining)
+    }
+
+    /// Remembers that `key` is refused until `retry_at`.
+    pub fn refuse(&mut self, key: u64, retry_at: Nanos, now: Nanos) {
+        if retry_at > now {
+            self.entry(key, now).refused_until = retry_at;
+        }
+    }
+
+    /// Drops a remembered refusal (permits went back to the node-wide bucket).
+    pub fn forget_refusal(&mut self, key: u64) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.refused_until = 0;
+        }
+    }
+
+    /// Holds `leftover` freshly leased permits of `key`, valid until `valid_until`.
+    pub fn lease(&mut self, key: u64, leftover: u64, shared_remaining: u64, valid_until: Nanos, reset: Nanos, now: Nanos) {
+        let entry = self.entry(key, now);
+        *entry = Entry { leased: leftover, valid_until, shared_remaining, reset, refused_until: 0 };
+    }
+
+    /// Puts `permits` spent from the lease back (the request was refused by another rule).
+    pub fn give_back(&mut self, key: u64, permits: u64, now: Nanos) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if entry.valid_until > now {
+                entry.leased = entry.leased.saturating_add(permits);
+            }
+        }
+    }
+
+    /// How many keys are cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn entry(&mut self, key: u64, now: Nanos) -> &mut Entry {
+        if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
+            self.entries.retain(|_, e| e.live(now));
+            if self.entries.len() > self.capacity / 2 {
+                self.entries.clear();
+            }
+        }
+        self.entries.entry(key).or_default()
+    }
+}

@@ -1,0 +1,169 @@
+//! Node-wide buckets in host shared data, spent through per-worker leases.
+//!
+//! Every worker (one VM each) keeps a small local cache. For the algorithms that allow it
+//! ([`Algorithm::leasable`]) a worker takes a batch of permits from the node-wide bucket in one
+//! compare-and-swap and spends them locally, so that most requests touch no shared data at all.
+//! Leased permits are already counted as admitted in the node-wide state, so leasing never
+//! over-admits; a lease lapses at [`Grant::valid_until`], the instant from which spending it
+//! could break the algorithm's promise. Near the limit leases shrink to one permit, so the
+//! last permits of a bucket go exactly to the requests that ask for them. A refusal is
+//! remembered until its retry time, so refusing costs no shared-data access either.
+//!
+//! The node-wide state lives in a fixed table of shared-data slots ([`slots`]): however many
+//! distinct keys clients invent, the proxy holds at most `state_slots` entries.
+
+mod local;
+pub mod slots;
+
+use crate::Nanos;
+use crate::algorithm::{Algorithm, Grant, Quota};
+
+pub use local::LocalCache;
+pub use slots::{SharedStore, SlotTable, StoreError};
+
+/// The largest batch a worker leases at once.
+pub const MAX_LEASE: u64 = 1024;
+
+/// One rule's question about one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ask {
+    /// The bucket: a hash of the rule and the request's key parts.
+    pub key: u64,
+    /// The rule's algorithm.
+    pub algorithm: Algorithm,
+    /// The rule's quota for this request.
+    pub quota: Quota,
+    /// Permits this request costs.
+    pub cost: u64,
+}
+
+/// The answer for one rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the rule admits the request.
+    pub admitted: bool,
+    /// Permits left (for headers).
+    pub remaining: u64,
+    /// When the whole quota is available again.
+    pub reset: Nanos,
+    /// When refused: when to retry.
+    pub retry_at: Nanos,
+    /// Leaky bucket queue: how long to hold the request.
+    pub delay: Nanos,
+    /// Where the permits came from, to give them back if another rule refuses.
+    pub source: Source,
+}
+
+/// Where an admission's permits came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Source {
+    /// Nothing was taken (refused, or the store failed open).
+    #[default]
+    Nothing,
+    /// From this worker's lease.
+    Lease,
+    /// Straight from the node-wide bucket, at this instant.
+    Shared(Nanos),
+}
+
+/// Counters the host turns into proxy stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Shared-data reads.
+    pub shared_reads: u64,
+    /// Compare-and-swap conflicts retried.
+    pub cas_conflicts: u64,
+    /// Active buckets evicted because their slot chain was full (their holders start afresh).
+    pub evicted_active: u64,
+    /// Shared-data failures (the rule then admitted: failing open is the only choice without state).
+    pub store_failures: u64,
+}
+
+/// A worker's view of the node-wide buckets.
+#[derive(Debug)]
+pub struct Limiter {
+    table: SlotTable,
+    cache: LocalCache,
+    /// What this worker has counted since the host last read it.
+    pub stats: EngineStats,
+}
+
+impl Limiter {
+    /// A limiter over `slots` shared-data slots, caching at most `cache_capacity` keys locally.
+    pub fn new(slots: u32, cache_capacity: usize) -> Self {
+        Limiter { table: SlotTable::new(slots), cache: LocalCache::new(cache_capacity), stats: EngineStats::default() }
+    }
+
+    /// Decides one rule for one request, taking its permits if admitted.
+    pub fn acquire(&mut self, store: &mut impl SharedStore, ask: &Ask, now: Nanos) -> Outcome {
+        if ask.algorithm.leasable() {
+            if let Some(outcome) = self.cache.spend(ask.key, ask.cost, now) {
+                return outcome;
+            }
+        }
+        if let Some(retry_at) = self.cache.refused_until(ask.key, now) {
+            return Outcome { retry_at, reset: retry_at, ..Outcome::default() };
+        }
+        let max = if ask.algorithm.leasable() { self.lease_size(ask, now) } else { ask.cost };
+        let result = self.table.update(store, ask.key, ask.algorithm, &ask.quota, now, &mut self.stats, |alg, quota, state, now| {
+            alg.acquire(quota, state, now, ask.cost, max)
+        });
+        let Some(grant) = result else {
+            self.stats.store_failures = self.stats.store_failures.saturating_add(1);
+            return Outcome { admitted: true, remaining: ask.quota.limit, reset: now, retry_at: now, ..Outcome::default() };
+        };
+        self.record(ask, &grant, now)
+    }
+
+    /// Gives back what `outcome` took for `ask` (another rule refused the request).
+    pub fn refund(&mut self, store: &mut impl SharedStore, ask: &Ask, outcome: &Outcome, now: Nanos) {
+        match outcome.source {
+            Source::Nothing => {}
+            Source::Lease => self.cache.give_back(ask.key, ask.cost, now),
+            Source::Shared(at) => {
+                let _ = self.table.update(store, ask.key, ask.algorithm, &ask.quota, now, &mut self.stats, |alg, quota, state, now| {
+                    alg.refund(quota, state, now, at, ask.cost);
+                    Grant::default()
+                });
+                self.cache.forget_refusal(ask.key);
+            }
+        }
+    }
+
+    /// A cached refusal of `key` still in force at `now` (its retry time), without deciding.
+    pub fn cached_refusal(&self, key: u64, now: Nanos) -> Option<Nanos> {
+        self.cache.refused_until(key, now)
+    }
+
+    fn lease_size(&self, ask: &Ask, now: Nanos) -> u64 {
+        let cost = ask.cost.max(1);
+        let last = self.cache.last_remaining(ask.key, now).unwrap_or(0);
+        let batches = (last / cost / 4).clamp(1, MAX_LEASE);
+        cost.saturating_mul(batches)
+    }
+
+    fn record(&mut self, ask: &Ask, grant: &Grant, now: Nanos) -> Outcome {
+        if grant.granted == 0 {
+            self.cache.refuse(ask.key, grant.retry_at, now);
+            return Outcome { retry_at: grant.retry_at, reset: grant.reset, remaining: grant.remaining, ..Outcome::default() };
+        }
+        let leftover = grant.granted.saturating_sub(ask.cost);
+        let source = if ask.algorithm.leasable() {
+            self.cache.lease(ask.key, leftover, grant.remaining, grant.valid_until, grant.reset, now);
+            Source::Lease
+        } else {
+            Source::Shared(now)
+        };
+        Outcome {
+            admitted: true,
+            remaining: grant.remaining.saturating_add(leftover),
+            reset: grant.reset,
+            retry_at: now,
+            delay: grant.delay,
+            source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

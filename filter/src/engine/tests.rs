@@ -1,0 +1,142 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// Proxy-Wasm shared data as Envoy implements it: a CAS token per entry, bumped on every write.
+#[derive(Default)]
+struct MemStore {
+    entries: HashMap<String, (Vec<u8>, u32)>,
+    next_cas: u32,
+}
+
+impl SharedStore for MemStore {
+    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
+        Ok(self.entries.get(key).cloned())
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
+        if let Some((_, current)) = self.entries.get(key) {
+            if cas != 0 && cas != *current {
+                return Err(StoreError::CasMismatch);
+            }
+        }
+        self.next_cas += 1;
+        self.entries.insert(key.to_owned(), (value.to_vec(), self.next_cas));
+        Ok(())
+    }
+}
+
+const MINUTE: Nanos = 60 * crate::SECOND;
+
+fn ask(algorithm: Algorithm, limit: u64, burst: u64) -> Ask {
+    Ask { key: 42, algorithm, quota: Quota::new(limit, MINUTE, burst, 0), cost: 1 }
+}
+
+#[test]
+fn two_workers_asking_until_refused_admit_exactly_the_limit() {
+    for algorithm in [Algorithm::FixedWindow, Algorithm::TokenBucket, Algorithm::SlidingWindowCounter, Algorithm::SlidingWindowLog] {
+        let mut store = MemStore::default();
+        let mut workers = [Limiter::new(1024, 64), Limiter::new(1024, 64)];
+        let ask = ask(algorithm, 500, 500);
+        let now = 10 * MINUTE;
+        let mut admitted = 0;
+        for i in 0..2000 {
+            if workers[i % 2].acquire(&mut store, &ask, now).admitted {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 500, "{algorithm:?}");
+    }
+}
+
+#[test]
+fn leases_make_most_requests_local() {
+    let mut store = MemStore::default();
+    let mut worker = Limiter::new(1024, 64);
+    let ask = ask(Algorithm::FixedWindow, 1_000_000, 1_000_000);
+    for i in 0..10_000 {
+        assert!(worker.acquire(&mut store, &ask, MINUTE + i).admitted);
+    }
+    assert!(worker.stats.shared_reads < 100, "{:?}", worker.stats);
+}
+
+#[test]
+fn refusals_are_remembered_until_retry() {
+    let mut store = MemStore::default();
+    let mut worker = Limiter::new(1024, 64);
+    let ask = ask(Algorithm::FixedWindow, 3, 3);
+    let now = MINUTE;
+    for _ in 0..3 {
+        assert!(worker.acquire(&mut store, &ask, now).admitted);
+    }
+    let refused = worker.acquire(&mut store, &ask, now);
+    assert!(!refused.admitted);
+    assert_eq!(refused.retry_at, 2 * MINUTE);
+    let reads = worker.stats.shared_reads;
+    for _ in 0..100 {
+        assert!(!worker.acquire(&mut store, &ask, now + 1).admitted);
+    }
+    assert_eq!(worker.stats.shared_reads, reads);
+    assert!(worker.acquire(&mut store, &ask, 2 * MINUTE).admitted);
+}
+
+#[test]
+fn refunds_restore_permits() {
+    for algorithm in [Algorithm::FixedWindow, Algorithm::TokenBucket, Algorithm::SlidingWindowLog, Algorithm::LeakyBucket] {
+        let mut store = MemStore::default();
+        let mut worker = Limiter::new(1024, 64);
+        let ask = Ask { quota: Quota::new(2, MINUTE, 2, 5), ..ask(algorithm, 2, 2) };
+        let now = MINUTE;
+        let first = worker.acquire(&mut store, &ask, now);
+        assert!(first.admitted, "{algorithm:?}");
+        worker.refund(&mut store, &ask, &first, now);
+        let again = worker.acquire(&mut store, &ask, now);
+        assert!(again.admitted, "{algorithm:?}");
+        assert_eq!(again.delay, first.delay, "{algorithm:?}");
+    }
+}
+
+#[test]
+fn a_flood_of_keys_stays_within_the_slots() {
+    let mut store = MemStore::default();
+    let mut worker = Limiter::new(1024, 256);
+    for key in 0..100_000u64 {
+        let ask = Ask { key: key.wrapping_mul(0x9E37_79B9_7F4A_7C15), ..ask(Algorithm::TokenBucket, 600, 50) };
+        assert!(worker.acquire(&mut store, &ask, MINUTE + key * 1000).admitted);
+    }
+    assert!(store.entries.len() <= 1024);
+    assert!(worker.cache.len() <= 256);
+}
+
+#[test]
+fn idle_buckets_give_their_slot_without_eviction() {
+    let mut store = MemStore::default();
+    let mut worker = Limiter::new(1024, 64);
+    // 10 per minute: a bucket idle for a minute is full again and may be forgotten.
+    for key in 1..=20_000u64 {
+        let ask = Ask { key, ..ask(Algorithm::TokenBucket, 10, 10) };
+        assert!(worker.acquire(&mut store, &ask, key * MINUTE).admitted);
+    }
+    assert_eq!(worker.stats.evicted_active, 0);
+}
+
+proptest! {
+    /// Two workers in any interleaving never admit more than a fixed window's limit.
+    #[test]
+    fn interleaved_workers_never_over_admit(order in proptest::collection::vec((0usize..2, 0u64..5_000_000_000), 1..600), limit in 1u64..200) {
+        let mut store = MemStore::default();
+        let mut workers = [Limiter::new(1024, 64), Limiter::new(1024, 64)];
+        let ask = ask(Algorithm::FixedWindow, limit, limit);
+        let mut now = 0;
+        let mut per_window: HashMap<u64, u64> = HashMap::new();
+        for (worker, step) in order {
+            now += step;
+            if workers[worker].acquire(&mut store, &ask, now).admitted {
+                *per_window.entry(now / MINUTE).or_default() += 1;
+            }
+        }
+        prop_assert!(per_window.values().all(|&n| n <= limit), "{per_window:?}");
+    }
+}

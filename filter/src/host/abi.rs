@@ -1,0 +1,37 @@
+//! Raw ABI calls whose SDK wrappers panic on statuses a host may legitimately return
+//! (a metric call on a host without metrics, resuming a stream that already ended). A panic
+//! would kill the VM and every request in flight on the worker, so these return the status.
+
+use proxy_wasm::types::{MetricType, Status, StreamType};
+
+#[link(wasm_import_module = "env")]
+unsafe extern "C" {
+    fn proxy_define_metric(metric_type: MetricType, name_data: *const u8, name_size: usize, return_id: *mut u32) -> Status;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> Status;
+    fn proxy_continue_stream(stream_type: StreamType) -> Status;
+    fn proxy_set_effective_context(context_id: u32) -> Status;
+}
+
+/// Defines a counter; `None` when the host has no metrics.
+pub fn define_counter(name: &str) -> Option<u32> {
+    let mut id = 0;
+    // SAFETY: the pointers are valid for the call; the host writes one u32 into `id`.
+    let status = unsafe { proxy_define_metric(MetricType::Counter, name.as_ptr(), name.len(), &mut id) };
+    matches!(status, Status::Ok).then_some(id)
+}
+
+/// Adds `delta` to a counter (ignored if the host refuses).
+pub fn increment(id: u32, delta: u64) {
+    let delta = i64::try_from(delta).unwrap_or(i64::MAX);
+    // SAFETY: plain integers.
+    let _ = unsafe { proxy_increment_metric(id, delta) };
+}
+
+/// Resumes the paused request of HTTP context `context_id`; false if it is gone.
+pub fn resume_request(context_id: u32) -> bool {
+    // SAFETY: plain integers.
+    unsafe {
+        matches!(proxy_set_effective_context(context_id), Status::Ok)
+            && matches!(proxy_continue_stream(StreamType::HttpRequest), Status::Ok)
+    }
+}

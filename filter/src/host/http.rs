@@ -1,0 +1,184 @@
+//! One HTTP request: facts in, verdict out, headers on the way back.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+
+use super::root::Worker;
+use super::{now, store::HostShared};
+use crate::decision::{self, Facts, Verdict};
+use crate::headers::{self, HeaderList, RuleStatus};
+use crate::identity;
+use crate::policy::Policy;
+use crate::reply::{self, Refusal};
+use crate::{Nanos, SECOND};
+
+/// An HTTP context.
+pub struct Request {
+    context_id: u32,
+    worker: Rc<RefCell<Worker>>,
+    /// RateLimit headers for the response.
+    headers: HeaderList,
+    /// A local reply was sent: the response already carries the headers.
+    replied: bool,
+}
+
+impl Request {
+    pub fn new(context_id: u32, worker: Rc<RefCell<Worker>>) -> Self {
+        Request { context_id, worker, headers: HeaderList::new(), replied: false }
+    }
+}
+
+impl Context for Request {}
+
+impl HttpContext for Request {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let shared = Rc::clone(&self.worker);
+        let Ok(mut worker) = shared.try_borrow_mut() else { return Action::Continue };
+        let now = now();
+        let verdict = decide(&mut worker, now);
+        let worker = &mut *worker;
+        render_headers(worker, now, &mut self.headers);
+        count(worker, verdict);
+        match verdict {
+            Verdict::Admit => Action::Continue,
+            Verdict::Delay(delay) => {
+                worker.enqueue(now.saturating_add(delay), self.context_id, now);
+                Action::Pause
+            }
+            Verdict::Refuse(retry_after) => {
+                let refused: Vec<Refusal<'_>> = worker
+                    .decision
+                    .results
+                    .iter()
+                    .filter(|r| r.refused)
+                    .filter_map(|r| {
+                        let rule = worker.policy.rules.get(r.rule)?;
+                        Some(Refusal {
+                            rule: &rule.name,
+                            limit: r.ask.quota.limit,
+                            window_secs: rule.window.div_ceil(SECOND),
+                            reset_secs: decision::seconds_until(r.outcome.reset, now),
+                        })
+                    })
+                    .collect();
+                let (content_type, body) = reply::too_many_requests(worker.policy.error_format, retry_after, &refused);
+                self.local_reply(429, content_type, &body, Some(retry_after));
+                Action::Pause
+            }
+            Verdict::Unavailable(index) => {
+                let name = worker.policy.rules.get(index).map_or("", |r| r.name.as_str());
+                let (content_type, body) = reply::unavailable(worker.policy.error_format, name);
+                self.local_reply(503, content_type, &body, None);
+                Action::Pause
+            }
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if !self.replied {
+            for (name, value) in &self.headers {
+                let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+            }
+        }
+        Action::Continue
+    }
+}
+
+impl Request {
+    fn local_reply(&mut self, status: u32, content_type: &str, body: &str, retry_after: Option<u64>) {
+        let retry = retry_after.map(|s| s.to_string());
+        let mut headers: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        headers.push(("content-type", content_type));
+        if let Some(retry) = retry.as_deref() {
+            headers.push(("retry-after", retry));
+        }
+        self.replied = hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_ok();
+    }
+}
+
+fn header(name: &str) -> Option<String> {
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+}
+
+/// Gathers what the policy needs about the request and decides it.
+fn decide(worker: &mut Worker, now: Nanos) -> Verdict {
+    let needs = &worker.needs;
+    let policy = &worker.policy;
+    let path_header = if needs.path { header(":path") } else { None };
+    let path = path_header.as_deref().map_or("", |p| p.split(['?', '#']).next().unwrap_or(p));
+    let method = if needs.method { header(":method") } else { None };
+    let address = if needs.client_ip { client_address(policy) } else { None };
+    let client_ip = address.as_ref().map_or("", |(xff, downstream)| {
+        identity::client_ip(xff.as_deref(), downstream, policy.identity.xff_trusted_hops)
+    });
+    let api_key = match (&policy.identity.api_key_header, needs.tenant) {
+        (Some(name), true) => header(name),
+        _ => None,
+    };
+    let tenant = api_key.as_deref().and_then(|key| policy.tenants.get(key));
+    let jwt = if tenant.is_none() && needs.tenant { super::jwt::verified(policy) } else { None };
+    let headers: Vec<(String, Option<String>)> = needs.headers.iter().map(|n| (n.clone(), header(n))).collect();
+    let claims: Vec<(String, Option<String>)> = needs.claims.iter().map(|c| (c.clone(), jwt.as_ref().and_then(|j| j.claim(c)))).collect();
+    let facts = Facts {
+        path,
+        method: method.as_deref().unwrap_or(""),
+        client_ip,
+        api_key: api_key.as_deref(),
+        tenant: tenant.map(|t| t.id.as_str()).or(jwt.as_ref().and_then(|j| j.tenant.as_deref())),
+        plan: tenant.map(|t| t.plan).or(jwt.as_ref().and_then(|j| j.plan)),
+        headers: &headers,
+        claims: &claims,
+    };
+    decision::decide(&worker.policy, worker.seed, &mut worker.limiter, &mut HostShared, &facts, now, &mut worker.decision);
+    worker.decision.verdict
+}
+
+/// `(X-Forwarded-For, downstream address)` as the policy trusts them.
+fn client_address(policy: &Policy) -> Option<(Option<String>, String)> {
+    let xff = if policy.identity.xff_trusted_hops > 0 { header("x-forwarded-for") } else { None };
+    let downstream = hostcalls::get_property(vec!["source", "address"]).ok().flatten().unwrap_or_default();
+    Some((xff, String::from_utf8(downstream).unwrap_or_default()))
+}
+
+fn render_headers(worker: &Worker, now: Nanos, out: &mut HeaderList) {
+    out.clear();
+    let statuses: Vec<RuleStatus<'_>> = worker
+        .decision
+        .results
+        .iter()
+        .filter_map(|r| {
+            let rule = worker.policy.rules.get(r.rule)?;
+            (!rule.shadow).then(|| RuleStatus {
+                name: &rule.name,
+                limit: r.ask.quota.limit,
+                remaining: r.outcome.remaining,
+                reset_secs: decision::seconds_until(r.outcome.reset, now),
+                window_secs: rule.window.div_ceil(SECOND),
+                partition: r.ask.key,
+            })
+        })
+        .collect();
+    headers::render(worker.policy.headers, &statuses, now / SECOND, out);
+}
+
+fn count(worker: &mut Worker, verdict: Verdict) {
+    let Worker { decision, counters, policy, .. } = worker;
+    for result in &decision.results {
+        let Some(counter) = counters.get_mut(result.rule) else { continue };
+        let shadow = policy.rules.get(result.rule).is_some_and(|r| r.shadow);
+        if shadow && !result.outcome.admitted && !result.cached_only {
+            counter.shadow_refused += 1;
+        } else if result.refused {
+            counter.refused += 1;
+        } else if matches!(verdict, Verdict::Admit | Verdict::Delay(_)) {
+            counter.allowed += 1;
+            if result.outcome.delay > 0 {
+                counter.queued += 1;
+            }
+        }
+    }
+}

@@ -12,12 +12,16 @@
 //! leased permits are already counted as admitted, so leasing never over-admits.
 
 mod fixed_window;
+mod lease;
 mod leaky_bucket;
+mod math;
 mod sliding_log;
 mod sliding_counter;
 mod token_bucket;
 
 use crate::Nanos;
+
+pub use lease::Lease;
 
 /// Which algorithm a rule uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,10 +77,14 @@ pub struct State {
 pub struct Grant {
     /// Permits granted: 0 (refused) or a number in `min..=max`.
     pub granted: u64,
-    /// Until when permits of this grant that the caller has not spent yet may still be spent
-    /// without breaking the algorithm's promise (leases). Equal to `now` for non-leasable
-    /// algorithms.
+    /// The last instant (inclusive) at which permits of this grant that the caller has not
+    /// spent yet may still be spent without breaking the algorithm's promise (leases); see
+    /// [`Lease`]. Equal to `now` for non-leasable algorithms.
     pub valid_until: Nanos,
+    /// Token bucket leases: tokens taken besides `granted` to hold the bucket's refill back
+    /// while the leftover may be spent; not spendable, handed back (with the unspent leftover)
+    /// through [`Algorithm::refund`] when the lease is given up.
+    pub held_back: u64,
     /// Permits still available right after this decision (for RateLimit-Remaining).
     pub remaining: u64,
     /// When the whole quota is available again if nothing more is admitted (RateLimit-Reset).
@@ -123,6 +131,25 @@ impl Algorithm {
             }
             Algorithm::TokenBucket => token_bucket::refund(quota, state, now, granted_at, permits),
             Algorithm::LeakyBucket => leaky_bucket::refund(quota, state, now, granted_at, permits),
+        }
+    }
+
+    /// The interval at which a lease's late spending must be accounted (token bucket's `T`;
+    /// 0 for the window algorithms, where any time inside the window is the same).
+    pub fn lease_period(self, quota: &Quota) -> Nanos {
+        match self {
+            Algorithm::TokenBucket => math::period(quota),
+            _ => 0,
+        }
+    }
+
+    /// Gives a lease up at `now`: its usable leftover and held-back tokens go back to the
+    /// bucket when that is exact (no grant since the lease's); a token bucket also accounts
+    /// the permits spent late at the instants they were spent.
+    pub fn return_lease(self, quota: &Quota, state: &mut State, now: Nanos, lease: &Lease) {
+        match self {
+            Algorithm::TokenBucket => token_bucket::return_lease(quota, state, now, lease),
+            _ => self.refund(quota, state, now, lease.granted_at, lease.returnable(now)),
         }
     }
 

@@ -4,13 +4,12 @@ use hashbrown::HashMap;
 
 use super::{Outcome, Source};
 use crate::Nanos;
+use crate::algorithm::Lease;
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Entry {
-    /// Leased permits not yet spent.
-    leased: u64,
-    /// Leased permits may be spent strictly before this instant.
-    valid_until: Nanos,
+    /// The permits this worker leased and has not spent.
+    lease: Lease,
     /// What the node-wide bucket had left when the lease was taken.
     shared_remaining: u64,
     /// The node-wide reset reported with the lease.
@@ -21,7 +20,7 @@ struct Entry {
 
 impl Entry {
     fn live(&self, now: Nanos) -> bool {
-        self.valid_until > now || self.refused_until > now
+        self.lease.valid_until >= now || self.refused_until > now
     }
 }
 
@@ -42,13 +41,12 @@ impl LocalCache {
     /// Spends `cost` leased permits of `key`, if this worker holds that many and they are valid.
     pub fn spend(&mut self, key: u64, cost: u64, now: Nanos) -> Option<Outcome> {
         let entry = self.entries.get_mut(&key)?;
-        if entry.valid_until <= now || entry.leased < cost {
+        if !entry.lease.spend(cost, now) {
             return None;
         }
-        entry.leased -= cost;
         Some(Outcome {
             admitted: true,
-            remaining: entry.shared_remaining.saturating_add(entry.leased),
+            remaining: entry.shared_remaining.saturating_add(entry.lease.usable(now)),
             reset: entry.reset,
             retry_at: now,
             delay: 0,
@@ -63,13 +61,20 @@ impl LocalCache {
 
     /// What the node-wide bucket had left at the last lease, if that lease is still valid.
     pub fn last_remaining(&self, key: u64, now: Nanos) -> Option<u64> {
-        self.entries.get(&key).filter(|e| e.valid_until > now).map(|e| e.shared_remaining)
+        self.entries.get(&key).filter(|e| e.lease.valid_until >= now).map(|e| e.shared_remaining)
     }
 
-    /// Remembers that `key` is refused until `retry_at`.
+    /// The lease this worker holds on `key`, to give back before taking a new one.
+    pub fn lease_held(&self, key: u64) -> Option<Lease> {
+        self.entries.get(&key).map(|e| e.lease).filter(|l| l.granted_at > 0 || l.left > 0 || l.held_back > 0)
+    }
+
+    /// Remembers that `key` is refused until `retry_at` (and that its lease was given up).
     pub fn refuse(&mut self, key: u64, retry_at: Nanos, now: Nanos) {
+        let entry = self.entry(key, now);
+        entry.lease = Lease::default();
         if retry_at > now {
-            self.entry(key, now).refused_until = retry_at;
+            entry.refused_until = retry_at;
         }
     }
 
@@ -80,17 +85,18 @@ impl LocalCache {
         }
     }
 
-    /// Holds `leftover` freshly leased permits of `key`, valid until `valid_until`.
-    pub fn lease(&mut self, key: u64, leftover: u64, shared_remaining: u64, valid_until: Nanos, reset: Nanos, now: Nanos) {
+    /// Holds a fresh lease of `key`; returns how many of its permits are left to spend.
+    pub fn lease(&mut self, key: u64, lease: Lease, shared_remaining: u64, reset: Nanos, now: Nanos) -> u64 {
         let entry = self.entry(key, now);
-        *entry = Entry { leased: leftover, valid_until, shared_remaining, reset, refused_until: 0 };
+        *entry = Entry { lease, shared_remaining, reset, refused_until: 0 };
+        lease.usable(now)
     }
 
     /// Puts `permits` spent from the lease back (the request was refused by another rule).
     pub fn give_back(&mut self, key: u64, permits: u64, now: Nanos) {
         if let Some(entry) = self.entries.get_mut(&key) {
-            if entry.valid_until > now {
-                entry.leased = entry.leased.saturating_add(permits);
+            if entry.lease.valid_until >= now {
+                entry.lease.give_back(permits);
             }
         }
     }

@@ -4,8 +4,8 @@
 //! ([`Algorithm::leasable`]) a worker takes a batch of permits from the node-wide bucket in one
 //! compare-and-swap and spends them locally, so that most requests touch no shared data at all.
 //! Leased permits are already counted as admitted in the node-wide state, so leasing never
-//! over-admits; a lease lapses at [`Grant::valid_until`], the instant from which spending it
-//! could break the algorithm's promise. Near the limit leases shrink to one permit, so the
+//! over-admits; a lease lapses at [`Grant::valid_until`] (a token bucket's one permit at a time), after which spending it
+//! could break the algorithm's promise ([`Lease`]). Near the limit leases shrink to one permit, so the
 //! last permits of a bucket go exactly to the requests that ask for them. A refusal is
 //! remembered until its retry time, so refusing costs no shared-data access either.
 //!
@@ -16,7 +16,7 @@ mod local;
 pub mod slots;
 
 use crate::Nanos;
-use crate::algorithm::{Algorithm, Grant, Quota};
+use crate::algorithm::{Algorithm, Grant, Lease, Quota};
 
 pub use local::LocalCache;
 pub use slots::{SharedStore, SlotTable, StoreError};
@@ -105,7 +105,12 @@ impl Limiter {
             return Outcome { retry_at, reset: retry_at, ..Outcome::default() };
         }
         let max = if ask.algorithm.leasable() { self.lease_size(ask, now) } else { ask.cost };
+        // The old lease goes back in the same compare-and-swap as the new one is taken.
+        let old = if ask.algorithm.leasable() { self.cache.lease_held(ask.key) } else { None };
         let result = self.table.update(store, ask.key, ask.algorithm, &ask.quota, now, &mut self.stats, |alg, quota, state, now| {
+            if let Some(old) = &old {
+                alg.return_lease(quota, state, now, old);
+            }
             alg.acquire(quota, state, now, ask.cost, max)
         });
         let Some(grant) = result else {
@@ -147,12 +152,11 @@ impl Limiter {
             self.cache.refuse(ask.key, grant.retry_at, now);
             return Outcome { retry_at: grant.retry_at, reset: grant.reset, remaining: grant.remaining, ..Outcome::default() };
         }
-        let leftover = grant.granted.saturating_sub(ask.cost);
-        let source = if ask.algorithm.leasable() {
-            self.cache.lease(ask.key, leftover, grant.remaining, grant.valid_until, grant.reset, now);
-            Source::Lease
+        let (leftover, source) = if ask.algorithm.leasable() {
+            let lease = Lease::of(ask.algorithm, &ask.quota, grant, ask.cost, now);
+            (self.cache.lease(ask.key, lease, grant.remaining, grant.reset, now), Source::Lease)
         } else {
-            Source::Shared(now)
+            (0, Source::Shared(now))
         };
         Outcome {
             admitted: true,

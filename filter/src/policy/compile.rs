@@ -1,6 +1,16 @@
-//! OWNER: policy helper. Stub to be replaced.
+//! Checks the parsed configuration ([`RawConfig`]) and compiles it into a [`Policy`]: defaults
+//! filled in, names resolved to ids, every mistake reported with its path and the fix.
 
-use super::Policy;
+use hashbrown::HashMap;
+
+use super::raw::{
+    Object, OrderedMap, RawConfig, RawIdentity, RawJwt, RawPlan, RawSidecar, RawTenant,
+};
+use super::serde_error::{self, child};
+use super::{
+    ErrorFormat, FailureMode, HeaderStyle, Identity, Jwt, Plan, PlanId, Policy, Sidecar, Tenant,
+    rule,
+};
 
 /// A configuration mistake: the field path and what is wrong with it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -12,7 +22,373 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// The largest limit, burst, queue or cost: keeps `limit · cost` style arithmetic far from
+/// overflowing `u64`.
+pub(super) const MAX_LIMIT: u64 = 1_000_000_000_000;
+
+/// Shared-data slots when `state_slots` is not given.
+const DEFAULT_STATE_SLOTS: u64 = 65_536;
+/// Shared-data slots: at least this many …
+const MIN_STATE_SLOTS: u64 = 1024;
+/// … and at most this many.
+const MAX_STATE_SLOTS: u64 = 4_194_304;
+/// Proxies in front of this one that may be trusted to append to `X-Forwarded-For`.
+const MAX_XFF_HOPS: u64 = 10;
+/// Where API keys arrive unless `identity.api_key_header` says otherwise.
+const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+
+/// Parses and checks the plugin configuration (see [`Policy::from_json`]).
 pub(super) fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
-    let _ = bytes;
-    todo!()
+    let raw: Object<RawConfig> = serde_error::parse(bytes)?;
+    Policy::try_from(raw.0)
+}
+
+impl TryFrom<RawConfig> for Policy {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig) -> Result<Policy, ConfigError> {
+        let plans = plans(raw.plans)?;
+        let default_plan = default_plan(raw.default_plan.as_deref(), &plans)?;
+        let tenants = tenants(raw.tenants.map(|t| t.0).unwrap_or_default(), &plans)?;
+        let identity = identity(raw.identity.map(|i| i.0))?;
+        let rules = rule::rules(raw.rules, &plans, &identity)?;
+        let state_slots = ranged(
+            "state_slots",
+            raw.state_slots.unwrap_or(DEFAULT_STATE_SLOTS),
+            MIN_STATE_SLOTS,
+            MAX_STATE_SLOTS,
+            "",
+        )?;
+        Ok(Policy {
+            rules,
+            plans,
+            default_plan,
+            tenants,
+            identity,
+            headers: header_style(raw.headers.as_deref())?,
+            error_format: error_format(raw.error_format.as_deref())?,
+            failure_mode: failure_mode(raw.failure_mode.as_deref())?,
+            sidecar: raw.sidecar.map(|s| sidecar(s.0)).transpose()?,
+            state_slots: u32::try_from(state_slots).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+/// An error at `path`.
+pub(super) fn at(path: String, reason: String) -> ConfigError {
+    ConfigError { path, reason }
+}
+
+/// 1-64 characters of `[A-Za-z0-9_.-]`: safe unescaped in headers, JSON and stat names.
+pub(super) fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// An HTTP token (RFC 9110 `tchar`s): header names and methods.
+pub(super) fn is_token(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A header name, lower-cased.
+pub(super) fn header_name(path: &str, name: &str) -> Result<String, ConfigError> {
+    if is_token(name) {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(at(
+            path.to_owned(),
+            format!(
+                "{name:?} is not a valid header name (use letters, digits and '-', e.g. \"x-api-key\")"
+            ),
+        ))
+    }
+}
+
+/// The reason for a plan name that is not among `plans`.
+pub(super) fn unknown_plan(name: &str, plans: &[Plan]) -> String {
+    if plans.is_empty() {
+        return format!("unknown plan {name:?} (no plans are defined: add it under plans)");
+    }
+    let names: Vec<&str> = plans.iter().map(|p| p.name.as_str()).collect();
+    format!("unknown plan {name:?} (use one of {})", names.join(", "))
+}
+
+fn plan_id(path: String, name: &str, plans: &[Plan]) -> Result<PlanId, ConfigError> {
+    plans
+        .iter()
+        .position(|p| p.name == name)
+        .ok_or_else(|| at(path, unknown_plan(name, plans)))
+}
+
+fn ranged(path: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(at(
+            path.to_owned(),
+            format!("{value} is out of range (use {min} to {max}{unit})"),
+        ))
+    }
+}
+
+fn non_empty(path: String, value: String, hint: &str) -> Result<String, ConfigError> {
+    if value.is_empty() {
+        Err(at(path, format!("empty ({hint})")))
+    } else if value.chars().any(char::is_control) {
+        Err(at(
+            path,
+            format!("{value:?} contains control characters ({hint})"),
+        ))
+    } else {
+        Ok(value)
+    }
+}
+
+fn plans(raw: Option<OrderedMap<Object<RawPlan>>>) -> Result<Vec<Plan>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok([("free", 100), ("pro", 1_000), ("enterprise", 10_000)]
+            .into_iter()
+            .map(|(name, rpm)| Plan {
+                name: name.into(),
+                requests_per_minute: rpm,
+            })
+            .collect());
+    };
+    let mut plans: Vec<Plan> = Vec::with_capacity(raw.0.len());
+    for (name, plan) in raw.0 {
+        let path = child("plans", &name);
+        if !valid_name(&name) {
+            return Err(at(
+                path,
+                format!(
+                    "{name:?} is not a valid plan name (use 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-')"
+                ),
+            ));
+        }
+        if plans.iter().any(|p| p.name == name) {
+            return Err(at(path, "given twice (define each plan once)".into()));
+        }
+        let rpm_path = child(&path, "requests_per_minute");
+        let rpm = ranged(&rpm_path, plan.0.requests_per_minute, 1, MAX_LIMIT, "")?;
+        plans.push(Plan {
+            name,
+            requests_per_minute: rpm,
+        });
+    }
+    Ok(plans)
+}
+
+fn default_plan(name: Option<&str>, plans: &[Plan]) -> Result<Option<PlanId>, ConfigError> {
+    match name {
+        Some(name) => plan_id("default_plan".into(), name, plans).map(Some),
+        None => Ok(plans.iter().position(|p| p.name == "free")),
+    }
+}
+
+fn tenants(
+    raw: Vec<(String, Object<RawTenant>)>,
+    plans: &[Plan],
+) -> Result<HashMap<String, Tenant>, ConfigError> {
+    let mut tenants = HashMap::with_capacity(raw.len());
+    for (key, raw_tenant) in raw {
+        let path = child("tenants", &key);
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(at(
+                path,
+                "not a usable API key (it is matched against a header value: use visible ASCII, no spaces)"
+                    .into(),
+            ));
+        }
+        if tenants.contains_key(&key) {
+            return Err(at(path, "given twice (list each API key once)".into()));
+        }
+        let compiled = tenant(&path, raw_tenant.0, plans)?;
+        tenants.insert(key, compiled);
+    }
+    Ok(tenants)
+}
+
+fn tenant(path: &str, raw: RawTenant, plans: &[Plan]) -> Result<Tenant, ConfigError> {
+    let id = non_empty(
+        child(path, "id"),
+        raw.id,
+        "give the tenant's id, e.g. \"t-acme\"",
+    )?;
+    let plan = plan_id(child(path, "plan"), &raw.plan, plans)?;
+    let stripe_customer_id = match raw.stripe_customer_id {
+        Some(customer) if !customer.starts_with("cus_") || customer.len() < 5 => {
+            return Err(at(
+                child(path, "stripe_customer_id"),
+                format!("{customer:?} is not a Stripe customer id (they look like \"cus_...\")"),
+            ));
+        }
+        other => other,
+    };
+    Ok(Tenant {
+        id,
+        plan,
+        stripe_customer_id,
+    })
+}
+
+fn identity(raw: Option<RawIdentity>) -> Result<Identity, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(Identity {
+            api_key_header: Some(DEFAULT_API_KEY_HEADER.into()),
+            jwt: None,
+            xff_trusted_hops: 0,
+        });
+    };
+    let api_key_header = match raw.api_key_header {
+        None => Some(DEFAULT_API_KEY_HEADER.to_owned()),
+        Some(None) => None,
+        Some(Some(name)) => Some(header_name("identity.api_key_header", &name)?),
+    };
+    let jwt = raw.jwt.map(|j| jwt(j.0)).transpose()?;
+    let hops = raw
+        .client_ip
+        .and_then(|c| c.0.xff_trusted_hops)
+        .unwrap_or(0);
+    let hops = ranged(
+        "identity.client_ip.xff_trusted_hops",
+        hops,
+        0,
+        MAX_XFF_HOPS,
+        ": how many proxies in front of this one append to X-Forwarded-For",
+    )?;
+    Ok(Identity {
+        api_key_header,
+        jwt,
+        xff_trusted_hops: u32::try_from(hops).unwrap_or(0),
+    })
+}
+
+fn jwt(raw: RawJwt) -> Result<Jwt, ConfigError> {
+    let path = "identity.jwt";
+    let header = header_name(
+        &child(path, "header"),
+        raw.header.as_deref().unwrap_or("authorization"),
+    )?;
+    let text = |field: &str, value: Option<String>, default: &str, hint: &str| {
+        non_empty(
+            child(path, field),
+            value.unwrap_or_else(|| default.to_owned()),
+            hint,
+        )
+    };
+    Ok(Jwt {
+        header,
+        tenant_claim: text(
+            "tenant_claim",
+            raw.tenant_claim,
+            "tenant",
+            "name the claim holding the tenant id",
+        )?,
+        plan_claim: raw
+            .plan_claim
+            .map(|claim| {
+                non_empty(
+                    child(path, "plan_claim"),
+                    claim,
+                    "name the claim holding the plan, or remove it",
+                )
+            })
+            .transpose()?,
+        metadata_namespace: text(
+            "metadata_namespace",
+            raw.metadata_namespace,
+            "envoy.filters.http.jwt_authn",
+            "remove it to use envoy.filters.http.jwt_authn",
+        )?,
+        payload_key: text(
+            "payload_key",
+            raw.payload_key,
+            "jwt_payload",
+            "remove it to use jwt_payload",
+        )?,
+    })
+}
+
+fn sidecar(raw: RawSidecar) -> Result<Sidecar, ConfigError> {
+    let cluster = non_empty(
+        "sidecar.cluster".into(),
+        raw.cluster,
+        "name the Envoy cluster that reaches the sidecar",
+    )?;
+    let authority = match raw.authority {
+        Some(authority) => non_empty(
+            "sidecar.authority".into(),
+            authority,
+            "remove it to use the cluster name",
+        )?,
+        None => cluster.clone(),
+    };
+    Ok(Sidecar {
+        cluster,
+        authority,
+        timeout_ms: ranged(
+            "sidecar.timeout_ms",
+            raw.timeout_ms.unwrap_or(100),
+            1,
+            60_000,
+            " milliseconds",
+        )?,
+        sync_interval_ms: ranged(
+            "sidecar.sync_interval_ms",
+            raw.sync_interval_ms.unwrap_or(200),
+            10,
+            60_000,
+            " milliseconds",
+        )?,
+    })
+}
+
+fn header_style(text: Option<&str>) -> Result<HeaderStyle, ConfigError> {
+    Ok(match text {
+        None | Some("draft-6") => HeaderStyle::Draft6,
+        Some("draft-7") => HeaderStyle::Draft7,
+        Some("draft-8") => HeaderStyle::Draft8,
+        Some("ietf") => HeaderStyle::Ietf,
+        Some("legacy") => HeaderStyle::Legacy,
+        Some("none") => HeaderStyle::None,
+        Some(other) => {
+            return Err(at(
+                "headers".into(),
+                format!(
+                    "unknown style {other:?} (use draft-6, draft-7, draft-8, ietf, legacy or none)"
+                ),
+            ));
+        }
+    })
+}
+
+fn error_format(text: Option<&str>) -> Result<ErrorFormat, ConfigError> {
+    Ok(match text {
+        None | Some("json") => ErrorFormat::Json,
+        Some("problem+json") => ErrorFormat::ProblemJson,
+        Some(other) => {
+            return Err(at(
+                "error_format".into(),
+                format!("unknown format {other:?} (use json or problem+json)"),
+            ));
+        }
+    })
+}
+
+fn failure_mode(text: Option<&str>) -> Result<FailureMode, ConfigError> {
+    Ok(match text {
+        None | Some("open") => FailureMode::Open,
+        Some("closed") => FailureMode::Closed,
+        Some(other) => {
+            return Err(at(
+                "failure_mode".into(),
+                format!("unknown mode {other:?} (use open or closed)"),
+            ));
+        }
+    })
 }

@@ -3,7 +3,13 @@
 //! checks. Every mistake is reported as a [`ConfigError`] naming the field path and the fix.
 
 mod compile;
+mod duration;
+mod limit;
 mod raw;
+mod rule;
+mod serde_error;
+#[cfg(test)]
+mod tests;
 
 use hashbrown::HashMap;
 

@@ -1,0 +1,273 @@
+//! Unit tests of the policy compiler: defaults, plans, normalisation, and the mistakes the
+//! bad-config fixtures (`tests/fixtures/bad-config/`) cannot show with a one-line change.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::SECOND;
+
+fn compile(config: Value) -> Result<Policy, ConfigError> {
+    Policy::from_json(config.to_string().as_bytes())
+}
+
+fn error(config: Value) -> String {
+    match compile(config) {
+        Ok(_) => String::from("accepted"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn one_rule(rule: Value) -> Value {
+    json!({ "rules": [rule] })
+}
+
+#[test]
+fn the_smallest_configuration_gets_every_default() {
+    let policy = compile(json!({ "rules": [] })).unwrap();
+    assert!(policy.rules.is_empty());
+    let plans: Vec<(&str, u64)> = policy
+        .plans
+        .iter()
+        .map(|p| (p.name.as_str(), p.requests_per_minute))
+        .collect();
+    assert_eq!(
+        plans,
+        [("free", 100), ("pro", 1_000), ("enterprise", 10_000)]
+    );
+    assert_eq!(policy.default_plan, Some(0));
+    assert!(policy.tenants.is_empty());
+    assert_eq!(
+        policy.identity,
+        Identity {
+            api_key_header: Some("x-api-key".into()),
+            jwt: None,
+            xff_trusted_hops: 0
+        }
+    );
+    assert_eq!(policy.headers, HeaderStyle::Draft6);
+    assert_eq!(policy.error_format, ErrorFormat::Json);
+    assert_eq!(policy.failure_mode, FailureMode::Open);
+    assert_eq!(policy.sidecar, None);
+    assert_eq!(policy.state_slots, 65_536);
+}
+
+#[test]
+fn a_rule_gets_its_defaults() {
+    let config = one_rule(json!({
+        "name": "r", "key": ["client_ip"], "algorithm": "token_bucket", "limit": 10, "window": "90s"
+    }));
+    let rule = compile(config).unwrap().rules.remove(0);
+    assert_eq!(rule.window, 90 * SECOND);
+    assert_eq!((rule.burst, rule.queue, rule.cost), (None, 0, 1));
+    assert_eq!((rule.scope, rule.shadow), (Scope::Local, false));
+    assert_eq!(rule.matcher, Match::default());
+}
+
+#[test]
+fn plans_given_replace_the_defaults_in_their_order() {
+    // Written out: `json!` would sort the plans by name.
+    let config = r#"{
+        "plans": { "starter": { "requests_per_minute": 60 }, "scale": { "requests_per_minute": 6000 } },
+        "tenants": { "k1": { "id": "t1", "plan": "scale" } },
+        "rules": [{
+            "name": "r", "key": ["tenant"], "algorithm": "fixed_window", "window": "1h",
+            "limit": { "plan": { "scale": 500 }, "default": 5 }
+        }]
+    }"#;
+    let policy = Policy::from_json(config.as_bytes()).unwrap();
+    let names: Vec<&str> = policy.plans.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["starter", "scale"]);
+    assert_eq!(policy.default_plan, None, "no plan is named free");
+    assert_eq!(policy.tenants["k1"].plan, 1);
+    assert_eq!(
+        policy.rules[0].limit,
+        LimitSpec::PerPlan {
+            by_plan: vec![None, Some(500)],
+            default: 5
+        }
+    );
+}
+
+#[test]
+fn default_plan_names_any_plan() {
+    let policy = compile(json!({ "rules": [], "default_plan": "pro" })).unwrap();
+    assert_eq!(policy.default_plan, Some(1));
+}
+
+#[test]
+fn names_are_lower_cased_and_methods_upper_cased() {
+    let config = json!({
+        "identity": { "api_key_header": "X-API-Key", "jwt": { "header": "X-Token" } },
+        "rules": [{
+            "name": "r", "key": ["header:X-Org-Id", "claim:Org"], "algorithm": "fixed_window",
+            "limit": 5, "window": "1m", "match": { "path_exact": "/v1/Things", "methods": ["get", "Post"] }
+        }]
+    });
+    let policy = compile(config).unwrap();
+    assert_eq!(policy.identity.api_key_header.as_deref(), Some("x-api-key"));
+    let jwt = policy.identity.jwt.unwrap();
+    assert_eq!(
+        (
+            jwt.header.as_str(),
+            jwt.tenant_claim.as_str(),
+            jwt.plan_claim
+        ),
+        ("x-token", "tenant", None)
+    );
+    let rule = &policy.rules[0];
+    assert_eq!(
+        rule.key,
+        [
+            KeyPart::Header("x-org-id".into()),
+            KeyPart::Claim("Org".into())
+        ]
+    );
+    assert_eq!(rule.matcher.methods, ["GET", "POST"]);
+    assert_eq!(
+        rule.matcher.path_exact.as_deref(),
+        Some("/v1/Things"),
+        "paths keep their case"
+    );
+}
+
+#[test]
+fn null_api_key_header_turns_api_keys_off() {
+    let policy = compile(json!({ "rules": [], "identity": { "api_key_header": null } })).unwrap();
+    assert_eq!(policy.identity.api_key_header, None);
+}
+
+#[test]
+fn sidecar_authority_defaults_to_the_cluster() {
+    let policy =
+        compile(json!({ "rules": [], "sidecar": { "cluster": "127.0.0.1:9090" } })).unwrap();
+    assert_eq!(
+        policy.sidecar,
+        Some(Sidecar {
+            cluster: "127.0.0.1:9090".into(),
+            authority: "127.0.0.1:9090".into(),
+            timeout_ms: 100,
+            sync_interval_ms: 200,
+        })
+    );
+}
+
+#[test]
+fn cost_is_checked_against_each_plan_scaled_to_the_window() {
+    let rule = json!({
+        "name": "r", "key": ["tenant"], "algorithm": "fixed_window", "limit": "plan", "window": "1s", "cost": 3
+    });
+    // free: 100/min over 1s = 1 (rounded down, at least 1).
+    assert_eq!(
+        error(one_rule(rule)),
+        "rules[0].cost: 3 is more than plan \"free\"'s limit of 1 per window (no request could ever \
+         be admitted: lower the cost or raise the limit)"
+    );
+}
+
+#[test]
+fn sliding_log_is_checked_against_each_plan() {
+    let rule = json!({
+        "name": "r", "key": ["tenant"], "algorithm": "sliding_window_log", "limit": "plan", "window": "1h"
+    });
+    assert!(error(one_rule(rule)).starts_with(
+        "rules[0].limit: plan \"pro\"'s limit of 60000 per window is more than \
+             sliding_window_log can hold"
+    ));
+}
+
+#[test]
+fn plan_limits_need_plans() {
+    let rule = json!({ "name": "r", "key": ["tenant"], "algorithm": "fixed_window", "limit": "plan", "window": "1m" });
+    let config = json!({ "plans": {}, "rules": [rule] });
+    assert_eq!(
+        error(config),
+        "rules[0].limit: \"plan\" needs at least one plan (define plans, or give a number)"
+    );
+}
+
+#[test]
+fn claims_need_a_jwt() {
+    let rule = json!({ "name": "r", "key": ["claim:org"], "algorithm": "fixed_window", "limit": 1, "window": "1m" });
+    assert_eq!(
+        error(one_rule(rule)),
+        "rules[0].key[0]: \"claim:org\" needs identity.jwt to read claims from (configure it, or remove this key part)"
+    );
+}
+
+#[test]
+fn repeated_plans_and_api_keys_are_refused() {
+    let plans = r#"{"rules": [], "plans": {"a": {"requests_per_minute": 1}, "a": {"requests_per_minute": 2}}}"#;
+    assert_eq!(
+        Policy::from_json(plans.as_bytes()).unwrap_err().to_string(),
+        "plans.a: given twice (define each plan once)"
+    );
+    let tenants = r#"{"rules": [], "tenants": {"k": {"id": "a", "plan": "free"}, "k": {"id": "b", "plan": "pro"}}}"#;
+    assert_eq!(
+        Policy::from_json(tenants.as_bytes())
+            .unwrap_err()
+            .to_string(),
+        "tenants.k: given twice (list each API key once)"
+    );
+}
+
+#[test]
+fn the_document_itself_must_be_a_configuration_object() {
+    assert_eq!(
+        Policy::from_json(b"  \n").unwrap_err().to_string(),
+        "(root): the configuration is empty (it must be a JSON object such as {\"rules\": []})"
+    );
+    assert_eq!(
+        error(json!([])),
+        "(root): expected a configuration object such as {\"rules\": []}, found a list"
+    );
+    assert_eq!(
+        Policy::from_json(br#"{"rules": []} x"#)
+            .unwrap_err()
+            .to_string(),
+        "(root): invalid JSON at line 1 column 15: trailing characters"
+    );
+}
+
+#[test]
+fn missing_required_fields_say_what_to_give() {
+    let rule =
+        json!({ "name": "r", "key": ["client_ip"], "algorithm": "fixed_window", "window": "1m" });
+    assert_eq!(
+        error(one_rule(rule)),
+        "rules[0].limit: missing (use a positive integer, \"plan\", or {\"plan\": {\"<plan>\": n}, \"default\": n})"
+    );
+    let rule =
+        json!({ "name": "r", "key": ["client_ip"], "algorithm": "fixed_window", "limit": 1 });
+    assert_eq!(
+        error(one_rule(rule)),
+        "rules[0].window: missing (give a duration such as \"1s\", \"1m\", \"1h\", \"1d\")"
+    );
+}
+
+#[test]
+fn a_list_is_never_read_as_an_object() {
+    // serde's derived structs would take the fields in order from a list.
+    let config = json!({ "rules": [], "sidecar": ["tollgate", "tollgate", 100, 200] });
+    assert_eq!(error(config), "sidecar: expected an object, found a list");
+    let config = json!({ "rules": [["r", ["client_ip"], null, "fixed_window", 1, "1s"]] });
+    assert_eq!(error(config), "rules[0]: expected an object, found a list");
+}
+
+#[test]
+fn keys_in_paths_are_quoted_when_they_would_not_read_as_one_segment() {
+    let config =
+        json!({ "rules": [], "tenants": { "key.with.dots": { "id": "t", "plan": "gold" } } });
+    assert_eq!(
+        error(config),
+        "tenants.\"key.with.dots\".plan: unknown plan \"gold\" (use one of free, pro, enterprise)"
+    );
+}

@@ -62,8 +62,12 @@ impl Needs {
                     KeyPart::Tenant | KeyPart::Plan | KeyPart::ApiKey => needs.tenant = true,
                     KeyPart::Path => needs.path = true,
                     KeyPart::Method => needs.method = true,
-                    KeyPart::Header(name) if !needs.headers.contains(name) => needs.headers.push(name.clone()),
-                    KeyPart::Claim(name) if !needs.claims.contains(name) => needs.claims.push(name.clone()),
+                    KeyPart::Header(name) if !needs.headers.contains(name) => {
+                        needs.headers.push(name.clone())
+                    }
+                    KeyPart::Claim(name) if !needs.claims.contains(name) => {
+                        needs.claims.push(name.clone())
+                    }
                     KeyPart::Header(_) | KeyPart::Claim(_) => {}
                 }
             }
@@ -112,14 +116,24 @@ pub struct Decision {
 }
 
 /// Decides `facts` against `policy`. `seed` keys the bucket hashes (the same on every worker).
-pub fn decide(policy: &Policy, seed: u64, limiter: &mut Limiter, store: &mut impl SharedStore, facts: &Facts<'_>, now: Nanos, out: &mut Decision) {
+pub fn decide(
+    policy: &Policy,
+    seed: u64,
+    limiter: &mut Limiter,
+    store: &mut impl SharedStore,
+    facts: &Facts<'_>,
+    now: Nanos,
+    out: &mut Decision,
+) {
     out.verdict = Verdict::Admit;
     out.results.clear();
     for (index, rule) in policy.rules.iter().enumerate() {
         if !applies(&rule.matcher, facts) {
             continue;
         }
-        let Some(key) = bucket_key(seed, index, rule, facts) else { continue };
+        let Some(key) = bucket_key(seed, index, rule, facts) else {
+            continue;
+        };
         if rule.scope == Scope::Strict {
             // No sidecar client yet: a strict rule behaves as with the sidecar unreachable.
             if policy.failure_mode == FailureMode::Closed && !rule.shadow {
@@ -129,8 +143,19 @@ pub fn decide(policy: &Policy, seed: u64, limiter: &mut Limiter, store: &mut imp
             continue;
         }
         let quota = quota(policy, rule, facts.plan);
-        let ask = Ask { key, algorithm: rule.algorithm, quota, cost: rule.cost };
-        out.results.push(RuleResult { rule: index, ask, outcome: Outcome::default(), refused: false, cached_only: false });
+        let ask = Ask {
+            key,
+            algorithm: rule.algorithm,
+            quota,
+            cost: rule.cost,
+        };
+        out.results.push(RuleResult {
+            rule: index,
+            ask,
+            outcome: Outcome::default(),
+            refused: false,
+            cached_only: false,
+        });
     }
     // Leased rules first: they are cheap, and a refusal there spares the shared-data rules.
     out.results.sort_by_key(|r| !r.ask.algorithm.leasable());
@@ -138,7 +163,11 @@ pub fn decide(policy: &Policy, seed: u64, limiter: &mut Limiter, store: &mut imp
     for result in out.results.iter_mut() {
         if refused {
             if let Some(retry_at) = limiter.cached_refusal(result.ask.key, now) {
-                result.outcome = Outcome { retry_at, reset: retry_at, ..Outcome::default() };
+                result.outcome = Outcome {
+                    retry_at,
+                    reset: retry_at,
+                    ..Outcome::default()
+                };
                 result.refused = !policy.rules.get(result.rule).is_some_and(|r| r.shadow);
             }
             result.cached_only = true;
@@ -163,7 +192,13 @@ pub fn decide(policy: &Policy, seed: u64, limiter: &mut Limiter, store: &mut imp
         }
         out.verdict = Verdict::Refuse(seconds_until(retry_at, now).max(1));
     } else {
-        let delay = out.results.iter().filter(|r| r.outcome.admitted).map(|r| r.outcome.delay).max().unwrap_or(0);
+        let delay = out
+            .results
+            .iter()
+            .filter(|r| r.outcome.admitted)
+            .map(|r| r.outcome.delay)
+            .max()
+            .unwrap_or(0);
         if delay > 0 {
             out.verdict = Verdict::Delay(delay);
         }
@@ -178,8 +213,14 @@ pub fn seconds_until(at: Nanos, now: Nanos) -> u64 {
 
 /// Whether `matcher` accepts the request.
 pub fn applies(matcher: &Match, facts: &Facts<'_>) -> bool {
-    matcher.path_prefix.as_deref().is_none_or(|p| facts.path.starts_with(p))
-        && matcher.path_exact.as_deref().is_none_or(|p| facts.path == p)
+    matcher
+        .path_prefix
+        .as_deref()
+        .is_none_or(|p| facts.path.starts_with(p))
+        && matcher
+            .path_exact
+            .as_deref()
+            .is_none_or(|p| facts.path == p)
         && (matcher.methods.is_empty() || matcher.methods.iter().any(|m| m == facts.method))
 }
 
@@ -188,13 +229,16 @@ pub fn quota(policy: &Policy, rule: &Rule, plan: Option<PlanId>) -> Quota {
     let limit = match &rule.limit {
         LimitSpec::Fixed(n) => *n,
         LimitSpec::Plan => {
-            let rpm = plan.or(policy.default_plan).and_then(|p| policy.plans.get(p)).map_or(1, |p| p.requests_per_minute);
+            let rpm = plan
+                .or(policy.default_plan)
+                .and_then(|p| policy.plans.get(p))
+                .map_or(1, |p| p.requests_per_minute);
             let scaled = u128::from(rpm) * u128::from(rule.window) / u128::from(60 * SECOND);
             u64::try_from(scaled).unwrap_or(u64::MAX).max(1)
         }
-        LimitSpec::PerPlan { by_plan, default } => {
-            plan.and_then(|p| by_plan.get(p).copied().flatten()).unwrap_or(*default)
-        }
+        LimitSpec::PerPlan { by_plan, default } => plan
+            .and_then(|p| by_plan.get(p).copied().flatten())
+            .unwrap_or(*default),
     };
     let burst = match rule.algorithm {
         Algorithm::TokenBucket => rule.burst.unwrap_or(limit),

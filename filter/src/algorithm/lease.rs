@@ -45,7 +45,11 @@ impl Lease {
 
     /// Permits that may still be spent at `now`.
     pub fn usable(&self, now: Nanos) -> u64 {
-        if now <= self.valid_until { self.left } else { 0 }
+        if now <= self.valid_until {
+            self.left
+        } else {
+            0
+        }
     }
 
     /// Spends `cost` permits at `now` if that many are usable.
@@ -53,7 +57,10 @@ impl Lease {
         let ok = self.usable(now) >= cost;
         if ok {
             self.left -= cost;
-            self.floor = self.floor.max(now).saturating_add(cost.saturating_mul(self.period));
+            self.floor = self
+                .floor
+                .max(now)
+                .saturating_add(cost.saturating_mul(self.period));
         }
         ok
     }
@@ -73,7 +80,11 @@ mod tests {
 
     #[test]
     fn permits_stay_until_valid_until_inclusive() {
-        let grant = Grant { granted: 5, valid_until: 999, ..Grant::default() };
+        let grant = Grant {
+            granted: 5,
+            valid_until: 999,
+            ..Grant::default()
+        };
         let quota = Quota::new(10, 1000, 10, 0);
         let mut lease = Lease::of(Algorithm::FixedWindow, &quota, &grant, 1, 0);
         assert!(lease.spend(3, 998));

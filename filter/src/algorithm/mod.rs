@@ -12,11 +12,11 @@
 //! leased permits are already counted as admitted, so leasing never over-admits.
 
 mod fixed_window;
-mod lease;
 mod leaky_bucket;
+mod lease;
 mod math;
-mod sliding_log;
 mod sliding_counter;
+mod sliding_log;
 mod token_bucket;
 
 use crate::Nanos;
@@ -109,23 +109,58 @@ impl Algorithm {
 
     /// Grants between `min` and `max` permits (as many as available, up to `max`), or none when
     /// fewer than `min` are available; updates `state` only when granting.
-    pub fn acquire(self, quota: &Quota, state: &mut State, now: Nanos, min: u64, max: u64) -> Grant {
+    pub fn acquire(
+        self,
+        quota: &Quota,
+        state: &mut State,
+        now: Nanos,
+        min: u64,
+        max: u64,
+    ) -> Grant {
         match self {
             Algorithm::FixedWindow => fixed_window::acquire(quota, state, now, min, max),
             Algorithm::SlidingWindowLog => sliding_log::acquire(quota, state, now, min, max),
-            Algorithm::SlidingWindowCounter => sliding_counter::acquire(quota, state, now, min, max),
+            Algorithm::SlidingWindowCounter => {
+                sliding_counter::acquire(quota, state, now, min, max)
+            }
             Algorithm::TokenBucket => token_bucket::acquire(quota, state, now, min, max),
             Algorithm::LeakyBucket => leaky_bucket::acquire(quota, state, now, min, max),
+        }
+    }
+
+    /// [`Algorithm::acquire`] for a lease: a token bucket holds back at most `hold_back` tokens
+    /// of refill to keep the leftover valid ([`Grant::held_back`]); the others ignore it.
+    pub fn lease(
+        self,
+        quota: &Quota,
+        state: &mut State,
+        now: Nanos,
+        min: u64,
+        max: u64,
+        hold_back: u64,
+    ) -> Grant {
+        match self {
+            Algorithm::TokenBucket => token_bucket::lease(quota, state, now, min, max, hold_back),
+            _ => self.acquire(quota, state, now, min, max),
         }
     }
 
     /// Gives back `permits` of a grant made at `granted_at` that will not be used (the request
     /// was refused by another rule), as if they had never been granted — as far as the
     /// algorithm can tell them apart from later grants.
-    pub fn refund(self, quota: &Quota, state: &mut State, now: Nanos, granted_at: Nanos, permits: u64) {
+    pub fn refund(
+        self,
+        quota: &Quota,
+        state: &mut State,
+        now: Nanos,
+        granted_at: Nanos,
+        permits: u64,
+    ) {
         match self {
             Algorithm::FixedWindow => fixed_window::refund(quota, state, now, granted_at, permits),
-            Algorithm::SlidingWindowLog => sliding_log::refund(quota, state, now, granted_at, permits),
+            Algorithm::SlidingWindowLog => {
+                sliding_log::refund(quota, state, now, granted_at, permits)
+            }
             Algorithm::SlidingWindowCounter => {
                 sliding_counter::refund(quota, state, now, granted_at, permits)
             }
@@ -145,11 +180,15 @@ impl Algorithm {
 
     /// Gives a lease up at `now`: its usable leftover and held-back tokens go back to the
     /// bucket when that is exact (no grant since the lease's); a token bucket also accounts
-    /// the permits spent late at the instants they were spent.
-    pub fn return_lease(self, quota: &Quota, state: &mut State, now: Nanos, lease: &Lease) {
+    /// the permits spent late at the instants they were spent. Returns whether it could
+    /// (false: another grant came since, the lease's tokens stay taken until they lapse).
+    pub fn return_lease(self, quota: &Quota, state: &mut State, now: Nanos, lease: &Lease) -> bool {
         match self {
             Algorithm::TokenBucket => token_bucket::return_lease(quota, state, now, lease),
-            _ => self.refund(quota, state, now, lease.granted_at, lease.returnable(now)),
+            _ => {
+                self.refund(quota, state, now, lease.granted_at, lease.returnable(now));
+                true
+            }
         }
     }
 
@@ -179,7 +218,7 @@ impl State {
 
     /// Reads what [`State::encode`] wrote; `None` for bytes that are not a state.
     pub fn decode(bytes: &[u8]) -> Option<State> {
-        if bytes.len() % 8 != 0 || bytes.len() < 24 {
+        if !bytes.len().is_multiple_of(8) || bytes.len() < 24 {
             return None;
         }
         let mut words = bytes

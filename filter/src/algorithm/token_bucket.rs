@@ -19,6 +19,18 @@ use super::{Grant, Lease, Quota, State};
 use crate::Nanos;
 
 pub(super) fn acquire(quota: &Quota, state: &mut State, now: Nanos, min: u64, max: u64) -> Grant {
+    lease(quota, state, now, min, max, u64::MAX)
+}
+
+/// [`acquire`] holding back at most `hold_back` tokens of refill for the leftover.
+pub(super) fn lease(
+    quota: &Quota,
+    state: &mut State,
+    now: Nanos,
+    min: u64,
+    max: u64,
+    hold_back: u64,
+) -> Grant {
     let (min, max) = bounds(min, max);
     let t = period(quota);
     let burst = quota.burst.max(1);
@@ -39,7 +51,15 @@ pub(super) fn acquire(quota: &Quota, state: &mut State, now: Nanos, min: u64, ma
     // min + ℓ + (ℓ − free) ≤ available when the leftover must be propped up by held-back refill.
     let free = (tat - now) / t;
     let room = available - min;
-    let most = if room <= free { room } else { (room + free) / 2 };
+    // Refill is held back only for a bucket that is full or within one period of it (no free
+    // validity at all): one that is being drained gives enough validity by itself.
+    let hold_back = if free == 0 { hold_back } else { 0 };
+    let most = if room <= free {
+        room
+    } else {
+        (room + free) / 2
+    }
+    .min(free.saturating_add(hold_back));
     let leftover = (wanted - min).min(most);
     let granted = min + leftover;
     let held_back = leftover.saturating_sub(free);
@@ -87,12 +107,14 @@ pub(super) fn refund(
 /// Hands a lease back: like [`refund`] of its usable leftover and held-back tokens, except
 /// that `TAT` never drops below the lease's floor (permits spent after the grant count from
 /// when they were spent, not from when they were leased).
-pub(super) fn return_lease(quota: &Quota, state: &mut State, now: Nanos, lease: &Lease) {
+pub(super) fn return_lease(quota: &Quota, state: &mut State, now: Nanos, lease: &Lease) -> bool {
     let [tat, latest, spare] = state.words;
-    if latest <= lease.granted_at {
+    let exact = latest <= lease.granted_at;
+    if exact {
         let back = tat.saturating_sub(span(lease.returnable(now), period(quota)));
         state.words = [back.max(lease.floor), latest, spare];
     }
+    exact
 }
 
 pub(super) fn idle_at(quota: &Quota, state: &State) -> Nanos {
@@ -125,7 +147,10 @@ mod tests {
         let mut s = State::default();
         // Full bucket of 5: one spent now, a leftover of 2 propped up by 2 held-back tokens.
         let g = acquire(&Q, &mut s, 1_000, 1, 10);
-        assert_eq!((g.granted, g.held_back, g.remaining, g.valid_until), (3, 2, 0, 3_000));
+        assert_eq!(
+            (g.granted, g.held_back, g.remaining, g.valid_until),
+            (3, 2, 0, 3_000)
+        );
         // Given back with the leftover, the bucket is as if only one permit was taken.
         refund(&Q, &mut s, 1_500, 1_000, 2 + 2);
         assert_eq!(s.words[0], 2_000);

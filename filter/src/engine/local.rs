@@ -16,6 +16,10 @@ struct Entry {
     reset: Nanos,
     /// Refuse without asking until this instant.
     refused_until: Nanos,
+    /// How many tokens of refill a token-bucket lease may hold back: grows while this worker
+    /// is the only one taking from the key, drops to 0 once another worker takes too (held
+    /// back tokens can then not be handed back and would be lost until they lapse).
+    hold_back: u64,
 }
 
 impl Entry {
@@ -35,7 +39,10 @@ pub struct LocalCache {
 impl LocalCache {
     /// A cache of at most `capacity` keys.
     pub fn new(capacity: usize) -> Self {
-        LocalCache { entries: HashMap::with_capacity(capacity.min(4096)), capacity: capacity.max(16) }
+        LocalCache {
+            entries: HashMap::with_capacity(capacity.min(4096)),
+            capacity: capacity.max(16),
+        }
     }
 
     /// Spends `cost` leased permits of `key`, if this worker holds that many and they are valid.
@@ -46,7 +53,9 @@ impl LocalCache {
         }
         Some(Outcome {
             admitted: true,
-            remaining: entry.shared_remaining.saturating_add(entry.lease.usable(now)),
+            remaining: entry
+                .shared_remaining
+                .saturating_add(entry.lease.usable(now)),
             reset: entry.reset,
             retry_at: now,
             delay: 0,
@@ -56,17 +65,26 @@ impl LocalCache {
 
     /// The retry time of a refusal of `key` still in force at `now`.
     pub fn refused_until(&self, key: u64, now: Nanos) -> Option<Nanos> {
-        self.entries.get(&key).map(|e| e.refused_until).filter(|&until| until > now)
+        self.entries
+            .get(&key)
+            .map(|e| e.refused_until)
+            .filter(|&until| until > now)
     }
 
     /// What the node-wide bucket had left at the last lease, if that lease is still valid.
     pub fn last_remaining(&self, key: u64, now: Nanos) -> Option<u64> {
-        self.entries.get(&key).filter(|e| e.lease.valid_until >= now).map(|e| e.shared_remaining)
+        self.entries
+            .get(&key)
+            .filter(|e| e.lease.valid_until >= now)
+            .map(|e| e.shared_remaining)
     }
 
     /// The lease this worker holds on `key`, to give back before taking a new one.
     pub fn lease_held(&self, key: u64) -> Option<Lease> {
-        self.entries.get(&key).map(|e| e.lease).filter(|l| l.granted_at > 0 || l.left > 0 || l.held_back > 0)
+        self.entries
+            .get(&key)
+            .map(|e| e.lease)
+            .filter(|l| l.granted_at > 0 || l.left > 0 || l.held_back > 0)
     }
 
     /// Remembers that `key` is refused until `retry_at` (and that its lease was given up).
@@ -86,18 +104,46 @@ impl LocalCache {
     }
 
     /// Holds a fresh lease of `key`; returns how many of its permits are left to spend.
-    pub fn lease(&mut self, key: u64, lease: Lease, shared_remaining: u64, reset: Nanos, now: Nanos) -> u64 {
+    pub fn lease(
+        &mut self,
+        key: u64,
+        lease: Lease,
+        shared_remaining: u64,
+        reset: Nanos,
+        now: Nanos,
+    ) -> u64 {
         let entry = self.entry(key, now);
-        *entry = Entry { lease, shared_remaining, reset, refused_until: 0 };
+        *entry = Entry {
+            lease,
+            shared_remaining,
+            reset,
+            refused_until: 0,
+            hold_back: entry.hold_back,
+        };
         lease.usable(now)
+    }
+
+    /// How much refill a new lease of `key` may hold back.
+    pub fn hold_back(&self, key: u64) -> u64 {
+        self.entries.get(&key).map_or(0, |e| e.hold_back)
+    }
+
+    /// Adapts the hold-back allowance of `key` to whether the last lease went back cleanly.
+    pub fn returned(&mut self, key: u64, cleanly: bool, now: Nanos) {
+        let entry = self.entry(key, now);
+        entry.hold_back = if cleanly {
+            entry.hold_back.saturating_mul(2).clamp(1, super::MAX_LEASE)
+        } else {
+            0
+        };
     }
 
     /// Puts `permits` spent from the lease back (the request was refused by another rule).
     pub fn give_back(&mut self, key: u64, permits: u64, now: Nanos) {
-        if let Some(entry) = self.entries.get_mut(&key) {
-            if entry.lease.valid_until >= now {
-                entry.lease.give_back(permits);
-            }
+        if let Some(entry) = self.entries.get_mut(&key)
+            && entry.lease.valid_until >= now
+        {
+            entry.lease.give_back(permits);
         }
     }
 

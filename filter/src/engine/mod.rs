@@ -91,45 +91,90 @@ pub struct Limiter {
 impl Limiter {
     /// A limiter over `slots` shared-data slots, caching at most `cache_capacity` keys locally.
     pub fn new(slots: u32, cache_capacity: usize) -> Self {
-        Limiter { table: SlotTable::new(slots), cache: LocalCache::new(cache_capacity), stats: EngineStats::default() }
+        Limiter {
+            table: SlotTable::new(slots),
+            cache: LocalCache::new(cache_capacity),
+            stats: EngineStats::default(),
+        }
     }
 
     /// Decides one rule for one request, taking its permits if admitted.
     pub fn acquire(&mut self, store: &mut impl SharedStore, ask: &Ask, now: Nanos) -> Outcome {
-        if ask.algorithm.leasable() {
-            if let Some(outcome) = self.cache.spend(ask.key, ask.cost, now) {
-                return outcome;
-            }
+        if ask.algorithm.leasable()
+            && let Some(outcome) = self.cache.spend(ask.key, ask.cost, now)
+        {
+            return outcome;
         }
         if let Some(retry_at) = self.cache.refused_until(ask.key, now) {
-            return Outcome { retry_at, reset: retry_at, ..Outcome::default() };
+            return Outcome {
+                retry_at,
+                reset: retry_at,
+                ..Outcome::default()
+            };
         }
-        let max = if ask.algorithm.leasable() { self.lease_size(ask, now) } else { ask.cost };
+        let max = if ask.algorithm.leasable() {
+            self.lease_size(ask, now)
+        } else {
+            ask.cost
+        };
         // The old lease goes back in the same compare-and-swap as the new one is taken.
-        let old = if ask.algorithm.leasable() { self.cache.lease_held(ask.key) } else { None };
-        let result = self.table.update(store, ask.key, ask.algorithm, &ask.quota, now, &mut self.stats, |alg, quota, state, now| {
-            if let Some(old) = &old {
-                alg.return_lease(quota, state, now, old);
-            }
-            alg.acquire(quota, state, now, ask.cost, max)
-        });
+        let old = if ask.algorithm.leasable() {
+            self.cache.lease_held(ask.key)
+        } else {
+            None
+        };
+        let hold_back = self.cache.hold_back(ask.key);
+        let mut cleanly = true;
+        let result = self.table.update(
+            store,
+            ask,
+            now,
+            &mut self.stats,
+            |alg, quota, state, now| {
+                cleanly = old
+                    .as_ref()
+                    .is_none_or(|old| alg.return_lease(quota, state, now, old));
+                alg.lease(quota, state, now, ask.cost, max, hold_back)
+            },
+        );
+        if old.is_some() {
+            self.cache.returned(ask.key, cleanly, now);
+        }
         let Some(grant) = result else {
             self.stats.store_failures = self.stats.store_failures.saturating_add(1);
-            return Outcome { admitted: true, remaining: ask.quota.limit, reset: now, retry_at: now, ..Outcome::default() };
+            return Outcome {
+                admitted: true,
+                remaining: ask.quota.limit,
+                reset: now,
+                retry_at: now,
+                ..Outcome::default()
+            };
         };
         self.record(ask, &grant, now)
     }
 
     /// Gives back what `outcome` took for `ask` (another rule refused the request).
-    pub fn refund(&mut self, store: &mut impl SharedStore, ask: &Ask, outcome: &Outcome, now: Nanos) {
+    pub fn refund(
+        &mut self,
+        store: &mut impl SharedStore,
+        ask: &Ask,
+        outcome: &Outcome,
+        now: Nanos,
+    ) {
         match outcome.source {
             Source::Nothing => {}
             Source::Lease => self.cache.give_back(ask.key, ask.cost, now),
             Source::Shared(at) => {
-                let _ = self.table.update(store, ask.key, ask.algorithm, &ask.quota, now, &mut self.stats, |alg, quota, state, now| {
-                    alg.refund(quota, state, now, at, ask.cost);
-                    Grant::default()
-                });
+                let _ = self.table.update(
+                    store,
+                    ask,
+                    now,
+                    &mut self.stats,
+                    |alg, quota, state, now| {
+                        alg.refund(quota, state, now, at, ask.cost);
+                        Grant::default()
+                    },
+                );
                 self.cache.forget_refusal(ask.key);
             }
         }
@@ -150,11 +195,20 @@ impl Limiter {
     fn record(&mut self, ask: &Ask, grant: &Grant, now: Nanos) -> Outcome {
         if grant.granted == 0 {
             self.cache.refuse(ask.key, grant.retry_at, now);
-            return Outcome { retry_at: grant.retry_at, reset: grant.reset, remaining: grant.remaining, ..Outcome::default() };
+            return Outcome {
+                retry_at: grant.retry_at,
+                reset: grant.reset,
+                remaining: grant.remaining,
+                ..Outcome::default()
+            };
         }
         let (leftover, source) = if ask.algorithm.leasable() {
             let lease = Lease::of(ask.algorithm, &ask.quota, grant, ask.cost, now);
-            (self.cache.lease(ask.key, lease, grant.remaining, grant.reset, now), Source::Lease)
+            (
+                self.cache
+                    .lease(ask.key, lease, grant.remaining, grant.reset, now),
+                Source::Lease,
+            )
         } else {
             (0, Source::Shared(now))
         };

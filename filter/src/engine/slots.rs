@@ -13,7 +13,7 @@
 
 use core::fmt::Write as _;
 
-use super::EngineStats;
+use super::{Ask, EngineStats};
 use crate::Nanos;
 use crate::algorithm::{Algorithm, Grant, Quota, State};
 
@@ -59,17 +59,19 @@ pub struct SlotTable {
 impl SlotTable {
     /// A table of `slots` slots (at least `PROBES`).
     pub fn new(slots: u32) -> Self {
-        SlotTable { slots: slots.max(PROBES), name: String::with_capacity(16), record: Vec::with_capacity(64) }
+        SlotTable {
+            slots: slots.max(PROBES),
+            name: String::with_capacity(16),
+            record: Vec::with_capacity(64),
+        }
     }
 
-    /// Runs `decide` on `key`'s state and stores the result atomically; `None` when the store
+    /// Runs `decide` on the state of `ask`'s bucket and stores the result atomically; `None` when the store
     /// failed or stayed contended for every attempt.
     pub fn update<F>(
         &mut self,
         store: &mut impl SharedStore,
-        key: u64,
-        algorithm: Algorithm,
-        quota: &Quota,
+        ask: &Ask,
         now: Nanos,
         stats: &mut EngineStats,
         mut decide: F,
@@ -77,6 +79,12 @@ impl SlotTable {
     where
         F: FnMut(Algorithm, &Quota, &mut State, Nanos) -> Grant,
     {
+        let Ask {
+            key,
+            algorithm,
+            ref quota,
+            ..
+        } = *ask;
         let owner = key.max(1);
         for _ in 0..MAX_ATTEMPTS {
             let found = self.locate(store, owner, now, stats).ok()?;
@@ -87,19 +95,28 @@ impl SlotTable {
             }
             self.record.clear();
             self.record.extend_from_slice(&owner.to_le_bytes());
-            self.record.extend_from_slice(&algorithm.idle_at(quota, &state).to_le_bytes());
+            self.record
+                .extend_from_slice(&algorithm.idle_at(quota, &state).to_le_bytes());
             state.encode(&mut self.record);
             self.set_name(found.index);
             match store.set(&self.name, &self.record, found.cas) {
                 Ok(()) => return Some(grant),
-                Err(StoreError::CasMismatch) => stats.cas_conflicts = stats.cas_conflicts.saturating_add(1),
+                Err(StoreError::CasMismatch) => {
+                    stats.cas_conflicts = stats.cas_conflicts.saturating_add(1)
+                }
                 Err(StoreError::Failed) => return None,
             }
         }
         None
     }
 
-    fn locate(&mut self, store: &mut impl SharedStore, owner: u64, now: Nanos, stats: &mut EngineStats) -> Result<Located, StoreError> {
+    fn locate(
+        &mut self,
+        store: &mut impl SharedStore,
+        owner: u64,
+        now: Nanos,
+        stats: &mut EngineStats,
+    ) -> Result<Located, StoreError> {
         let start = owner % u64::from(self.slots);
         let mut reusable: Option<(u32, u32)> = None;
         let mut soonest: Option<(u32, u32, Nanos)> = None;
@@ -111,12 +128,25 @@ impl SlotTable {
                 // Never used, so the key is not further along: create the slot to get a token.
                 store.set(&self.name, &[], 0)?;
                 let cas = store.get(&self.name)?.map_or(0, |(_, cas)| cas);
-                return Ok(Located { index, cas, state: State::default(), claimed: true });
+                return Ok(Located {
+                    index,
+                    cas,
+                    state: State::default(),
+                    claimed: true,
+                });
             };
             let (slot_owner, idle_at) = header(&bytes);
             if slot_owner == owner {
-                let state = bytes.get(HEADER..).and_then(State::decode).unwrap_or_default();
-                return Ok(Located { index, cas, state, claimed: false });
+                let state = bytes
+                    .get(HEADER..)
+                    .and_then(State::decode)
+                    .unwrap_or_default();
+                return Ok(Located {
+                    index,
+                    cas,
+                    state,
+                    claimed: false,
+                });
             }
             if slot_owner == 0 || idle_at <= now {
                 reusable.get_or_insert((index, cas));
@@ -132,7 +162,12 @@ impl SlotTable {
             }
             (None, None) => return Err(StoreError::Failed),
         };
-        Ok(Located { index, cas, state: State::default(), claimed: true })
+        Ok(Located {
+            index,
+            cas,
+            state: State::default(),
+            claimed: true,
+        })
     }
 
     fn set_name(&mut self, index: u32) {
@@ -144,7 +179,10 @@ impl SlotTable {
 /// `(owner, idle_at)` of a slot record; `(0, 0)` for an empty or foreign value.
 fn header(bytes: &[u8]) -> (u64, Nanos) {
     let word = |range: core::ops::Range<usize>| {
-        bytes.get(range).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(0, u64::from_le_bytes)
+        bytes
+            .get(range)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map_or(0, u64::from_le_bytes)
     };
     (word(0..8), word(8..16))
 }

@@ -1,3 +1,5 @@
+#![allow(clippy::indexing_slicing)]
+
 use std::collections::HashMap;
 
 use proptest::prelude::*;
@@ -17,13 +19,15 @@ impl SharedStore for MemStore {
     }
 
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        if let Some((_, current)) = self.entries.get(key) {
-            if cas != 0 && cas != *current {
-                return Err(StoreError::CasMismatch);
-            }
+        if let Some((_, current)) = self.entries.get(key)
+            && cas != 0
+            && cas != *current
+        {
+            return Err(StoreError::CasMismatch);
         }
         self.next_cas += 1;
-        self.entries.insert(key.to_owned(), (value.to_vec(), self.next_cas));
+        self.entries
+            .insert(key.to_owned(), (value.to_vec(), self.next_cas));
         Ok(())
     }
 }
@@ -31,12 +35,22 @@ impl SharedStore for MemStore {
 const MINUTE: Nanos = 60 * crate::SECOND;
 
 fn ask(algorithm: Algorithm, limit: u64, burst: u64) -> Ask {
-    Ask { key: 42, algorithm, quota: Quota::new(limit, MINUTE, burst, 0), cost: 1 }
+    Ask {
+        key: 42,
+        algorithm,
+        quota: Quota::new(limit, MINUTE, burst, 0),
+        cost: 1,
+    }
 }
 
 #[test]
 fn two_workers_asking_until_refused_admit_exactly_the_limit() {
-    for algorithm in [Algorithm::FixedWindow, Algorithm::TokenBucket, Algorithm::SlidingWindowCounter, Algorithm::SlidingWindowLog] {
+    for algorithm in [
+        Algorithm::FixedWindow,
+        Algorithm::TokenBucket,
+        Algorithm::SlidingWindowCounter,
+        Algorithm::SlidingWindowLog,
+    ] {
         let mut store = MemStore::default();
         let mut workers = [Limiter::new(1024, 64), Limiter::new(1024, 64)];
         let ask = ask(algorithm, 500, 500);
@@ -49,6 +63,30 @@ fn two_workers_asking_until_refused_admit_exactly_the_limit() {
         }
         assert_eq!(admitted, 500, "{algorithm:?}");
     }
+}
+
+#[test]
+fn two_workers_hammering_a_token_bucket_get_its_whole_burst() {
+    // 200 an hour: nothing refills during the test, so every permit lost to a lease shows.
+    let mut store = MemStore::default();
+    let mut workers = [Limiter::new(1024, 64), Limiter::new(1024, 64)];
+    let ask = Ask {
+        key: 9,
+        algorithm: Algorithm::TokenBucket,
+        quota: Quota::new(200, 3600 * crate::SECOND, 200, 0),
+        cost: 1,
+    };
+    let mut admitted = 0;
+    for i in 0..2000u64 {
+        let worker = usize::from((i * 7 / 3) % 2 == 0);
+        if workers[worker]
+            .acquire(&mut store, &ask, MINUTE + i * 10_000)
+            .admitted
+        {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 200);
 }
 
 #[test]
@@ -84,10 +122,18 @@ fn refusals_are_remembered_until_retry() {
 
 #[test]
 fn refunds_restore_permits() {
-    for algorithm in [Algorithm::FixedWindow, Algorithm::TokenBucket, Algorithm::SlidingWindowLog, Algorithm::LeakyBucket] {
+    for algorithm in [
+        Algorithm::FixedWindow,
+        Algorithm::TokenBucket,
+        Algorithm::SlidingWindowLog,
+        Algorithm::LeakyBucket,
+    ] {
         let mut store = MemStore::default();
         let mut worker = Limiter::new(1024, 64);
-        let ask = Ask { quota: Quota::new(2, MINUTE, 2, 5), ..ask(algorithm, 2, 2) };
+        let ask = Ask {
+            quota: Quota::new(2, MINUTE, 2, 5),
+            ..ask(algorithm, 2, 2)
+        };
         let now = MINUTE;
         let first = worker.acquire(&mut store, &ask, now);
         assert!(first.admitted, "{algorithm:?}");
@@ -103,8 +149,15 @@ fn a_flood_of_keys_stays_within_the_slots() {
     let mut store = MemStore::default();
     let mut worker = Limiter::new(1024, 256);
     for key in 0..100_000u64 {
-        let ask = Ask { key: key.wrapping_mul(0x9E37_79B9_7F4A_7C15), ..ask(Algorithm::TokenBucket, 600, 50) };
-        assert!(worker.acquire(&mut store, &ask, MINUTE + key * 1000).admitted);
+        let ask = Ask {
+            key: key.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ..ask(Algorithm::TokenBucket, 600, 50)
+        };
+        assert!(
+            worker
+                .acquire(&mut store, &ask, MINUTE + key * 1000)
+                .admitted
+        );
     }
     assert!(store.entries.len() <= 1024);
     assert!(worker.cache.len() <= 256);
@@ -116,7 +169,10 @@ fn idle_buckets_give_their_slot_without_eviction() {
     let mut worker = Limiter::new(1024, 64);
     // 10 per minute: a bucket idle for a minute is full again and may be forgotten.
     for key in 1..=20_000u64 {
-        let ask = Ask { key, ..ask(Algorithm::TokenBucket, 10, 10) };
+        let ask = Ask {
+            key,
+            ..ask(Algorithm::TokenBucket, 10, 10)
+        };
         assert!(worker.acquire(&mut store, &ask, key * MINUTE).admitted);
     }
     assert_eq!(worker.stats.evicted_active, 0);
@@ -138,5 +194,35 @@ proptest! {
             }
         }
         prop_assert!(per_window.values().all(|&n| n <= limit), "{per_window:?}");
+    }
+}
+
+proptest! {
+    /// Two leasing workers in any interleaving keep the token bucket's promise:
+    /// at most `burst + ⌊t/T⌋` admissions in any span of length `t`.
+    #[test]
+    fn interleaved_workers_keep_the_token_bucket_promise(
+        order in proptest::collection::vec((0usize..2, 0u64..40), 1..400),
+        limit in 1u64..40,
+        burst in 1u64..40,
+    ) {
+        let mut store = MemStore::default();
+        let mut workers = [Limiter::new(1024, 64), Limiter::new(1024, 64)];
+        let ask = Ask { key: 7, algorithm: Algorithm::TokenBucket, quota: Quota::new(limit, 1000, burst, 0), cost: 1 };
+        let period = 1000u64.div_ceil(limit);
+        let mut now = 1;
+        let mut admitted = Vec::new();
+        for (worker, step) in order {
+            now += step;
+            if workers[worker].acquire(&mut store, &ask, now).admitted {
+                admitted.push(now);
+            }
+        }
+        for (i, &a) in admitted.iter().enumerate() {
+            for (j, &b) in admitted.iter().enumerate().skip(i) {
+                let count = (j - i + 1) as u64;
+                prop_assert!(count <= burst + (b - a) / period, "{count} in [{a}, {b}]");
+            }
+        }
     }
 }

@@ -6,7 +6,12 @@ use proxy_wasm::types::{MetricType, Status, StreamType};
 
 #[link(wasm_import_module = "env")]
 unsafe extern "C" {
-    fn proxy_define_metric(metric_type: MetricType, name_data: *const u8, name_size: usize, return_id: *mut u32) -> Status;
+    fn proxy_define_metric(
+        metric_type: MetricType,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> Status;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> Status;
     fn proxy_continue_stream(stream_type: StreamType) -> Status;
     fn proxy_set_effective_context(context_id: u32) -> Status;
@@ -16,7 +21,8 @@ unsafe extern "C" {
 pub fn define_counter(name: &str) -> Option<u32> {
     let mut id = 0;
     // SAFETY: the pointers are valid for the call; the host writes one u32 into `id`.
-    let status = unsafe { proxy_define_metric(MetricType::Counter, name.as_ptr(), name.len(), &mut id) };
+    let status =
+        unsafe { proxy_define_metric(MetricType::Counter, name.as_ptr(), name.len(), &mut id) };
     matches!(status, Status::Ok).then_some(id)
 }
 

@@ -28,7 +28,12 @@ pub struct Request {
 
 impl Request {
     pub fn new(context_id: u32, worker: Rc<RefCell<Worker>>) -> Self {
-        Request { context_id, worker, headers: HeaderList::new(), replied: false }
+        Request {
+            context_id,
+            worker,
+            headers: HeaderList::new(),
+            replied: false,
+        }
     }
 }
 
@@ -37,7 +42,9 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let shared = Rc::clone(&self.worker);
-        let Ok(mut worker) = shared.try_borrow_mut() else { return Action::Continue };
+        let Ok(mut worker) = shared.try_borrow_mut() else {
+            return Action::Continue;
+        };
         let now = now();
         let verdict = decide(&mut worker, now);
         let worker = &mut *worker;
@@ -65,12 +72,17 @@ impl HttpContext for Request {
                         })
                     })
                     .collect();
-                let (content_type, body) = reply::too_many_requests(worker.policy.error_format, retry_after, &refused);
+                let (content_type, body) =
+                    reply::too_many_requests(worker.policy.error_format, retry_after, &refused);
                 self.local_reply(429, content_type, &body, Some(retry_after));
                 Action::Pause
             }
             Verdict::Unavailable(index) => {
-                let name = worker.policy.rules.get(index).map_or("", |r| r.name.as_str());
+                let name = worker
+                    .policy
+                    .rules
+                    .get(index)
+                    .map_or("", |r| r.name.as_str());
                 let (content_type, body) = reply::unavailable(worker.policy.error_format, name);
                 self.local_reply(503, content_type, &body, None);
                 Action::Pause
@@ -89,19 +101,29 @@ impl HttpContext for Request {
 }
 
 impl Request {
-    fn local_reply(&mut self, status: u32, content_type: &str, body: &str, retry_after: Option<u64>) {
+    fn local_reply(
+        &mut self,
+        status: u32,
+        content_type: &str,
+        body: &str,
+        retry_after: Option<u64>,
+    ) {
         let retry = retry_after.map(|s| s.to_string());
-        let mut headers: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let mut headers: Vec<(&str, &str)> =
+            self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
         headers.push(("content-type", content_type));
         if let Some(retry) = retry.as_deref() {
             headers.push(("retry-after", retry));
         }
-        self.replied = hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_ok();
+        self.replied =
+            hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_ok();
     }
 }
 
 fn header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
 }
 
 /// Gathers what the policy needs about the request and decides it.
@@ -109,9 +131,19 @@ fn decide(worker: &mut Worker, now: Nanos) -> Verdict {
     let needs = &worker.needs;
     let policy = &worker.policy;
     let path_header = if needs.path { header(":path") } else { None };
-    let path = path_header.as_deref().map_or("", |p| p.split(['?', '#']).next().unwrap_or(p));
-    let method = if needs.method { header(":method") } else { None };
-    let address = if needs.client_ip { client_address(policy) } else { None };
+    let path = path_header
+        .as_deref()
+        .map_or("", |p| p.split(['?', '#']).next().unwrap_or(p));
+    let method = if needs.method {
+        header(":method")
+    } else {
+        None
+    };
+    let address = if needs.client_ip {
+        client_address(policy)
+    } else {
+        None
+    };
     let client_ip = address.as_ref().map_or("", |(xff, downstream)| {
         identity::client_ip(xff.as_deref(), downstream, policy.identity.xff_trusted_hops)
     });
@@ -120,27 +152,56 @@ fn decide(worker: &mut Worker, now: Nanos) -> Verdict {
         _ => None,
     };
     let tenant = api_key.as_deref().and_then(|key| policy.tenants.get(key));
-    let jwt = if tenant.is_none() && needs.tenant { super::jwt::verified(policy) } else { None };
-    let headers: Vec<(String, Option<String>)> = needs.headers.iter().map(|n| (n.clone(), header(n))).collect();
-    let claims: Vec<(String, Option<String>)> = needs.claims.iter().map(|c| (c.clone(), jwt.as_ref().and_then(|j| j.claim(c)))).collect();
+    let jwt = if tenant.is_none() && needs.tenant {
+        super::jwt::verified(policy)
+    } else {
+        None
+    };
+    let headers: Vec<(String, Option<String>)> = needs
+        .headers
+        .iter()
+        .map(|n| (n.clone(), header(n)))
+        .collect();
+    let claims: Vec<(String, Option<String>)> = needs
+        .claims
+        .iter()
+        .map(|c| (c.clone(), jwt.as_ref().and_then(|j| j.claim(c))))
+        .collect();
     let facts = Facts {
         path,
         method: method.as_deref().unwrap_or(""),
         client_ip,
         api_key: api_key.as_deref(),
-        tenant: tenant.map(|t| t.id.as_str()).or(jwt.as_ref().and_then(|j| j.tenant.as_deref())),
+        tenant: tenant
+            .map(|t| t.id.as_str())
+            .or(jwt.as_ref().and_then(|j| j.tenant.as_deref())),
         plan: tenant.map(|t| t.plan).or(jwt.as_ref().and_then(|j| j.plan)),
         headers: &headers,
         claims: &claims,
     };
-    decision::decide(&worker.policy, worker.seed, &mut worker.limiter, &mut HostShared, &facts, now, &mut worker.decision);
+    decision::decide(
+        &worker.policy,
+        worker.seed,
+        &mut worker.limiter,
+        &mut HostShared,
+        &facts,
+        now,
+        &mut worker.decision,
+    );
     worker.decision.verdict
 }
 
 /// `(X-Forwarded-For, downstream address)` as the policy trusts them.
 fn client_address(policy: &Policy) -> Option<(Option<String>, String)> {
-    let xff = if policy.identity.xff_trusted_hops > 0 { header("x-forwarded-for") } else { None };
-    let downstream = hostcalls::get_property(vec!["source", "address"]).ok().flatten().unwrap_or_default();
+    let xff = if policy.identity.xff_trusted_hops > 0 {
+        header("x-forwarded-for")
+    } else {
+        None
+    };
+    let downstream = hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     Some((xff, String::from_utf8(downstream).unwrap_or_default()))
 }
 
@@ -166,9 +227,16 @@ fn render_headers(worker: &Worker, now: Nanos, out: &mut HeaderList) {
 }
 
 fn count(worker: &mut Worker, verdict: Verdict) {
-    let Worker { decision, counters, policy, .. } = worker;
+    let Worker {
+        decision,
+        counters,
+        policy,
+        ..
+    } = worker;
     for result in &decision.results {
-        let Some(counter) = counters.get_mut(result.rule) else { continue };
+        let Some(counter) = counters.get_mut(result.rule) else {
+            continue;
+        };
         let shadow = policy.rules.get(result.rule).is_some_and(|r| r.shadow);
         if shadow && !result.outcome.admitted && !result.cached_only {
             counter.shadow_refused += 1;

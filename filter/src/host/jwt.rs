@@ -28,18 +28,30 @@ impl Verified<'_> {
 pub fn verified(policy: &Policy) -> Option<Verified<'_>> {
     let config = policy.identity.jwt.as_ref()?;
     // No token, nothing to look up (saves a property read on every anonymous request).
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, &config.header).ok().flatten()?;
+    hostcalls::get_map_value(MapType::HttpRequestHeaders, &config.header)
+        .ok()
+        .flatten()?;
     let tenant = claim(config, &config.tenant_claim)?;
     let plan = config
         .plan_claim
         .as_deref()
         .and_then(|c| claim(config, c))
         .and_then(|name| policy.plans.iter().position(|p| p.name == name));
-    Some(Verified { config, tenant: Some(tenant), plan })
+    Some(Verified {
+        config,
+        tenant: Some(tenant),
+        plan,
+    })
 }
 
 fn claim(config: &Jwt, name: &str) -> Option<String> {
-    let path = vec!["metadata", "filter_metadata", config.metadata_namespace.as_str(), config.payload_key.as_str(), name];
+    let path = vec![
+        "metadata",
+        "filter_metadata",
+        config.metadata_namespace.as_str(),
+        config.payload_key.as_str(),
+        name,
+    ];
     let bytes = hostcalls::get_property(path).ok().flatten()?;
     String::from_utf8(bytes).ok().filter(|s| !s.is_empty())
 }

@@ -5,8 +5,8 @@
 //! no stats).
 
 mod abi;
-mod jwt;
 mod http;
+mod jwt;
 mod root;
 mod store;
 

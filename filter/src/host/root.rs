@@ -108,7 +108,12 @@ impl Worker {
 
     fn flush_stats(&mut self) {
         for (counters, ids) in self.counters.iter_mut().zip(&self.metric_ids) {
-            let values = [counters.allowed, counters.refused, counters.shadow_refused, counters.queued];
+            let values = [
+                counters.allowed,
+                counters.refused,
+                counters.shadow_refused,
+                counters.queued,
+            ];
             for (value, id) in values.into_iter().zip(ids) {
                 if let (Some(id), true) = (id, value > 0) {
                     abi::increment(*id, value);
@@ -137,10 +142,14 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(proxy_wasm::types::BufferType::PluginConfiguration, 0, usize::MAX)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let bytes = hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
         let policy = match Policy::from_json(&bytes) {
             Ok(policy) => policy,
             Err(err) => {

@@ -1,0 +1,89 @@
+"""Fixtures: real Envoy processes and the demo API, started per test and stopped by PID afterwards."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import DemoApi, Envoy, paths  # noqa: E402
+
+StartEnvoy = Callable[..., Envoy]
+
+
+@pytest.fixture(scope="session")
+def envoy_bin() -> Path:
+    """The pinned Envoy; missing, the test fails (never skips) naming the command to run."""
+    try:
+        return paths.envoy_bin()
+    except paths.MissingArtifact as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def filter_wasm() -> Path:
+    """The built filter (tests that load it through `config.tollgate` get the same check)."""
+    try:
+        return paths.wasm(paths.FILTER_WASM)
+    except paths.MissingArtifact as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def noop_wasm() -> Path:
+    try:
+        return paths.wasm(paths.NOOP_WASM)
+    except paths.MissingArtifact as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+def start_envoy(tmp_path: Path, envoy_bin: Path) -> Iterator[StartEnvoy]:
+    """`start_envoy(bootstrap_dict, concurrency=1)` → a ready Envoy, stopped after the test."""
+    started: list[Envoy] = []
+
+    def start(config: dict, *, concurrency: int = 1, name: str | None = None) -> Envoy:
+        envoy = Envoy(config, tmp_path, concurrency=concurrency, name=name or f"envoy{len(started)}")
+        started.append(envoy)
+        return envoy.start()
+
+    yield start
+    for envoy in started:
+        envoy.stop()
+
+
+@pytest.fixture
+def spawn_envoy(tmp_path: Path, envoy_bin: Path) -> Iterator[StartEnvoy]:
+    """`spawn_envoy(bootstrap_dict)` → a started Envoy not waited for (for configs it must refuse)."""
+    started: list[Envoy] = []
+
+    def spawn(config: dict, *, concurrency: int = 1, name: str | None = None) -> Envoy:
+        envoy = Envoy(config, tmp_path, concurrency=concurrency, name=name or f"envoy{len(started)}")
+        started.append(envoy)
+        return envoy.spawn()
+
+    yield spawn
+    for envoy in started:
+        envoy.stop()
+
+
+@pytest.fixture
+def demo_api(tmp_path: Path) -> Iterator[DemoApi]:
+    api = DemoApi(tmp_path).start()
+    yield api
+    api.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    """Under CI=true nothing may skip: a skip becomes a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") == "true" and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, which is not allowed: {report.longrepr}"

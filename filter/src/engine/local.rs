@@ -71,12 +71,10 @@ impl LocalCache {
             .filter(|&until| until > now)
     }
 
-    /// What the node-wide bucket had left at the last lease, if that lease is still valid.
-    pub fn last_remaining(&self, key: u64, now: Nanos) -> Option<u64> {
-        self.entries
-            .get(&key)
-            .filter(|e| e.lease.valid_until >= now)
-            .map(|e| e.shared_remaining)
+    /// What the node-wide bucket had left at this worker's last lease of `key` (a hint for
+    /// the size of the next lease, however old).
+    pub fn last_remaining(&self, key: u64) -> Option<u64> {
+        self.entries.get(&key).map(|e| e.shared_remaining)
     }
 
     /// The lease this worker holds on `key`, to give back before taking a new one.

@@ -113,7 +113,7 @@ impl Limiter {
             };
         }
         let max = if ask.algorithm.leasable() {
-            self.lease_size(ask, now)
+            self.lease_size(ask)
         } else {
             ask.cost
         };
@@ -185,9 +185,9 @@ impl Limiter {
         self.cache.refused_until(key, now)
     }
 
-    fn lease_size(&self, ask: &Ask, now: Nanos) -> u64 {
+    fn lease_size(&self, ask: &Ask) -> u64 {
         let cost = ask.cost.max(1);
-        let last = self.cache.last_remaining(ask.key, now).unwrap_or(0);
+        let last = self.cache.last_remaining(ask.key).unwrap_or(0);
         let batches = (last / cost / 4).clamp(1, MAX_LEASE);
         cost.saturating_mul(batches)
     }

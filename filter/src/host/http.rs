@@ -7,12 +7,11 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
+use super::facts::{self, RequestHeaders};
 use super::root::Worker;
 use super::{now, store::HostShared};
 use crate::decision::{self, Facts, Verdict};
 use crate::headers::{self, HeaderList, RuleStatus};
-use crate::identity;
-use crate::policy::Policy;
 use crate::reply::{self, Refusal};
 use crate::{Nanos, SECOND};
 
@@ -120,47 +119,36 @@ impl Request {
     }
 }
 
-fn header(name: &str) -> Option<String> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-        .ok()
-        .flatten()
-}
-
 /// Gathers what the policy needs about the request and decides it.
 fn decide(worker: &mut Worker, now: Nanos) -> Verdict {
     let needs = &worker.needs;
     let policy = &worker.policy;
-    let path_header = if needs.path { header(":path") } else { None };
-    let path = path_header
-        .as_deref()
+    let headers = RequestHeaders::fetch(policy, needs);
+    let path = headers
+        .get(":path")
         .map_or("", |p| p.split(['?', '#']).next().unwrap_or(p));
-    let method = if needs.method {
-        header(":method")
+    let client_ip = if needs.client_ip {
+        facts::client_ip(policy, &headers)
     } else {
-        None
+        String::new()
     };
-    let address = if needs.client_ip {
-        client_address(policy)
-    } else {
-        None
-    };
-    let client_ip = address.as_ref().map_or("", |(xff, downstream)| {
-        identity::client_ip(xff.as_deref(), downstream, policy.identity.xff_trusted_hops)
-    });
     let api_key = match (&policy.identity.api_key_header, needs.tenant) {
-        (Some(name), true) => header(name),
+        (Some(name), true) => headers.get(name),
         _ => None,
     };
-    let tenant = api_key.as_deref().and_then(|key| policy.tenants.get(key));
-    let jwt = if tenant.is_none() && needs.tenant {
-        super::jwt::verified(policy)
-    } else {
-        None
+    let tenant = api_key.and_then(|key| policy.tenants.get(key));
+    let jwt = match &policy.identity.jwt {
+        Some(config)
+            if tenant.is_none() && needs.tenant && headers.get(&config.header).is_some() =>
+        {
+            super::jwt::verified(policy)
+        }
+        _ => None,
     };
-    let headers: Vec<(String, Option<String>)> = needs
+    let named: Vec<(String, Option<String>)> = needs
         .headers
         .iter()
-        .map(|n| (n.clone(), header(n)))
+        .map(|n| (n.clone(), headers.get(n).map(str::to_owned)))
         .collect();
     let claims: Vec<(String, Option<String>)> = needs
         .claims
@@ -169,14 +157,14 @@ fn decide(worker: &mut Worker, now: Nanos) -> Verdict {
         .collect();
     let facts = Facts {
         path,
-        method: method.as_deref().unwrap_or(""),
-        client_ip,
-        api_key: api_key.as_deref(),
+        method: headers.get(":method").unwrap_or(""),
+        client_ip: &client_ip,
+        api_key,
         tenant: tenant
             .map(|t| t.id.as_str())
             .or(jwt.as_ref().and_then(|j| j.tenant.as_deref())),
         plan: tenant.map(|t| t.plan).or(jwt.as_ref().and_then(|j| j.plan)),
-        headers: &headers,
+        headers: &named,
         claims: &claims,
     };
     decision::decide(
@@ -189,20 +177,6 @@ fn decide(worker: &mut Worker, now: Nanos) -> Verdict {
         &mut worker.decision,
     );
     worker.decision.verdict
-}
-
-/// `(X-Forwarded-For, downstream address)` as the policy trusts them.
-fn client_address(policy: &Policy) -> Option<(Option<String>, String)> {
-    let xff = if policy.identity.xff_trusted_hops > 0 {
-        header("x-forwarded-for")
-    } else {
-        None
-    };
-    let downstream = hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-    Some((xff, String::from_utf8(downstream).unwrap_or_default()))
 }
 
 fn render_headers(worker: &Worker, now: Nanos, out: &mut HeaderList) {

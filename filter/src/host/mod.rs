@@ -5,6 +5,7 @@
 //! no stats).
 
 mod abi;
+mod facts;
 mod http;
 mod jwt;
 mod root;

@@ -1,0 +1,95 @@
+//! Reading the request attributes the policy needs, with as few host calls as possible.
+//!
+//! Every host call that returns a value makes the host call back into the VM to allocate
+//! memory for it, and that round trip dominates the filter's cost: measured under callgrind
+//! in Envoy 1.40, one `get_map_value` costs ≈ 12k instructions, one `get_property` ≈ 12k,
+//! while `get_map` of a whole small header map costs ≈ 18k. So one header is read alone, two
+//! or more come from one `get_map`, and the downstream address (a property) is only read when
+//! `X-Forwarded-For` does not already name the client.
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::MapType;
+
+use crate::decision::Needs;
+use crate::identity;
+use crate::policy::Policy;
+
+/// The request headers the policy reads.
+pub struct RequestHeaders {
+    pairs: Vec<(String, String)>,
+}
+
+impl RequestHeaders {
+    /// Fetches the headers `policy` needs (one call for one header, one `get_map` for more).
+    pub fn fetch(policy: &Policy, needs: &Needs) -> Self {
+        let mut wanted: Vec<&str> = Vec::new();
+        if needs.path {
+            wanted.push(":path");
+        }
+        if needs.method {
+            wanted.push(":method");
+        }
+        if needs.client_ip && policy.identity.xff_trusted_hops > 0 {
+            wanted.push("x-forwarded-for");
+        }
+        if needs.tenant {
+            wanted.extend(policy.identity.api_key_header.as_deref());
+            wanted.extend(policy.identity.jwt.as_ref().map(|j| j.header.as_str()));
+        }
+        wanted.extend(needs.headers.iter().map(String::as_str));
+        let pairs = match wanted.as_slice() {
+            [] => Vec::new(),
+            [one] => hostcalls::get_map_value(MapType::HttpRequestHeaders, one)
+                .ok()
+                .flatten()
+                .map(|value| vec![((*one).to_owned(), value)])
+                .unwrap_or_default(),
+            _ => hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default(),
+        };
+        RequestHeaders { pairs }
+    }
+
+    /// The first value of header `name` (lower case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// All values of `X-Forwarded-For` joined as one list (a request may carry several).
+    pub fn forwarded_for(&self) -> Option<String> {
+        let mut values = self
+            .pairs
+            .iter()
+            .filter(|(n, _)| n == "x-forwarded-for")
+            .map(|(_, v)| v.as_str());
+        let first = values.next()?;
+        Some(values.fold(first.to_owned(), |mut all, v| {
+            all.push(',');
+            all.push_str(v);
+            all
+        }))
+    }
+}
+
+/// The client's address as the policy trusts it (no port). Reads the downstream address only
+/// when the trusted `X-Forwarded-For` hop does not name the client.
+pub fn client_ip(policy: &Policy, headers: &RequestHeaders) -> String {
+    let hops = policy.identity.xff_trusted_hops;
+    let xff = if hops > 0 {
+        headers.forwarded_for()
+    } else {
+        None
+    };
+    let from_xff = identity::client_ip(xff.as_deref(), "", hops);
+    if !from_xff.is_empty() {
+        return from_xff.to_owned();
+    }
+    let downstream = hostcalls::get_property(vec!["source", "address"])
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let downstream = String::from_utf8(downstream).unwrap_or_default();
+    identity::client_ip(None, &downstream, 0).to_owned()
+}

@@ -276,3 +276,7 @@ pub fn bucket_key(seed: u64, index: usize, rule: &Rule, facts: &Facts<'_>) -> Op
 fn lookup<'a>(pairs: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(n, _)| n == name)?.1.as_deref()
 }
+
+#[cfg(test)]
+#[path = "decision_tests.rs"]
+mod tests;

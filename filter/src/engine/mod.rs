@@ -224,4 +224,6 @@ impl Limiter {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

@@ -3,34 +3,12 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::*;
 
-/// Proxy-Wasm shared data as Envoy implements it: a CAS token per entry, bumped on every write.
-#[derive(Default)]
-struct MemStore {
-    entries: HashMap<String, (Vec<u8>, u32)>,
-    next_cas: u32,
-}
-
-impl SharedStore for MemStore {
-    fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError> {
-        Ok(self.entries.get(key).cloned())
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError> {
-        if let Some((_, current)) = self.entries.get(key)
-            && cas != 0
-            && cas != *current
-        {
-            return Err(StoreError::CasMismatch);
-        }
-        self.next_cas += 1;
-        self.entries
-            .insert(key.to_owned(), (value.to_vec(), self.next_cas));
-        Ok(())
-    }
-}
+use super::testing::MemStore;
 
 const MINUTE: Nanos = 60 * crate::SECOND;
 

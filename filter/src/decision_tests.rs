@@ -1,0 +1,196 @@
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::*;
+use crate::engine::testing::MemStore;
+
+const NOW: Nanos = 1_000 * SECOND;
+
+fn policy(json: &str) -> Policy {
+    Policy::from_json(json.as_bytes()).unwrap()
+}
+
+const TWO_RULES: &str = r#"{
+  "tenants": {"k1": {"id": "t1", "plan": "free"}, "k2": {"id": "t2", "plan": "pro"}},
+  "rules": [
+    {"name": "per-ip", "key": ["client_ip"], "algorithm": "fixed_window", "limit": 5, "window": "1m"},
+    {"name": "per-tenant", "key": ["tenant"], "algorithm": "sliding_window_log", "limit": "plan", "window": "1m"},
+    {"name": "search", "key": ["tenant"], "match": {"path_prefix": "/search"}, "algorithm": "fixed_window",
+     "limit": 1, "window": "1m", "shadow": true}
+  ]
+}"#;
+
+fn facts<'a>(tenant: Option<&'a str>, plan: Option<PlanId>, path: &'a str) -> Facts<'a> {
+    Facts {
+        path,
+        method: "GET",
+        client_ip: "10.0.0.1",
+        tenant,
+        plan,
+        ..Facts::default()
+    }
+}
+
+#[test]
+fn a_refused_request_consumes_nothing_in_the_other_rules() {
+    let policy = policy(TWO_RULES);
+    let (mut limiter, mut store, mut out) = (
+        Limiter::new(1024, 64),
+        MemStore::default(),
+        Decision::default(),
+    );
+    // The free plan allows 100 a minute per tenant; the IP allows 5: the sixth request is
+    // refused by per-ip, and per-tenant must not have counted it.
+    for _ in 0..5 {
+        decide(
+            &policy,
+            1,
+            &mut limiter,
+            &mut store,
+            &facts(Some("t1"), Some(0), "/"),
+            NOW,
+            &mut out,
+        );
+        assert_eq!(out.verdict, Verdict::Admit);
+    }
+    decide(
+        &policy,
+        1,
+        &mut limiter,
+        &mut store,
+        &facts(Some("t1"), Some(0), "/"),
+        NOW,
+        &mut out,
+    );
+    assert!(
+        matches!(out.verdict, Verdict::Refuse(_)),
+        "{:?}",
+        out.verdict
+    );
+    // Another address of the same tenant: per-tenant has exactly 95 left.
+    let other = Facts {
+        client_ip: "10.0.0.2",
+        ..facts(Some("t1"), Some(0), "/")
+    };
+    decide(&policy, 1, &mut limiter, &mut store, &other, NOW, &mut out);
+    let tenant = out.results.iter().find(|r| r.rule == 1).unwrap();
+    assert_eq!(tenant.outcome.remaining, 94);
+}
+
+#[test]
+fn anonymous_requests_skip_rules_keyed_by_tenant() {
+    let policy = policy(TWO_RULES);
+    let (mut limiter, mut store, mut out) = (
+        Limiter::new(1024, 64),
+        MemStore::default(),
+        Decision::default(),
+    );
+    decide(
+        &policy,
+        1,
+        &mut limiter,
+        &mut store,
+        &facts(None, None, "/search"),
+        NOW,
+        &mut out,
+    );
+    assert_eq!(
+        out.results.iter().map(|r| r.rule).collect::<Vec<_>>(),
+        vec![0]
+    );
+}
+
+#[test]
+fn shadow_rules_never_refuse() {
+    let policy = policy(TWO_RULES);
+    let (mut limiter, mut store, mut out) = (
+        Limiter::new(1024, 64),
+        MemStore::default(),
+        Decision::default(),
+    );
+    for i in 0..3 {
+        decide(
+            &policy,
+            1,
+            &mut limiter,
+            &mut store,
+            &facts(Some("t2"), Some(1), "/search"),
+            NOW,
+            &mut out,
+        );
+        assert_eq!(out.verdict, Verdict::Admit);
+        let shadow = out.results.iter().find(|r| r.rule == 2).unwrap();
+        assert_eq!(shadow.outcome.admitted, i == 0);
+        assert!(!shadow.refused);
+    }
+}
+
+#[test]
+fn plan_limits_scale_to_the_window() {
+    let policy = policy(TWO_RULES);
+    let rule = &policy.rules[1];
+    assert_eq!(quota(&policy, rule, Some(0)).limit, 100);
+    assert_eq!(quota(&policy, rule, Some(1)).limit, 1000);
+    // An unknown plan falls back to the default plan (free).
+    assert_eq!(quota(&policy, rule, None).limit, 100);
+}
+
+#[test]
+fn strict_rules_follow_the_failure_mode_without_a_sidecar() {
+    let closed = policy(
+        r#"{"failure_mode": "closed", "rules": [{"name": "s", "key": ["client_ip"],
+            "algorithm": "fixed_window", "limit": 5, "window": "1m", "scope": "strict"}]}"#,
+    );
+    let (mut limiter, mut store, mut out) = (
+        Limiter::new(1024, 64),
+        MemStore::default(),
+        Decision::default(),
+    );
+    decide(
+        &closed,
+        1,
+        &mut limiter,
+        &mut store,
+        &facts(None, None, "/"),
+        NOW,
+        &mut out,
+    );
+    assert_eq!(out.verdict, Verdict::Unavailable(0));
+    let open = policy(&TWO_RULES.replace(
+        "\"window\": \"1m\"}",
+        "\"window\": \"1m\", \"scope\": \"strict\"}",
+    ));
+    decide(
+        &open,
+        1,
+        &mut limiter,
+        &mut store,
+        &facts(None, None, "/"),
+        NOW,
+        &mut out,
+    );
+    assert_eq!(out.verdict, Verdict::Admit);
+}
+
+#[test]
+fn keys_differ_by_rule_and_by_value() {
+    let policy = policy(TWO_RULES);
+    let a = bucket_key(1, 0, &policy.rules[0], &facts(None, None, "/"));
+    let b = bucket_key(
+        1,
+        0,
+        &policy.rules[0],
+        &Facts {
+            client_ip: "10.0.0.2",
+            ..facts(None, None, "/")
+        },
+    );
+    let c = bucket_key(1, 1, &policy.rules[0], &facts(None, None, "/"));
+    assert!(a != b && a != c && b != c);
+    assert_eq!(
+        bucket_key(1, 1, &policy.rules[1], &facts(None, None, "/")),
+        None
+    );
+}

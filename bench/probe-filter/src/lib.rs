@@ -74,7 +74,10 @@ impl HttpContext for Probe {
             Call::Time => drop(hostcalls::get_current_time()),
             Call::SharedAbsent => drop(hostcalls::get_shared_data("tollgate-probe-absent")),
             Call::Property => drop(hostcalls::get_property(vec!["source", "address"])),
-            Call::GetHeader => drop(hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-api-key")),
+            Call::GetHeader => drop(hostcalls::get_map_value(
+                MapType::HttpRequestHeaders,
+                "x-api-key",
+            )),
             Call::GetMap => drop(hostcalls::get_map(MapType::HttpRequestHeaders)),
             _ => {}
         }
@@ -87,7 +90,10 @@ impl HttpContext for Probe {
             Call::Add4Headers => 4,
             _ => 0,
         };
-        for name in ["x-probe-1", "x-probe-2", "x-probe-3", "x-probe-4"].iter().take(count) {
+        for name in ["x-probe-1", "x-probe-2", "x-probe-3", "x-probe-4"]
+            .iter()
+            .take(count)
+        {
             let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, "100");
         }
         Action::Continue

@@ -112,3 +112,30 @@ def test_zero_trusted_hops_ignores_x_forwarded_for(start_envoy):
     envoy = start_envoy(config.tollgate(cfg))
     responses = [envoy.get("/", xff(f"198.51.100.{i}, 203.0.113.{i}")) for i in range(1, 5)]
     assert http.statuses(responses) == [200, 200, 429, 429], [str(r) for r in responses]
+
+
+def test_header_values_that_are_not_utf8_neither_crash_nor_pick_a_tenant(start_envoy):
+    """HTTP allows obs-text bytes in header values; the proxy-wasm SDK's String helpers would
+    panic on them and kill the worker's VM. The filter reads them as absent instead."""
+    import socket
+
+    cfg = policy.config(
+        policy.rule("per-tenant", "fixed_window", 2, "1h", key=["tenant"]),
+        policy.rule("per-key", "fixed_window", 3, "1h", key=["header:x-client"]),
+        tenants=policy.TENANTS,
+    )
+    envoy = start_envoy(config.tollgate(cfg))
+    raw = (b"GET /api/x HTTP/1.1\r\nHost: t\r\nx-api-key: key-free-0001\xff\r\n"
+           b"x-client: \xfe\xff\r\nConnection: close\r\n\r\n")
+    for _ in range(4):
+        with socket.create_connection(("127.0.0.1", envoy.port), timeout=10) as s:
+            s.sendall(raw)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        # An unknown key and an unreadable x-client: neither rule applies, nothing is refused.
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    # The VM is alive and still limiting: the tenant's own key is counted as before.
+    burst = http.burst(envoy.port, 3, "/api/x", key("key-free-0001"))
+    assert http.statuses(burst) == [200, 200, 429], [str(r) for r in burst]
+    assert "panic" not in envoy.log(), envoy.log_tail()

@@ -22,6 +22,7 @@
 pub mod algorithm;
 pub mod decision;
 pub mod engine;
+pub mod header_map;
 pub mod headers;
 pub mod identity;
 pub mod policy;

@@ -4,24 +4,26 @@
 //! memory for it, and that round trip dominates the filter's cost: measured under callgrind
 //! in Envoy 1.40 (`bench/instructions.py --probes`), one `get_map_value` costs ≈ 14k
 //! instructions, one `get_property` ≈ 12k, while `get_map` of a whole small header map costs
-//! ≈ 20k. So one header is read alone, two or more come from one `get_map`, and the
-//! downstream address (a property) is only read when `X-Forwarded-For` does not already name
-//! the client.
+//! ≈ 20k. So one header is read alone, two or more come from one read of the whole map
+//! (parsed in place, never as `String`s), and the downstream address (a property) is only
+//! read when `X-Forwarded-For` does not already name the client.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
+use super::abi;
 use crate::decision::Needs;
+use crate::header_map::HeaderPairs;
 use crate::identity;
 use crate::policy::Policy;
 
-/// The request headers the policy reads.
+/// The request headers the policy reads, kept as the bytes the host returned.
 pub struct RequestHeaders {
-    pairs: Vec<(String, String)>,
+    pairs: HeaderPairs,
 }
 
 impl RequestHeaders {
-    /// Fetches the headers `policy` needs (one call for one header, one `get_map` for more).
+    /// Fetches the headers `policy` needs (one call for one header, the whole map for more).
     pub fn fetch(policy: &Policy, needs: &Needs) -> Self {
         let mut wanted: Vec<&str> = Vec::new();
         if needs.path {
@@ -39,32 +41,26 @@ impl RequestHeaders {
         }
         wanted.extend(needs.headers.iter().map(String::as_str));
         let pairs = match wanted.as_slice() {
-            [] => Vec::new(),
-            [one] => hostcalls::get_map_value(MapType::HttpRequestHeaders, one)
+            [] => HeaderPairs::default(),
+            [one] => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, one)
                 .ok()
                 .flatten()
-                .map(|value| vec![((*one).to_owned(), value)])
-                .unwrap_or_default(),
-            _ => hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default(),
+                .map_or_else(HeaderPairs::default, |value| {
+                    HeaderPairs::single(one, &value)
+                }),
+            _ => abi::request_header_pairs().map_or_else(HeaderPairs::default, HeaderPairs::parse),
         };
         RequestHeaders { pairs }
     }
 
-    /// The first value of header `name` (lower case).
+    /// The first value of header `name` (lower case); `None` also for a value that is not UTF-8.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.values(name).next()
     }
 
     /// All values of `X-Forwarded-For` joined as one list (a request may carry several).
     pub fn forwarded_for(&self) -> Option<String> {
-        let mut values = self
-            .pairs
-            .iter()
-            .filter(|(n, _)| n == "x-forwarded-for")
-            .map(|(_, v)| v.as_str());
+        let mut values = self.pairs.values("x-forwarded-for");
         let first = values.next()?;
         Some(values.fold(first.to_owned(), |mut all, v| {
             all.push(',');

@@ -26,6 +26,7 @@ pub mod header_map;
 pub mod headers;
 pub mod identity;
 pub mod policy;
+pub mod protocol;
 pub mod reply;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]

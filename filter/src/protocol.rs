@@ -1,0 +1,344 @@
+//! The filter↔sidecar wire protocol: one definition, used by the filter (sender) and the
+//! sidecar (receiver).
+//!
+//! Every message is JSON. Unknown fields are rejected on both sides, so a typo or a version
+//! mismatch fails loudly instead of being silently ignored.
+//!
+//! **Times are relative.** Every duration in a response (`*_after_ns`, `delay_ns`) counts
+//! nanoseconds from the instant the sidecar decided, never an absolute timestamp: nodes'
+//! clocks may disagree, and a relative value means the same thing on every node (the filter
+//! adds it to its own `now`).
+//!
+//! `global` rules' batched sync is not part of the protocol yet; only `strict` checks are.
+//!
+//! ```
+//! use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
+//!
+//! let request: CheckRequest = serde_json::from_str(
+//!     r#"{"rule": "per-tenant", "key": 42, "algorithm": "fixed_window",
+//!         "limit": 100, "window_ns": 60000000000}"#,
+//! ).unwrap();
+//! assert_eq!(request.algorithm, WireAlgorithm::FixedWindow);
+//! assert_eq!(request.quota().unwrap().burst, 100); // burst defaults to the limit
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::Nanos;
+use crate::algorithm::{Algorithm, Grant, Quota};
+
+/// The sidecar path that answers a [`CheckRequest`] with a [`CheckResponse`].
+pub const CHECK_PATH: &str = "/v1/check";
+
+/// The longest rule name a request may carry.
+pub const MAX_RULE_LEN: usize = 128;
+
+/// The largest `limit` a `sliding_window_log` check may ask for: the log stores one timestamp
+/// per admitted request (the same bound the filter's configuration enforces).
+pub const MAX_LOG_LIMIT: u64 = 10_000;
+
+/// [`Algorithm`] on the wire, spelled as in the filter configuration (`fixed_window`, …).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireAlgorithm {
+    /// [`Algorithm::FixedWindow`].
+    FixedWindow,
+    /// [`Algorithm::SlidingWindowLog`].
+    SlidingWindowLog,
+    /// [`Algorithm::SlidingWindowCounter`].
+    SlidingWindowCounter,
+    /// [`Algorithm::TokenBucket`].
+    TokenBucket,
+    /// [`Algorithm::LeakyBucket`].
+    LeakyBucket,
+}
+
+impl From<Algorithm> for WireAlgorithm {
+    fn from(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::FixedWindow => WireAlgorithm::FixedWindow,
+            Algorithm::SlidingWindowLog => WireAlgorithm::SlidingWindowLog,
+            Algorithm::SlidingWindowCounter => WireAlgorithm::SlidingWindowCounter,
+            Algorithm::TokenBucket => WireAlgorithm::TokenBucket,
+            Algorithm::LeakyBucket => WireAlgorithm::LeakyBucket,
+        }
+    }
+}
+
+impl From<WireAlgorithm> for Algorithm {
+    fn from(algorithm: WireAlgorithm) -> Self {
+        match algorithm {
+            WireAlgorithm::FixedWindow => Algorithm::FixedWindow,
+            WireAlgorithm::SlidingWindowLog => Algorithm::SlidingWindowLog,
+            WireAlgorithm::SlidingWindowCounter => Algorithm::SlidingWindowCounter,
+            WireAlgorithm::TokenBucket => Algorithm::TokenBucket,
+            WireAlgorithm::LeakyBucket => Algorithm::LeakyBucket,
+        }
+    }
+}
+
+/// A `strict` rule's question for one request: may `cost` permits be taken from the bucket
+/// `(rule, key)` now? The sidecar decides with [`Algorithm::acquire`] (`min == max == cost`)
+/// on the bucket's shared state, atomically per bucket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// The rule's name (1 to [`MAX_RULE_LEN`] bytes); labels metrics and namespaces the key.
+    pub rule: String,
+    /// The bucket: the filter's hash of the rule and the request's key parts.
+    pub key: u64,
+    /// The rule's algorithm.
+    pub algorithm: WireAlgorithm,
+    /// Permits per window (≥ 1), plan already applied.
+    pub limit: u64,
+    /// Window length in nanoseconds (≥ 1).
+    pub window_ns: Nanos,
+    /// Token bucket capacity (≥ 1); absent: the limit. Other algorithms ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// Leaky bucket: requests that may wait for their turn (default 0).
+    #[serde(default)]
+    pub queue: u64,
+    /// Permits this request takes (≥ 1, default 1).
+    #[serde(default = "one")]
+    pub cost: u64,
+}
+
+const fn one() -> u64 {
+    1
+}
+
+/// Why a [`CheckRequest`] cannot be decided; the message names the field and the fix.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    /// A field's value is out of range.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field's name.
+        field: &'static str,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl CheckRequest {
+    /// The validated quota. Unlike [`Quota::new`], which silently raises zeros to 1, a wire
+    /// request with a zero (or otherwise impossible) value is refused.
+    pub fn quota(&self) -> Result<Quota, ProtocolError> {
+        if self.rule.is_empty() || self.rule.len() > MAX_RULE_LEN {
+            return Err(invalid(
+                "rule",
+                format!("must be 1 to {MAX_RULE_LEN} bytes long"),
+            ));
+        }
+        if self.limit == 0 {
+            return Err(invalid("limit", "must be at least 1"));
+        }
+        if self.algorithm == WireAlgorithm::SlidingWindowLog && self.limit > MAX_LOG_LIMIT {
+            return Err(invalid(
+                "limit",
+                format!(
+                    "sliding_window_log holds at most {MAX_LOG_LIMIT} (use sliding_window_counter)"
+                ),
+            ));
+        }
+        if self.window_ns == 0 {
+            return Err(invalid("window_ns", "must be at least 1"));
+        }
+        let burst = self.burst.unwrap_or(self.limit);
+        if burst == 0 {
+            return Err(invalid(
+                "burst",
+                "must be at least 1 (or absent: the limit)",
+            ));
+        }
+        if self.cost == 0 {
+            return Err(invalid("cost", "must be at least 1"));
+        }
+        Ok(Quota::new(self.limit, self.window_ns, burst, self.queue))
+    }
+}
+
+/// The sidecar's answer to a [`CheckRequest`]. Durations count from the sidecar's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckResponse {
+    /// Whether the request's permits were taken (refused requests take nothing).
+    pub admitted: bool,
+    /// Permits left right after this decision (RateLimit-Remaining).
+    pub remaining: u64,
+    /// Time until the whole quota is available again if nothing more is admitted (RateLimit-Reset).
+    pub reset_after_ns: Nanos,
+    /// Refused: time until the request's cost could be granted (Retry-After); admitted: 0.
+    pub retry_after_ns: Nanos,
+    /// Leaky bucket with a queue: how long the admitted request waits before it is forwarded.
+    pub delay_ns: Nanos,
+}
+
+impl CheckResponse {
+    /// The response for `grant`, decided at the sidecar's `now`.
+    pub fn from_grant(grant: &Grant, now: Nanos) -> Self {
+        CheckResponse {
+            admitted: grant.granted > 0,
+            remaining: grant.remaining,
+            reset_after_ns: grant.reset.saturating_sub(now),
+            retry_after_ns: grant.retry_at.saturating_sub(now),
+            delay_ns: grant.delay,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn request() -> CheckRequest {
+        CheckRequest {
+            rule: "per-tenant".into(),
+            key: u64::MAX,
+            algorithm: WireAlgorithm::TokenBucket,
+            limit: 10,
+            window_ns: 60_000_000_000,
+            burst: Some(20),
+            queue: 0,
+            cost: 2,
+        }
+    }
+
+    #[test]
+    fn check_request_round_trips() {
+        let json = serde_json::to_string(&request()).unwrap();
+        assert!(json.contains(r#""algorithm":"token_bucket""#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<CheckRequest>(&json).unwrap(),
+            request()
+        );
+    }
+
+    #[test]
+    fn check_response_round_trips() {
+        let response = CheckResponse {
+            admitted: false,
+            remaining: 0,
+            reset_after_ns: 5,
+            retry_after_ns: 3,
+            delay_ns: 0,
+        };
+        let json = serde_json::to_string(&response).unwrap();
+        assert_eq!(
+            serde_json::from_str::<CheckResponse>(&json).unwrap(),
+            response
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let json =
+            r#"{"rule":"r","key":1,"algorithm":"fixed_window","limit":1,"window_ns":1,"colour":1}"#;
+        let error = serde_json::from_str::<CheckRequest>(json).unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `colour`"),
+            "{error}"
+        );
+        let json = r#"{"admitted":true,"remaining":0,"reset_after_ns":0,"retry_after_ns":0,"delay_ns":0,"x":0}"#;
+        assert!(serde_json::from_str::<CheckResponse>(json).is_err());
+    }
+
+    #[test]
+    fn algorithm_names_match_the_configuration() {
+        let names = [
+            ("fixed_window", Algorithm::FixedWindow),
+            ("sliding_window_log", Algorithm::SlidingWindowLog),
+            ("sliding_window_counter", Algorithm::SlidingWindowCounter),
+            ("token_bucket", Algorithm::TokenBucket),
+            ("leaky_bucket", Algorithm::LeakyBucket),
+        ];
+        for (name, algorithm) in names {
+            let wire: WireAlgorithm = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(Algorithm::from(wire), algorithm);
+            assert_eq!(WireAlgorithm::from(algorithm), wire);
+        }
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let json = r#"{"rule":"r","key":1,"algorithm":"token_bucket","limit":7,"window_ns":9}"#;
+        let request: CheckRequest = serde_json::from_str(json).unwrap();
+        assert_eq!((request.cost, request.queue, request.burst), (1, 0, None));
+        assert_eq!(request.quota().unwrap(), Quota::new(7, 9, 7, 0));
+        let bad = [
+            (
+                CheckRequest {
+                    limit: 0,
+                    ..request.clone()
+                },
+                "limit: must be at least 1",
+            ),
+            (
+                CheckRequest {
+                    window_ns: 0,
+                    ..request.clone()
+                },
+                "window_ns: must be at least 1",
+            ),
+            (
+                CheckRequest {
+                    cost: 0,
+                    ..request.clone()
+                },
+                "cost: must be at least 1",
+            ),
+            (
+                CheckRequest {
+                    burst: Some(0),
+                    ..request.clone()
+                },
+                "burst: must be at least 1",
+            ),
+            (
+                CheckRequest {
+                    rule: String::new(),
+                    ..request.clone()
+                },
+                "rule: must be 1 to",
+            ),
+        ];
+        for (request, message) in bad {
+            let error = request.quota().unwrap_err().to_string();
+            assert!(error.starts_with(message), "{error}");
+        }
+    }
+
+    #[test]
+    fn response_times_are_relative_to_the_decision() {
+        let grant = Grant {
+            granted: 0,
+            reset: 150,
+            retry_at: 120,
+            remaining: 0,
+            ..Grant::default()
+        };
+        let response = CheckResponse::from_grant(&grant, 100);
+        assert_eq!(
+            (
+                response.admitted,
+                response.reset_after_ns,
+                response.retry_after_ns
+            ),
+            (false, 50, 20)
+        );
+        // A grant in the past (clock moved back) never yields a negative wait.
+        assert_eq!(CheckResponse::from_grant(&grant, 200).retry_after_ns, 0);
+    }
+}

@@ -1,0 +1,163 @@
+//! Command line and environment configuration (`TOLLGATE_*`, each also a `--flag`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Tollgate's sidecar: exact cross-node (`strict`) rate-limit decisions for the Tollgate
+/// filter, health probes and Prometheus metrics.
+///
+/// Counters are kept in this process (one sidecar for all nodes). Redis counters, the usage
+/// database, the admin API and Stripe reporting come next: their settings are accepted now so
+/// deployments can be written once, but they are not used yet.
+#[derive(Parser)]
+#[command(name = "tollgate-sidecar", version)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// The sidecar's subcommands.
+#[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Serve the HTTP API until SIGINT or SIGTERM (the default).
+    Serve,
+}
+
+/// Every setting, from `--flags` or the environment.
+#[derive(Args)]
+pub struct Settings {
+    /// The address the HTTP API listens on (port 0: any free port, logged at start).
+    #[arg(
+        long,
+        env = "TOLLGATE_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Redis for counters shared by several sidecars. Not supported yet (next release): when
+    /// set, the sidecar warns and keeps counters in this process.
+    #[arg(
+        long,
+        env = "TOLLGATE_REDIS_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub redis_url: Option<String>,
+
+    /// The usage database (`postgres://…`; unset: a SQLite file). Not used yet: usage
+    /// metering comes next.
+    #[arg(
+        long,
+        env = "TOLLGATE_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database_url: Option<String>,
+
+    /// How often usage aggregates are flushed to the database (`90s`, `5m`, `1h`). Not used
+    /// yet: usage metering comes next.
+    #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL", default_value = "5m", value_parser = parse_duration, global = true)]
+    pub flush_interval: Duration,
+
+    /// Bearer token for the admin API. Not used yet: the admin API comes next.
+    #[arg(
+        long,
+        env = "TOLLGATE_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// Stripe secret key for usage reporting. Not used yet: billing comes next.
+    #[arg(
+        long,
+        env = "TOLLGATE_STRIPE_API_KEY",
+        hide_env_values = true,
+        global = true
+    )]
+    pub stripe_api_key: Option<String>,
+
+    /// Stripe API base URL (tests point it at a stand-in). Not used yet: billing comes next.
+    #[arg(
+        long,
+        env = "TOLLGATE_STRIPE_API_BASE",
+        default_value = "https://api.stripe.com",
+        global = true
+    )]
+    pub stripe_api_base: String,
+
+    /// The most active buckets the in-process counter store holds; beyond it new buckets get
+    /// 503 `store_full` (idle buckets are forgotten and never count).
+    #[arg(
+        long,
+        env = "TOLLGATE_MAX_BUCKETS",
+        default_value_t = 1_000_000,
+        global = true
+    )]
+    pub max_buckets: usize,
+}
+
+/// Parses a positive duration: an integer and a unit `ms`, `s`, `m`, `h` or `d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ms" => Duration::from_millis(1),
+        "s" => Duration::from_secs(1),
+        "m" => Duration::from_secs(60),
+        "h" => Duration::from_secs(3_600),
+        "d" => Duration::from_secs(86_400),
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration (use 500ms, 90s, 5m, 1h or 1d)"
+            ));
+        }
+    };
+    let number: u32 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (use 500ms, 90s, 5m, 1h or 1d)"))?;
+    if number == 0 {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    scale
+        .checked_mul(number)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        for bad in ["", "5", "m", "0s", "1.5m", "-1s", "5 m", "99999999999s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn defaults_flags_and_subcommand() {
+        let cli = Cli::try_parse_from(["tollgate-sidecar"]).unwrap();
+        assert_eq!(cli.command, None);
+        assert_eq!(cli.settings.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cli.settings.flush_interval, Duration::from_secs(300));
+        let cli =
+            Cli::try_parse_from(["tollgate-sidecar", "serve", "--listen", "0.0.0.0:9"]).unwrap();
+        assert_eq!(cli.command, Some(Command::Serve));
+        assert_eq!(cli.settings.listen.port(), 9);
+        assert!(Cli::try_parse_from(["tollgate-sidecar", "--flush-interval", "5x"]).is_err());
+    }
+}

@@ -1,0 +1,97 @@
+//! Tollgate's sidecar: the service next to the proxy that makes `strict` rate-limit decisions
+//! exact across every node, using the filter crate's own algorithms and wire protocol.
+//!
+//! [`app`] builds the HTTP API over any [`CounterStore`]; `main` only parses the
+//! configuration and serves it. Tested without a socket:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! use axum::body::Body;
+//! use axum::http::Request;
+//! use tower::ServiceExt;
+//! use tollgate_sidecar::{AppState, app, storage::MemoryStore};
+//!
+//! let app = app(AppState::new(MemoryStore::new(1_000)));
+//! let request = Request::post("/v1/check")
+//!     .header("content-type", "application/json")
+//!     .body(Body::from(r#"{"rule":"r","key":1,"algorithm":"fixed_window","limit":1,"window_ns":1000000000}"#))
+//!     .unwrap();
+//! let response = app.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! # }
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod server;
+pub mod storage;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tollgate_filter::Nanos;
+
+use crate::metrics::Metrics;
+use crate::storage::CounterStore;
+
+/// The largest request body accepted (larger ones get 413 `payload_too_large`).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The clock decisions read: Unix nanoseconds.
+pub type Clock = fn() -> Nanos;
+
+/// The system clock as Unix nanoseconds (0 before 1970, saturating in 2554).
+pub fn system_clock() -> Nanos {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+        })
+}
+
+/// What every handler shares.
+pub struct AppState<S> {
+    /// The counters.
+    pub store: Arc<S>,
+    /// The exported metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock decisions use.
+    pub clock: Clock,
+}
+
+impl<S> Clone for AppState<S> {
+    fn clone(&self) -> Self {
+        AppState {
+            store: Arc::clone(&self.store),
+            metrics: Arc::clone(&self.metrics),
+            clock: self.clock,
+        }
+    }
+}
+
+impl<S: CounterStore> AppState<S> {
+    /// State over `store` with fresh metrics and the system clock.
+    pub fn new(store: S) -> Self {
+        AppState {
+            store: Arc::new(store),
+            metrics: Arc::new(Metrics::new()),
+            clock: system_clock,
+        }
+    }
+}
+
+/// The sidecar's HTTP API.
+pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
+    Router::new()
+        .merge(routes::health::router())
+        .merge(routes::metrics::router())
+        .merge(routes::check::router())
+        .fallback(routes::not_found::<S>)
+        .method_not_allowed_fallback(routes::method_not_allowed::<S>)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

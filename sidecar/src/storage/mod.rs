@@ -1,0 +1,97 @@
+//! Counter storage: where the buckets of `strict` (and, next, `global`) rules live.
+//!
+//! One trait, [`CounterStore`], with an in-memory impl ([`MemoryStore`], the embedded default
+//! for a single sidecar). A Redis impl comes next; the trait is shaped for it.
+
+mod memory;
+
+#[cfg(test)]
+pub(crate) mod contract;
+
+use std::future::Future;
+
+use tollgate_filter::Nanos;
+use tollgate_filter::algorithm::State;
+
+pub use memory::MemoryStore;
+
+/// A bucket's identity: the rule's name and the filter's hash of the request's key parts.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct CounterKey {
+    /// The rule's name.
+    pub rule: String,
+    /// The filter's bucket hash.
+    pub key: u64,
+}
+
+/// What a decision closure asks the store to do with the state it was shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    /// Nothing changed: write nothing.
+    Nothing,
+    /// Store the state; from `idle_at` on it equals `State::default()` and may be forgotten
+    /// (an in-memory eviction, a Redis `PEXPIREAT`).
+    State {
+        /// See [`tollgate_filter::algorithm::Algorithm::idle_at`].
+        idle_at: Nanos,
+    },
+}
+
+/// Why the store could not run an update.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Every slot the store may use holds an active bucket; evicting one would forget permits.
+    #[error("the counter store is full ({capacity} active buckets)")]
+    Full {
+        /// The store's capacity.
+        capacity: usize,
+    },
+    /// The backend did not answer (connection refused, timeout, …): transient.
+    #[error("the counter store is unavailable: {0}")]
+    Unavailable(String),
+    /// Another writer kept changing the key; the update was retried and gave up.
+    #[error("too many concurrent updates of one key")]
+    Contended,
+}
+
+impl StoreError {
+    /// A short, stable name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Full { .. } => "store_full",
+            StoreError::Unavailable(_) => "store_unavailable",
+            StoreError::Contended => "store_contended",
+        }
+    }
+}
+
+/// A key → [`State`] store with an atomic read-decide-write per key.
+///
+/// [`CounterStore::update`] is the one primitive: read the key's state (a fresh
+/// `State::default()` when absent or idle), let `decide` look at it and change it, then write it
+/// back — atomically with respect to every other update of the same key. This is the shape of
+/// the filter's shared-data slots (`engine::slots`: read with a CAS token, decide, write with
+/// the token, retry on conflict), and of the Redis impl to come: `WATCH key; GET; decide;
+/// MULTI; SET PXAT; EXEC`, retried when `EXEC` reports a conflict (or the same loop with a Lua
+/// compare-and-set script keyed on the old value, which also works on Redis Cluster).
+///
+/// Because an impl may retry, `decide` may run more than once, each time on a freshly read
+/// state; its result is that of the run whose write succeeded. `decide` must change the state
+/// only when it returns [`Write::State`] (an impl may keep or drop changes made otherwise);
+/// [`tollgate_filter::algorithm::Algorithm::acquire`] changes it only when granting.
+pub trait CounterStore: Send + Sync + 'static {
+    /// Runs `decide` on `key`'s state at `now` (used to tell idle states from live ones) and
+    /// stores the result as `decide` asks; returns `decide`'s value.
+    fn update<F, R>(
+        &self,
+        key: &CounterKey,
+        now: Nanos,
+        decide: F,
+    ) -> impl Future<Output = Result<R, StoreError>> + Send
+    where
+        F: FnMut(&mut State) -> (R, Write) + Send,
+        R: Send;
+
+    /// Answers when the store can serve updates (the readiness probe).
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}

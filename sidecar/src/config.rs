@@ -8,9 +8,10 @@ use clap::{Args, Parser, Subcommand};
 /// Tollgate's sidecar: exact cross-node (`strict`) rate-limit decisions for the Tollgate
 /// filter, health probes and Prometheus metrics.
 ///
-/// Counters are kept in this process (one sidecar for all nodes). Redis counters, the usage
-/// database, the admin API and Stripe reporting come next: their settings are accepted now so
-/// deployments can be written once, but they are not used yet.
+/// Counters are kept in Redis when TOLLGATE_REDIS_URL is set (any number of sidecars share
+/// them), else in this process (one sidecar for all nodes). The usage database, the admin API
+/// and Stripe reporting come next: their settings are accepted now so deployments can be
+/// written once, but they are not used yet.
 #[derive(Parser)]
 #[command(name = "tollgate-sidecar", version)]
 pub struct Cli {
@@ -41,8 +42,9 @@ pub struct Settings {
     )]
     pub listen: SocketAddr,
 
-    /// Redis for counters shared by several sidecars. Not supported yet (next release): when
-    /// set, the sidecar warns and keeps counters in this process.
+    /// Redis for counters shared by several sidecars (`redis://[user:password@]host[:port][/db]`);
+    /// unset: counters in this process. Reconnects by itself; /readyz answers 503 while Redis
+    /// does not. Logged without its password.
     #[arg(
         long,
         env = "TOLLGATE_REDIS_URL",
@@ -94,7 +96,7 @@ pub struct Settings {
     pub stripe_api_base: String,
 
     /// The most active buckets the in-process counter store holds; beyond it new buckets get
-    /// 503 `store_full` (idle buckets are forgotten and never count).
+    /// 503 `store_full` (idle buckets are forgotten and never count). Not used with Redis.
     #[arg(
         long,
         env = "TOLLGATE_MAX_BUCKETS",

@@ -3,19 +3,42 @@
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::storage::MemoryStore;
+use crate::storage::{CounterStore, MemoryStore, RedisStore, redact_url};
 use crate::{AppState, app};
 
 /// Binds `settings.listen` and serves until a shutdown signal, letting in-flight requests
-/// finish.
+/// finish. Counters live in Redis when `settings.redis_url` is set, else in this process.
 pub async fn serve(settings: &Settings) -> std::io::Result<()> {
-    if settings.redis_url.is_some() {
-        tracing::warn!(
-            "TOLLGATE_REDIS_URL is set but Redis counters are not supported yet: counters stay \
-             in this process, so limits are exact only if every node uses this one sidecar"
-        );
+    match &settings.redis_url {
+        Some(url) => {
+            let store = RedisStore::new(url).map_err(std::io::Error::other)?;
+            let url = redact_url(url);
+            // Redis may come up after the sidecar: /readyz says 503 until it answers.
+            match store.ping().await {
+                Ok(()) => tracing::info!(redis = %url, "counters in Redis"),
+                Err(error) => tracing::warn!(
+                    redis = %url, %error,
+                    "counters in Redis, which does not answer yet (retried on every request)"
+                ),
+            }
+            run(settings, AppState::new(store)).await
+        }
+        None => {
+            tracing::info!(
+                max_buckets = settings.max_buckets,
+                "counters in this process (no TOLLGATE_REDIS_URL): exact only if every node \
+                 uses this one sidecar"
+            );
+            run(
+                settings,
+                AppState::new(MemoryStore::new(settings.max_buckets)),
+            )
+            .await
+        }
     }
-    let state = AppState::new(MemoryStore::new(settings.max_buckets));
+}
+
+async fn run<S: CounterStore>(settings: &Settings, state: AppState<S>) -> std::io::Result<()> {
     let listener = TcpListener::bind(settings.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "tollgate-sidecar listening");
     axum::serve(listener, app(state))

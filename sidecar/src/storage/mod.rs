@@ -1,9 +1,10 @@
 //! Counter storage: where the buckets of `strict` (and, next, `global`) rules live.
 //!
-//! One trait, [`CounterStore`], with an in-memory impl ([`MemoryStore`], the embedded default
-//! for a single sidecar). A Redis impl comes next; the trait is shaped for it.
+//! One trait, [`CounterStore`], with two impls: [`MemoryStore`] (in-process, the embedded
+//! default for a single sidecar) and [`RedisStore`] (shared by every sidecar using one Redis).
 
 mod memory;
+mod redis;
 
 #[cfg(test)]
 pub(crate) mod contract;
@@ -13,6 +14,7 @@ use std::future::Future;
 use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::State;
 
+pub use self::redis::{CAS_SCRIPT, RedisStore, redact_url};
 pub use memory::MemoryStore;
 
 /// A bucket's identity: the rule's name and the filter's hash of the request's key parts.
@@ -30,7 +32,7 @@ pub enum Write {
     /// Nothing changed: write nothing.
     Nothing,
     /// Store the state; from `idle_at` on it equals `State::default()` and may be forgotten
-    /// (an in-memory eviction, a Redis `PEXPIREAT`).
+    /// (an in-memory eviction, a Redis TTL).
     State {
         /// See [`tollgate_filter::algorithm::Algorithm::idle_at`].
         idle_at: Nanos,
@@ -71,9 +73,9 @@ impl StoreError {
 /// `State::default()` when absent or idle), let `decide` look at it and change it, then write it
 /// back — atomically with respect to every other update of the same key. This is the shape of
 /// the filter's shared-data slots (`engine::slots`: read with a CAS token, decide, write with
-/// the token, retry on conflict), and of the Redis impl to come: `WATCH key; GET; decide;
-/// MULTI; SET PXAT; EXEC`, retried when `EXEC` reports a conflict (or the same loop with a Lua
-/// compare-and-set script keyed on the old value, which also works on Redis Cluster).
+/// the token, retry on conflict), and of [`RedisStore`]: `GET`, decide, then a Lua
+/// compare-and-set keyed on the old value, retried on conflict (it also works on Redis
+/// Cluster).
 ///
 /// Because an impl may retry, `decide` may run more than once, each time on a freshly read
 /// state; its result is that of the run whose write succeeded. `decide` must change the state

@@ -1,0 +1,282 @@
+//! The Redis counter store: buckets shared by every sidecar that points at one Redis, so
+//! `strict` decisions stay exact however many sidecars serve them.
+//!
+//! # The atomic update: an optimistic loop around a Lua compare-and-set
+//!
+//! [`CounterStore::update`] reads the key (`GET`), runs the decision in Rust — the filter's own
+//! algorithm, so there is one definition of it — and writes the result with [`CAS_SCRIPT`],
+//! which stores the new value only if the key still holds the value the decision saw. When
+//! another writer got there first, the script answers with the key's current value instead and
+//! the loop decides again on that, at most [`MAX_ATTEMPTS`] times before
+//! [`StoreError::Contended`]. It is the loop of the filter's shared-data slots, with the old
+//! value standing in for the CAS token.
+//!
+//! Why not `WATCH`/`MULTI`/`EXEC`: `WATCH` state belongs to a connection, so every update would
+//! need a connection of its own, while one multiplexed [`ConnectionManager`] carries every
+//! concurrent update here. Why not the whole decision in Lua: the five algorithms would then
+//! exist twice. One key per script call also keeps Redis Cluster happy (no cross-slot calls).
+//!
+//! # Keys and values
+//!
+//! A bucket lives at `<prefix>:{<rule>:<key as 16 hex digits>}` (prefix `tollgate`). The braces
+//! are a Redis Cluster hash tag: whatever belongs to one bucket hashes to one slot, so future
+//! multi-key scripts per bucket stay legal on a cluster. The value is the state's `idle_at`
+//! (8 bytes, little-endian) followed by [`State::encode`]. The idle test is made in Rust against
+//! the caller's `now`, exactly as in the in-memory store; the Redis TTL only frees memory, so
+//! it is generous (see [`ttl_ms`]) rather than exact.
+//!
+//! The connection is a [`ConnectionManager`]: it reconnects by itself after Redis restarts or a
+//! network error; meanwhile updates and [`CounterStore::ping`] fail fast with
+//! [`StoreError::Unavailable`], which `/readyz` reports.
+
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, Script, Value};
+use tollgate_filter::Nanos;
+use tollgate_filter::algorithm::State;
+
+use super::{CounterKey, CounterStore, StoreError, Write};
+
+/// Compare-and-set of one bucket.
+///
+/// - `KEYS[1]`: the bucket's key.
+/// - `ARGV[1]`: the value the decision saw, `""` when the key was absent (a stored value is
+///   never empty: it starts with 8 bytes of `idle_at`).
+/// - `ARGV[2]`: the new value, `""` to delete the key (the new state is already idle).
+/// - `ARGV[3]`: the key's time to live in milliseconds (ignored when deleting).
+///
+/// Returns `1` when it wrote (or deleted), else the key's current value (`""` when absent) so
+/// that the caller can decide again without another `GET`.
+pub const CAS_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1]) or ''
+if current ~= ARGV[1] then
+  return current
+end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+";
+
+/// How many times one update decides and tries to write before [`StoreError::Contended`].
+/// Each failed try means another writer of the same key succeeded, so the loop as a whole
+/// always makes progress; the bound only keeps one unlucky writer from spinning for ever
+/// behind a crowd (a task yields to the runtime after each lost race, to stay fair).
+pub const MAX_ATTEMPTS: usize = 4096;
+
+/// Extra time to live beyond `idle_at`, so that a sidecar whose clock lags the writer's by up
+/// to this much still finds a bucket that is live by its own clock.
+pub const TTL_GRACE_MS: u64 = 5_000;
+
+/// The longest time to live written (about ten years): Redis rejects expiry times that
+/// overflow, and a state live for longer is not a rate limit anyone configures.
+pub const MAX_TTL_MS: u64 = 10 * 366 * 86_400 * 1_000;
+
+/// How long a command or a connection attempt may take before the store reports the backend
+/// unavailable.
+pub const TIMEOUT: Duration = Duration::from_secs(1);
+
+const NANOS_PER_MILLI: u64 = 1_000_000;
+
+/// A [`CounterStore`] in Redis (standalone, or one key per call on a cluster node).
+pub struct RedisStore {
+    connection: ConnectionManager,
+    script: Script,
+    prefix: String,
+}
+
+impl RedisStore {
+    /// A store on the Redis at `url` (`redis://[user:password@]host[:port][/db]`, `rediss://`
+    /// for TLS if the crate was built with it, `redis+unix:///path`). Connects lazily: a Redis
+    /// that is down now makes updates and pings fail until it answers, never this call.
+    ///
+    /// Must be called inside a Tokio runtime.
+    pub fn new(url: &str) -> Result<Self, StoreError> {
+        // The client's parse errors may quote the URL, password included: not echoed.
+        let client = Client::open(url).map_err(|_| {
+            StoreError::Unavailable(format!(
+                "{} is not a Redis URL (redis://[user:password@]host[:port][/db])",
+                redact_url(url)
+            ))
+        })?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(TIMEOUT))
+            .set_response_timeout(Some(TIMEOUT))
+            // Each failed request starts a new attempt anyway; retrying inside one attempt
+            // would only make requests wait longer while Redis is down.
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(10))
+            .set_max_delay(Duration::from_millis(100));
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        Ok(RedisStore {
+            connection,
+            script: Script::new(CAS_SCRIPT),
+            prefix: "tollgate".into(),
+        })
+    }
+
+    /// The same store with keys under `prefix` instead of `tollgate` (tests give each store
+    /// its own key space; deployments may separate environments sharing one Redis).
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The Redis key of a bucket.
+    pub fn redis_key(&self, key: &CounterKey) -> String {
+        format!("{}:{{{}:{:016x}}}", self.prefix, key.rule, key.key)
+    }
+
+    async fn update_async<F, R>(
+        &self,
+        key: &CounterKey,
+        now: Nanos,
+        mut decide: F,
+    ) -> Result<R, StoreError>
+    where
+        F: FnMut(&mut State) -> (R, Write),
+    {
+        let redis_key = self.redis_key(key);
+        let mut connection = self.connection.clone();
+        let mut seen: Vec<u8> = redis::cmd("GET")
+            .arg(&redis_key)
+            .query_async::<Option<Vec<u8>>>(&mut connection)
+            .await
+            .map_err(unavailable)?
+            .unwrap_or_default();
+        for _ in 0..MAX_ATTEMPTS {
+            let mut state = live_state(&seen, now)?;
+            let (value, write) = decide(&mut state);
+            let Write::State { idle_at } = write else {
+                return Ok(value);
+            };
+            let new = if idle_at > now {
+                encode(idle_at, &state)
+            } else {
+                Vec::new() // already idle: equal to an absent key
+            };
+            if seen.is_empty() && new.is_empty() {
+                return Ok(value);
+            }
+            let answer: Value = self
+                .script
+                .key(&redis_key)
+                .arg(&seen)
+                .arg(&new)
+                .arg(ttl_ms(idle_at, now))
+                .invoke_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            match answer {
+                Value::Int(1) => return Ok(value),
+                Value::BulkString(current) => {
+                    seen = current;
+                    tokio::task::yield_now().await;
+                }
+                other => {
+                    return Err(StoreError::Unavailable(format!(
+                        "unexpected answer from the compare-and-set script: {other:?}"
+                    )));
+                }
+            }
+        }
+        Err(StoreError::Contended)
+    }
+}
+
+impl CounterStore for RedisStore {
+    fn update<F, R>(
+        &self,
+        key: &CounterKey,
+        now: Nanos,
+        decide: F,
+    ) -> impl Future<Output = Result<R, StoreError>> + Send
+    where
+        F: FnMut(&mut State) -> (R, Write) + Send,
+        R: Send,
+    {
+        self.update_async(key, now, decide)
+    }
+
+    fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut connection = self.connection.clone();
+        async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await
+                .map(drop)
+                .map_err(unavailable)
+        }
+    }
+}
+
+/// The state stored in `bytes` as seen at `now`: a fresh one when absent (`bytes` empty) or
+/// idle.
+fn live_state(bytes: &[u8], now: Nanos) -> Result<State, StoreError> {
+    if bytes.is_empty() {
+        return Ok(State::default());
+    }
+    let corrupt = || StoreError::Unavailable("a bucket holds a value that is not a state".into());
+    let (idle_at, state) = bytes.split_at_checked(8).ok_or_else(corrupt)?;
+    let idle_at = idle_at
+        .try_into()
+        .map(u64::from_le_bytes)
+        .map_err(|_| corrupt())?;
+    if idle_at <= now {
+        return Ok(State::default());
+    }
+    State::decode(state).ok_or_else(corrupt)
+}
+
+/// The stored form of `state`, live until `idle_at`.
+fn encode(idle_at: Nanos, state: &State) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(8 + 24 + 8 * state.log.len());
+    bytes.extend_from_slice(&idle_at.to_le_bytes());
+    state.encode(&mut bytes);
+    bytes
+}
+
+/// The time to live of a state written at `now` and idle from `idle_at` on: the remaining
+/// time rounded up to whole milliseconds, plus [`TTL_GRACE_MS`], at most [`MAX_TTL_MS`].
+///
+/// Relative to `now` rather than an absolute `PXAT`: `now` is the caller's clock (a logical one
+/// in tests), which Redis's clock need not agree with.
+pub fn ttl_ms(idle_at: Nanos, now: Nanos) -> u64 {
+    idle_at
+        .saturating_sub(now)
+        .div_ceil(NANOS_PER_MILLI)
+        .saturating_add(TTL_GRACE_MS)
+        .min(MAX_TTL_MS)
+}
+
+/// `url` without its user name and password, for logs and error messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "<not a URL>".into();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://{host}{path}"),
+        None => url.into(),
+    }
+}
+
+/// A Redis error as an unavailable store; the description names the failure, never the URL.
+fn unavailable(error: RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {error}"))
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod tests;

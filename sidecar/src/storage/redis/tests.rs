@@ -1,0 +1,185 @@
+//! The Redis store against a real Redis (see `tests/support/redis.rs`), plus its pure parts.
+
+use super::*;
+use crate::storage::contract;
+
+#[path = "../../../tests/support/redis.rs"]
+mod test_redis;
+
+use test_redis::TestRedis;
+
+/// A raw connection for looking behind the store's back.
+async fn raw(redis: &TestRedis) -> redis::aio::MultiplexedConnection {
+    Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+fn key(rule: &str, key: u64) -> CounterKey {
+    CounterKey {
+        rule: rule.into(),
+        key,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_contract() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    contract::run_all(|| {
+        RedisStore::new(redis.url())
+            .unwrap()
+            .with_prefix(redis.unique_prefix())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_values_and_expiry_are_as_documented() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let prefix = redis.unique_prefix();
+    let store = RedisStore::new(redis.url())
+        .unwrap()
+        .with_prefix(prefix.clone());
+    let mut raw = raw(&redis).await;
+    let k = key("per-tenant", 0xab);
+    let redis_key = format!("{prefix}:{{per-tenant:00000000000000ab}}");
+    assert_eq!(store.redis_key(&k), redis_key);
+
+    // Write::Nothing on an absent key creates nothing.
+    store
+        .update(&k, 100, |_: &mut State| ((), Write::Nothing))
+        .await
+        .unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&redis_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!exists);
+
+    // A write stores idle_at then State::encode, with a TTL of the remaining time + grace.
+    let now = 1_000_000_000;
+    let idle_at = now + 60_000 * NANOS_PER_MILLI;
+    store
+        .update(&k, now, |state: &mut State| {
+            state.words = [1, 2, 3];
+            ((), Write::State { idle_at })
+        })
+        .await
+        .unwrap();
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(&redis_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let expected = State {
+        words: [1, 2, 3],
+        log: vec![],
+    };
+    assert_eq!(stored, encode(idle_at, &expected));
+    let ttl: u64 = redis::cmd("PTTL")
+        .arg(&redis_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(ttl > 60_000 && ttl <= 60_000 + TTL_GRACE_MS, "{ttl}");
+
+    // A write of a state that is already idle deletes the key.
+    store
+        .update(&k, now, |_: &mut State| ((), Write::State { idle_at: now }))
+        .await
+        .unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(&redis_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!exists);
+
+    // A value that is not a state is an error, never a fresh bucket.
+    let _: () = redis::cmd("SET")
+        .arg(&redis_key)
+        .arg("junk")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let error = store
+        .update(&k, now, |_: &mut State| ((), Write::Nothing))
+        .await;
+    assert!(
+        matches!(error, Err(StoreError::Unavailable(_))),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unavailable_and_the_url_is_not_echoed() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let store = RedisStore::new(&format!("redis://user:secret-pw@127.0.0.1:{port}")).unwrap();
+    let error = store.ping().await.unwrap_err();
+    assert_eq!(error.kind(), "store_unavailable");
+    assert!(!error.to_string().contains("secret-pw"), "{error}");
+    let error = store
+        .update(&key("r", 1), 0, |_: &mut State| ((), Write::Nothing))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), "store_unavailable");
+    let Err(error) = RedisStore::new("postgres://user:secret-pw@host/db") else {
+        panic!("a postgres URL was accepted");
+    };
+    assert!(!error.to_string().contains("secret-pw"), "{error}");
+}
+
+#[test]
+fn ttl_rounds_up_adds_grace_and_is_capped() {
+    assert_eq!(ttl_ms(100, 100), TTL_GRACE_MS);
+    assert_eq!(ttl_ms(101, 100), 1 + TTL_GRACE_MS);
+    assert_eq!(ttl_ms(100 + NANOS_PER_MILLI, 100), 1 + TTL_GRACE_MS);
+    assert_eq!(ttl_ms(100 + NANOS_PER_MILLI + 1, 100), 2 + TTL_GRACE_MS);
+    assert_eq!(ttl_ms(50, 100), TTL_GRACE_MS); // a clock that went backwards
+    assert_eq!(ttl_ms(u64::MAX, 0), MAX_TTL_MS);
+}
+
+#[test]
+fn urls_are_logged_without_credentials() {
+    for (url, shown) in [
+        ("redis://:pw@redis:6379/0", "redis://redis:6379/0"),
+        ("redis://user:p@ss@host", "redis://host"),
+        (
+            "rediss://u:pw@host:6380?protocol=resp3",
+            "rediss://host:6380?protocol=resp3",
+        ),
+        ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+        (
+            "redis+unix:///run/redis.sock",
+            "redis+unix:///run/redis.sock",
+        ),
+        ("localhost:6379", "<not a URL>"),
+    ] {
+        assert_eq!(redact_url(url), shown, "{url}");
+    }
+}
+
+#[test]
+fn stored_states_round_trip_and_idle_ones_are_fresh() {
+    let state = State {
+        words: [7, 8, 9],
+        log: vec![10, 20],
+    };
+    let bytes = encode(1_000, &state);
+    assert_eq!(live_state(&bytes, 999).unwrap(), state);
+    assert_eq!(live_state(&bytes, 1_000).unwrap(), State::default());
+    assert_eq!(live_state(&[], 0).unwrap(), State::default());
+    assert!(live_state(&bytes[..12], 0).is_err());
+    assert!(live_state(&bytes[..7], 0).is_err());
+}

@@ -1,0 +1,167 @@
+//! The HTTP API over the Redis counter store, through `app()` without a socket: readiness
+//! follows Redis, and concurrent checks of one bucket admit exactly the limit.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use support::redis::TestRedis;
+use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
+use tollgate_sidecar::storage::RedisStore;
+use tollgate_sidecar::{AppState, app};
+use tower::ServiceExt;
+
+const NOW: u64 = 1_000_000_000_000;
+const HOUR: u64 = 3_600_000_000_000;
+
+fn fixed_clock() -> u64 {
+    NOW
+}
+
+fn redis_app(url: &str, prefix: String) -> Router {
+    let store = RedisStore::new(url).unwrap().with_prefix(prefix);
+    app(AppState {
+        clock: fixed_clock,
+        ..AppState::new(store)
+    })
+}
+
+async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+async fn readyz(app: &Router) -> (StatusCode, Value) {
+    send(app, Request::get("/readyz").body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test]
+async fn readyz_follows_redis() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let up = redis_app(redis.url(), redis.unique_prefix());
+    let (status, body) = readyz(&up).await;
+    assert_eq!(
+        (status, body.to_string()),
+        (StatusCode::OK, r#"{"status":"ready"}"#.into())
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let down = redis_app(
+        &format!("redis://:secret-pw@127.0.0.1:{closed}"),
+        redis.unique_prefix(),
+    );
+    let (status, body) = readyz(&down).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "store_unavailable", "{body}");
+    assert!(!body.to_string().contains("secret-pw"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checks_on_one_key_admit_exactly_the_limit() {
+    const LIMIT: u64 = 50;
+    const CALLS: usize = 400;
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    for algorithm in [
+        WireAlgorithm::FixedWindow,
+        WireAlgorithm::SlidingWindowLog,
+        WireAlgorithm::SlidingWindowCounter,
+        WireAlgorithm::TokenBucket,
+        WireAlgorithm::LeakyBucket,
+    ] {
+        let app = redis_app(redis.url(), redis.unique_prefix());
+        let request = CheckRequest {
+            rule: "hot".into(),
+            key: 7,
+            algorithm,
+            limit: LIMIT,
+            window_ns: HOUR,
+            burst: None,
+            queue: LIMIT - 1, // leaky bucket: one now, the rest queued
+            cost: 1,
+        };
+        let body = serde_json::to_string(&request).unwrap();
+        let calls: Vec<_> = (0..CALLS)
+            .map(|_| {
+                let (app, body) = (app.clone(), body.clone());
+                tokio::spawn(async move {
+                    let request = Request::post("/v1/check")
+                        .header("content-type", "application/json")
+                        .body(Body::from(body))
+                        .unwrap();
+                    send(&app, request).await
+                })
+            })
+            .collect();
+        let mut admitted = 0;
+        for call in calls {
+            let (status, body) = call.await.unwrap();
+            assert_eq!(status, StatusCode::OK, "{algorithm:?}: {body}");
+            admitted += u64::from(body["admitted"] == true);
+        }
+        assert_eq!(admitted, LIMIT, "{algorithm:?}");
+    }
+}
+
+/// Polls `/readyz` until it answers `status`, for at most ten seconds.
+async fn wait_for_readyz(app: &Router, status: StatusCode) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (actual, body) = readyz(app).await;
+        if actual == status {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still {actual} {body}, want {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_store_reconnects_by_itself_after_a_redis_restart() {
+    let Some(mut redis) = TestRedis::start() else {
+        return;
+    };
+    if !redis.is_throw_away() {
+        eprintln!("skipped: TOLLGATE_TEST_REDIS_URL is not ours to restart");
+        return;
+    }
+    let app = redis_app(redis.url(), redis.unique_prefix());
+    wait_for_readyz(&app, StatusCode::OK).await;
+    redis.stop();
+    wait_for_readyz(&app, StatusCode::SERVICE_UNAVAILABLE).await;
+    redis.restart().unwrap();
+    wait_for_readyz(&app, StatusCode::OK).await;
+    let request = Request::post("/v1/check")
+        .header("content-type", "application/json")
+        .body(Body::from(
+            r#"{"rule":"r","key":1,"algorithm":"fixed_window","limit":1,"window_ns":1000000000}"#,
+        ))
+        .unwrap();
+    let (status, body) = send(&app, request).await;
+    assert_eq!(
+        (status, &body["admitted"]),
+        (StatusCode::OK, &Value::Bool(true)),
+        "{body}"
+    );
+}

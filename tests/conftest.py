@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import DemoApi, Envoy, paths  # noqa: E402
+from harness.sidecar import SidecarProcess  # noqa: E402
 
 StartEnvoy = Callable[..., Envoy]
 
@@ -77,6 +78,21 @@ def demo_api(tmp_path: Path) -> Iterator[DemoApi]:
     api = DemoApi(tmp_path).start()
     yield api
     api.stop()
+
+
+@pytest.fixture
+def sidecar(tmp_path: Path) -> Iterator[SidecarProcess]:
+    """The built tollgate-sidecar (in-process counters) on a free port, stopped by PID afterwards."""
+    proc = SidecarProcess(tmp_path / "sidecar")
+    proc.workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        try:
+            proc.start()
+        except paths.MissingArtifact as e:
+            pytest.fail(str(e), pytrace=False)
+        yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,4 +1,4 @@
-"""global and strict rules before the sidecar exists: exactly as with the sidecar unreachable.
+"""global and strict rules with the sidecar unreachable (strict: see test_strict.py for a running one).
 
 `tollgate_sidecar` points at a loopback port where nothing listens.
 """

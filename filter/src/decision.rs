@@ -8,6 +8,7 @@ use core::hash::{BuildHasher, Hasher};
 use crate::algorithm::{Algorithm, Quota};
 use crate::engine::{Ask, Limiter, Outcome, SharedStore};
 use crate::policy::{FailureMode, KeyPart, LimitSpec, Match, PlanId, Policy, Rule, Scope};
+use crate::protocol::{CheckRequest, WireAlgorithm};
 use crate::{Nanos, SECOND};
 
 /// What the host knows about a request, borrowed from its own buffers.
@@ -106,16 +107,49 @@ pub struct RuleResult {
     pub cached_only: bool,
 }
 
+/// A `strict` rule the sidecar must decide before the request may go on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PendingCheck {
+    /// Index into [`Policy::rules`].
+    pub rule: usize,
+    /// The question, as the local rules would ask it (bucket key, quota, cost).
+    pub ask: Ask,
+    /// The same question on the wire.
+    pub request: CheckRequest,
+}
+
 /// A request's decision.
 #[derive(Clone, Debug, Default)]
 pub struct Decision {
-    /// The verdict.
+    /// The verdict of the local rules (`Admit` or `Delay` while checks are pending).
     pub verdict: Verdict,
-    /// Every applicable rule, in policy order.
+    /// Every applicable rule decided locally, in policy order.
     pub results: Vec<RuleResult>,
+    /// `strict` rules left to the sidecar, in policy order; empty when a local rule refused
+    /// (no sidecar call is made then) or when the policy has no `sidecar`.
+    pub pending: Vec<PendingCheck>,
+}
+
+/// The sidecar question for `rule` asked as `ask`.
+pub fn check_request(rule: &Rule, ask: &Ask) -> CheckRequest {
+    CheckRequest {
+        rule: rule.name.clone(),
+        key: ask.key,
+        algorithm: WireAlgorithm::from(ask.algorithm),
+        limit: ask.quota.limit,
+        window_ns: ask.quota.window,
+        burst: Some(ask.quota.burst),
+        queue: ask.quota.queue,
+        cost: ask.cost,
+    }
 }
 
 /// Decides `facts` against `policy`. `seed` keys the bucket hashes (the same on every worker).
+///
+/// `strict` rules: with a `sidecar` in the policy they are not decided here but listed in
+/// [`Decision::pending`] (after the local rules admitted) for the host to ask the sidecar.
+/// Without a `sidecar` they behave as with the sidecar unreachable: `failure_mode` `open`
+/// skips them, `closed` refuses with [`Verdict::Unavailable`].
 pub fn decide(
     policy: &Policy,
     seed: u64,
@@ -127,6 +161,7 @@ pub fn decide(
 ) {
     out.verdict = Verdict::Admit;
     out.results.clear();
+    out.pending.clear();
     for (index, rule) in policy.rules.iter().enumerate() {
         if !applies(&rule.matcher, facts) {
             continue;
@@ -134,8 +169,23 @@ pub fn decide(
         let Some(key) = bucket_key(seed, index, rule, facts) else {
             continue;
         };
+        if rule.scope == Scope::Strict && policy.sidecar.is_some() {
+            let ask = Ask {
+                key,
+                algorithm: rule.algorithm,
+                quota: quota(policy, rule, facts.plan),
+                cost: rule.cost,
+            };
+            let request = check_request(rule, &ask);
+            out.pending.push(PendingCheck {
+                rule: index,
+                ask,
+                request,
+            });
+            continue;
+        }
         if rule.scope == Scope::Strict {
-            // No sidecar client yet: a strict rule behaves as with the sidecar unreachable.
+            // No sidecar configured: a strict rule behaves as with the sidecar unreachable.
             if policy.failure_mode == FailureMode::Closed && !rule.shadow {
                 out.verdict = Verdict::Unavailable(index);
                 return;
@@ -191,6 +241,7 @@ pub fn decide(
             }
         }
         out.verdict = Verdict::Refuse(seconds_until(retry_at, now).max(1));
+        out.pending.clear();
     } else {
         let delay = out
             .results

@@ -187,3 +187,38 @@ fn keys_differ_by_rule_and_by_value() {
         None
     );
 }
+
+const STRICT_WITH_SIDECAR: &str = r#"{
+  "sidecar": {"cluster": "tollgate_sidecar"}, "failure_mode": "closed",
+  "rules": [
+    {"name": "per-ip", "key": ["client_ip"], "algorithm": "fixed_window", "limit": 1, "window": "1m"},
+    {"name": "exact", "key": ["client_ip"], "algorithm": "token_bucket", "limit": 5, "window": "1m",
+     "burst": 7, "scope": "strict"}
+  ]
+}"#;
+
+#[test]
+fn strict_rules_with_a_sidecar_are_left_pending() {
+    let policy = policy(STRICT_WITH_SIDECAR);
+    let (mut limiter, mut store, mut out) = fresh();
+    let facts = facts(None, None, "/");
+    decide(&policy, 1, &mut limiter, &mut store, &facts, NOW, &mut out);
+    assert_eq!(out.verdict, Verdict::Admit);
+    assert_eq!(out.results.len(), 1);
+    assert_eq!(out.pending.len(), 1);
+    let check = &out.pending[0];
+    assert_eq!(check.rule, 1);
+    assert_eq!(check.request.rule, "exact");
+    assert_eq!(check.request.key, check.ask.key);
+    assert_eq!(check.request.algorithm, WireAlgorithm::TokenBucket);
+    assert_eq!(check.request.limit, 5);
+    assert_eq!(check.request.window_ns, 60 * SECOND);
+    assert_eq!(check.request.burst, Some(7));
+    assert_eq!(check.request.cost, 1);
+    assert_eq!(check.request.quota().unwrap(), check.ask.quota);
+
+    // The local rule refuses the second request: nothing is left for the sidecar.
+    decide(&policy, 1, &mut limiter, &mut store, &facts, NOW, &mut out);
+    assert!(matches!(out.verdict, Verdict::Refuse(_)));
+    assert!(out.pending.is_empty());
+}

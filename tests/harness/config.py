@@ -153,10 +153,12 @@ def tollgate(
     before: list[dict] | None = None,
     wasm: Path = FILTER_WASM,
     root_id: str = "tollgate",
+    sidecar_port: int = 9,
 ) -> dict:
     """The usual test config: [`before` filters, e.g. jwt_authn] → Tollgate → router."""
     return bootstrap(
         http_filters=[*(before or []), wasm_filter(filter_config, wasm=wasm, root_id=root_id)],
         routes=routes,
         clusters=clusters,
+        sidecar_port=sidecar_port,
     )

@@ -7,8 +7,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 
+use super::abi;
 use super::facts::{self, RequestHeaders};
 use super::root::Worker;
+use super::sidecar::Checks;
 use super::{now, store::HostShared};
 use crate::decision::{self, Facts, Verdict};
 use crate::headers::{self, HeaderList, RuleStatus};
@@ -23,6 +25,8 @@ pub struct Request {
     headers: HeaderList,
     /// A local reply was sent: the response already carries the headers.
     replied: bool,
+    /// `strict` rules' sidecar calls in flight.
+    checks: Checks,
 }
 
 impl Request {
@@ -32,11 +36,37 @@ impl Request {
             worker,
             headers: HeaderList::new(),
             replied: false,
+            checks: Checks::default(),
         }
     }
 }
 
-impl Context for Request {}
+impl Context for Request {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if !self.checks.answer(token_id, num_headers, body_size) || !self.checks.done() {
+            return;
+        }
+        let shared = Rc::clone(&self.worker);
+        let Ok(mut worker) = shared.try_borrow_mut() else {
+            abi::resume_request(self.context_id);
+            return;
+        };
+        let now = now();
+        let verdict = self.checks.conclude(&mut worker, now);
+        let action = self.act(&mut worker, verdict, now);
+        drop(worker);
+        if let Action::Continue = action {
+            // Through the raw ABI: the SDK's wrapper panics if the stream is already gone.
+            abi::resume_request(self.context_id);
+        }
+    }
+}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -46,7 +76,32 @@ impl HttpContext for Request {
         };
         let now = now();
         let verdict = decide(&mut worker, now);
-        let worker = &mut *worker;
+        if let (false, Some(sidecar)) = (worker.decision.pending.is_empty(), &worker.policy.sidecar)
+        {
+            self.checks = Checks::start(&worker.decision, sidecar);
+            if !self.checks.done() {
+                return Action::Pause;
+            }
+            // Every dispatch failed: decide now, in this callback.
+            let verdict = self.checks.conclude(&mut worker, now);
+            return self.act(&mut worker, verdict, now);
+        }
+        self.act(&mut worker, verdict, now)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if !self.replied {
+            for (name, value) in &self.headers {
+                let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+            }
+        }
+        Action::Continue
+    }
+}
+
+impl Request {
+    /// Headers, stats and the verdict's action (reply, pause or continue).
+    fn act(&mut self, worker: &mut Worker, verdict: Verdict, now: Nanos) -> Action {
         render_headers(worker, now, &mut self.headers);
         count(worker, verdict);
         match verdict {
@@ -89,17 +144,6 @@ impl HttpContext for Request {
         }
     }
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if !self.replied {
-            for (name, value) in &self.headers {
-                let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
-            }
-        }
-        Action::Continue
-    }
-}
-
-impl Request {
     fn local_reply(
         &mut self,
         status: u32,

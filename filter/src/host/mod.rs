@@ -9,6 +9,7 @@ mod facts;
 mod http;
 mod jwt;
 mod root;
+mod sidecar;
 mod store;
 
 use proxy_wasm::traits::RootContext;

@@ -28,6 +28,8 @@ pub struct RuleCounters {
     pub refused: u64,
     pub shadow_refused: u64,
     pub queued: u64,
+    /// `strict` checks the sidecar did not answer (failure_mode decided).
+    pub sidecar_failures: u64,
 }
 
 /// Everything one worker's contexts share.
@@ -38,7 +40,7 @@ pub struct Worker {
     pub limiter: Limiter,
     pub decision: Decision,
     pub counters: Vec<RuleCounters>,
-    metric_ids: Vec<[Option<u32>; 4]>,
+    metric_ids: Vec<[Option<u32>; 5]>,
     /// Paused requests: (release time, HTTP context id).
     pub queue: Vec<(Nanos, u32)>,
     /// When the next tick is due (0: none scheduled sooner than the stats tick).
@@ -52,8 +54,14 @@ impl Worker {
             .rules
             .iter()
             .map(|rule| {
-                ["allowed", "refused", "shadow_refused", "queued"]
-                    .map(|what| abi::define_counter(&format!("tollgate.{}.{}", rule.name, what)))
+                [
+                    "allowed",
+                    "refused",
+                    "shadow_refused",
+                    "queued",
+                    "sidecar_failures",
+                ]
+                .map(|what| abi::define_counter(&format!("tollgate.{}.{}", rule.name, what)))
             })
             .collect();
         Worker {
@@ -113,6 +121,7 @@ impl Worker {
                 counters.refused,
                 counters.shadow_refused,
                 counters.queued,
+                counters.sidecar_failures,
             ];
             for (value, id) in values.into_iter().zip(ids) {
                 if let (Some(id), true) = (id, value > 0) {

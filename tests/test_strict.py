@@ -1,0 +1,106 @@
+"""strict rules ask the sidecar per request: exact across workers, failure_mode when it is gone,
+and no sidecar call when a local rule already refused."""
+
+from __future__ import annotations
+
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from harness import config, http, policy
+from harness.sidecar import free_port
+
+
+def sidecar_config(**extra) -> dict:
+    return {"cluster": "tollgate_sidecar", "authority": "tollgate-sidecar", "timeout_ms": 500, **extra}
+
+
+def strict_config(*rules: dict, failure_mode: str = "closed") -> dict:
+    return policy.config(*rules, sidecar=sidecar_config(), failure_mode=failure_mode)
+
+
+def test_strict_admits_exactly_the_limit(start_envoy, sidecar):
+    cfg = strict_config(policy.rule("s", "fixed_window", 3, "1h", scope="strict"))
+    envoy = start_envoy(config.tollgate(cfg, sidecar_port=sidecar.port))
+    responses = http.burst(envoy.port, 6)
+    assert http.statuses(responses) == [200] * 3 + [429] * 3, [str(r) for r in responses]
+    refused = responses[-1]
+    assert refused.json()["rule"] == "s", refused
+    assert int(refused.header("retry-after")) >= 1, refused
+    assert refused.ratelimit_headers(), refused
+    assert sidecar.decisions() == 6
+    envoy.wait_tollgate_counter("s", "allowed", 3)
+    envoy.wait_tollgate_counter("s", "refused", 3)
+
+
+def test_strict_is_exact_across_workers(start_envoy, sidecar):
+    cfg = strict_config(policy.rule("s", "fixed_window", 3, "1h", scope="strict"))
+    envoy = start_envoy(config.tollgate(cfg, sidecar_port=sidecar.port), concurrency=2)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        responses = list(pool.map(lambda _: envoy.get("/"), range(16)))
+    statuses = http.statuses(responses)
+    assert statuses.count(200) == 3, [str(r) for r in responses]
+    assert statuses.count(429) == 13, [str(r) for r in responses]
+
+
+def test_sidecar_gone_fails_open(start_envoy):
+    cfg = strict_config(policy.rule("s", "fixed_window", 1, "1h", scope="strict"), failure_mode="open")
+    envoy = start_envoy(config.tollgate(cfg, sidecar_port=free_port()))
+    responses = http.burst(envoy.port, 4)
+    assert http.statuses(responses) == [200] * 4, [str(r) for r in responses]
+    envoy.wait_tollgate_counter("s", "sidecar_failures", 4)
+
+
+def test_sidecar_gone_fails_closed(start_envoy):
+    cfg = strict_config(policy.rule("s", "fixed_window", 100, "1h", scope="strict"), failure_mode="closed")
+    envoy = start_envoy(config.tollgate(cfg, sidecar_port=free_port()))
+    for resp in http.burst(envoy.port, 2):
+        assert resp.status == 503, resp
+        body = resp.json()
+        assert body["error"] == "rate_limit_unavailable", body
+        assert body["rule"] == "s", body
+
+
+def test_local_refusal_makes_no_sidecar_call(start_envoy, sidecar):
+    cfg = strict_config(
+        policy.rule("local", "fixed_window", 1, "1h"),
+        policy.rule("s", "fixed_window", 100, "1h", scope="strict", match={"path_prefix": "/strict"}),
+    )
+    envoy = start_envoy(config.tollgate(cfg, sidecar_port=sidecar.port))
+    assert envoy.get("/").status == 200
+    responses = http.burst(envoy.port, 3, path="/strict")
+    assert http.statuses(responses) == [429] * 3, [str(r) for r in responses]
+    assert responses[0].json()["rule"] == "local", responses[0]
+    assert sidecar.decisions() == 0
+
+
+def test_strict_refusal_refunds_the_local_rules(start_envoy, sidecar):
+    cfg = strict_config(
+        policy.rule("local", "fixed_window", 3, "1h"),
+        policy.rule("s", "fixed_window", 1, "1h", scope="strict", match={"path_prefix": "/strict"}),
+    )
+    envoy = start_envoy(config.tollgate(cfg, sidecar_port=sidecar.port))
+    statuses = http.statuses(http.burst(envoy.port, 3, path="/strict"))
+    assert statuses == [200, 429, 429], statuses
+    # The two strict refusals gave their local permits back: two more fit under "local".
+    statuses = http.statuses(http.burst(envoy.port, 3, path="/"))
+    assert statuses == [200, 200, 429], statuses
+
+
+def test_sidecar_that_never_answers_times_out(start_envoy):
+    # A socket that accepts connections (the kernel's backlog) but never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        cfg = policy.config(
+            policy.rule("s", "fixed_window", 100, "1h", scope="strict"),
+            sidecar=sidecar_config(timeout_ms=200),
+            failure_mode="closed",
+        )
+        envoy = start_envoy(config.tollgate(cfg, sidecar_port=silent.getsockname()[1]))
+        started = time.monotonic()
+        resp = envoy.get("/")
+        elapsed = time.monotonic() - started
+    assert resp.status == 503, resp
+    assert resp.json()["error"] == "rate_limit_unavailable", resp
+    assert 0.15 <= elapsed < 2.0, elapsed

@@ -53,6 +53,12 @@ pub struct Settings {
     )]
     pub redis_url: Option<String>,
 
+    /// TOLLGATE_REDIS_URL names a Redis Cluster: one or more comma-separated seed nodes
+    /// (`redis://host:7000,redis://host:7001`; one is enough, the others are found). MOVED/ASK
+    /// redirections and node reconnections are handled; each bucket is one hash-tagged key.
+    #[arg(long, env = "TOLLGATE_REDIS_CLUSTER", global = true)]
+    pub redis_cluster: bool,
+
     /// The usage database (`postgres://…`; unset: a SQLite file). Not used yet: usage
     /// metering comes next.
     #[arg(

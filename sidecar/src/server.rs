@@ -11,11 +11,18 @@ use crate::{AppState, app};
 pub async fn serve(settings: &Settings) -> std::io::Result<()> {
     match &settings.redis_url {
         Some(url) => {
-            let store = RedisStore::new(url).map_err(std::io::Error::other)?;
-            let url = redact_url(url);
+            let store = if settings.redis_cluster {
+                RedisStore::new_cluster(url)
+            } else {
+                RedisStore::new(url)
+            }
+            .map_err(std::io::Error::other)?;
+            let url = url.split(',').map(redact_url).collect::<Vec<_>>().join(",");
             // Redis may come up after the sidecar: /readyz says 503 until it answers.
             match store.ping().await {
-                Ok(()) => tracing::info!(redis = %url, "counters in Redis"),
+                Ok(()) => {
+                    tracing::info!(redis = %url, cluster = settings.redis_cluster, "counters in Redis")
+                }
                 Err(error) => tracing::warn!(
                     redis = %url, %error,
                     "counters in Redis, which does not answer yet (retried on every request)"

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
-use support::redis::TestRedis;
+use support::redis::{TestCluster, TestRedis};
 use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
 use tollgate_sidecar::storage::RedisStore;
 use tollgate_sidecar::{AppState, app};
@@ -75,11 +75,46 @@ async fn readyz_follows_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_checks_on_one_key_admit_exactly_the_limit() {
-    const LIMIT: u64 = 50;
-    const CALLS: usize = 400;
     let Some(redis) = TestRedis::start() else {
         return;
     };
+    admit_exactly_the_limit(|| {
+        let store = RedisStore::new(redis.url())
+            .unwrap()
+            .with_prefix(redis.unique_prefix());
+        with_fixed_clock(store)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_checks_through_a_cluster_admit_exactly_the_limit() {
+    let Some(cluster) = TestCluster::start() else {
+        return;
+    };
+    let next = std::sync::atomic::AtomicU64::new(0);
+    admit_exactly_the_limit(|| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let store = RedisStore::new_cluster(&cluster.urls())
+            .unwrap()
+            .with_prefix(format!("cluster-check:{n}"));
+        with_fixed_clock(store)
+    })
+    .await;
+}
+
+fn with_fixed_clock(store: RedisStore) -> Router {
+    app(AppState {
+        clock: fixed_clock,
+        ..AppState::new(store)
+    })
+}
+
+/// 400 concurrent checks of one bucket with a limit of 50, for every algorithm, each on a
+/// fresh app (and key space) from `new_app`: exactly 50 admitted.
+async fn admit_exactly_the_limit(new_app: impl Fn() -> Router) {
+    const LIMIT: u64 = 50;
+    const CALLS: usize = 400;
     for algorithm in [
         WireAlgorithm::FixedWindow,
         WireAlgorithm::SlidingWindowLog,
@@ -87,7 +122,7 @@ async fn concurrent_checks_on_one_key_admit_exactly_the_limit() {
         WireAlgorithm::TokenBucket,
         WireAlgorithm::LeakyBucket,
     ] {
-        let app = redis_app(redis.url(), redis.unique_prefix());
+        let app = new_app();
         let request = CheckRequest {
             rule: "hot".into(),
             key: 7,

@@ -28,12 +28,22 @@
 //! The connection is a [`ConnectionManager`]: it reconnects by itself after Redis restarts or a
 //! network error; meanwhile updates and [`CounterStore::ping`] fail fast with
 //! [`StoreError::Unavailable`], which `/readyz` reports.
+//!
+//! # Redis Cluster
+//!
+//! [`RedisStore::new_cluster`] takes seed nodes and uses a
+//! [`ClusterConnection`](redis::cluster_async::ClusterConnection) instead, which learns the slot
+//! map, follows `MOVED`/`ASK` and reconnects to nodes by itself. The update loop is the same:
+//! every command of one update (`GET`, `EVALSHA`/`EVAL`) names only the bucket's key, so the
+//! cluster connection routes it to the node owning that key's slot.
 
 use std::future::Future;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, RedisError, Script, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
 use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::State;
 
@@ -82,9 +92,49 @@ pub const TIMEOUT: Duration = Duration::from_secs(1);
 
 const NANOS_PER_MILLI: u64 = 1_000_000;
 
-/// A [`CounterStore`] in Redis (standalone, or one key per call on a cluster node).
+/// The connection of a [`RedisStore`]: one Redis, or a Redis Cluster.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Connection::Single(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+        }
+    }
+}
+
+/// A [`CounterStore`] in Redis: one Redis ([`RedisStore::new`]) or a Redis Cluster
+/// ([`RedisStore::new_cluster`]).
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
     script: Script,
     prefix: String,
 }
@@ -114,7 +164,53 @@ impl RedisStore {
         let connection =
             ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
         Ok(RedisStore {
-            connection,
+            connection: Connection::Single(connection),
+            script: Script::new(CAS_SCRIPT),
+            prefix: "tollgate".into(),
+        })
+    }
+
+    /// A store on the Redis Cluster reachable through the seed nodes in `urls` (comma
+    /// separated `redis://[user:password@]host:port`, one is enough; every node's slots are
+    /// learnt from the first that answers). Connects lazily, like [`RedisStore::new`].
+    ///
+    /// Must be called inside a Tokio runtime.
+    pub fn new_cluster(urls: &str) -> Result<Self, StoreError> {
+        let seeds: Vec<&str> = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect();
+        let shown = || {
+            seeds
+                .iter()
+                .map(|url| redact_url(url))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        if seeds.is_empty() {
+            return Err(StoreError::Unavailable(
+                "no Redis Cluster seed node (redis://host:port[,redis://host:port…])".into(),
+            ));
+        }
+        // As in `new`: the client's parse errors may quote a URL, password included.
+        let client = ClusterClient::builder(seeds.iter().copied())
+            .retries(1)
+            .min_retry_wait(10)
+            .max_retry_wait(100)
+            .build()
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "{} is not a list of Redis Cluster seed URLs (redis://host:port,…)",
+                    shown()
+                ))
+            })?;
+        let config = ClusterConfig::new()
+            .set_connection_timeout(TIMEOUT)
+            .set_response_timeout(TIMEOUT);
+        let connection = client.get_pending_async_connection_with_config(config);
+        Ok(RedisStore {
+            connection: Connection::Cluster(connection),
             script: Script::new(CAS_SCRIPT),
             prefix: "tollgate".into(),
         })

@@ -190,3 +190,179 @@ impl Drop for TestRedis {
         }
     }
 }
+
+/// How long a fresh cluster may take to reach `cluster_state:ok`.
+const CLUSTER_STARTUP: Duration = Duration::from_secs(30);
+
+/// A throw-away three-node Redis Cluster on loopback (no replicas, no persistence, its own
+/// temporary directory); every node is killed (by PID) when dropped. Same skip rule as
+/// [`TestRedis::start`]: fails under `CI=true` when `redis-server`/`redis-cli` are missing.
+pub struct TestCluster {
+    ports: Vec<u16>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl TestCluster {
+    /// A fresh cluster, or `None` (after saying why on stderr) when none can be started,
+    /// unless `CI=true`: then it panics.
+    pub fn start() -> Option<TestCluster> {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            match Self::spawn_once() {
+                Ok(cluster) => return Some(cluster),
+                Err(why) => last_error = why,
+            }
+        }
+        let message = format!(
+            "no Redis Cluster for this test: {last_error}; install redis-server and redis-cli \
+             ({INSTALL_HINT})"
+        );
+        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+            panic!("{message}");
+        }
+        eprintln!("skipped: {message}");
+        None
+    }
+
+    /// The seed URLs, comma separated (for `RedisStore::new_cluster`).
+    pub fn urls(&self) -> String {
+        self.ports
+            .iter()
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The nodes' ports.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// How many keys the node on `port` holds (`DBSIZE`: a cluster node holds only the keys
+    /// of its own slots).
+    pub fn keys_on(&self, port: u16) -> Result<u64, String> {
+        redis_cli(port, &["dbsize"])?
+            .trim()
+            .parse()
+            .map_err(|e| format!("DBSIZE on {port}: {e}"))
+    }
+
+    /// The slot of `key` (`CLUSTER KEYSLOT`).
+    pub fn slot_of(&self, key: &str) -> Result<u16, String> {
+        redis_cli(self.ports[0], &["cluster", "keyslot", key])?
+            .trim()
+            .parse()
+            .map_err(|e| format!("CLUSTER KEYSLOT {key}: {e}"))
+    }
+
+    fn spawn_once() -> Result<TestCluster, String> {
+        let mut ports = Vec::new();
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0"))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("no free loopback port: {e}"))?;
+        for listener in &listeners {
+            ports.push(
+                listener
+                    .local_addr()
+                    .map_err(|e| format!("no free loopback port: {e}"))?
+                    .port(),
+            );
+        }
+        drop(listeners);
+        let dir = std::env::temp_dir().join(format!(
+            "tollgate-redis-cluster-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
+        let mut cluster = TestCluster {
+            ports,
+            children: Vec::new(),
+            dir,
+        };
+        for port in cluster.ports.clone() {
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--cluster-enabled", "yes"])
+                .arg("--cluster-config-file")
+                .arg(cluster.dir.join(format!("nodes-{port}.conf")))
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&cluster.dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run redis-server: {e}"))?;
+            cluster.children.push(child);
+        }
+        let deadline = Instant::now() + STARTUP;
+        for &port in &cluster.ports {
+            while !ping(SocketAddr::from(([127, 0, 0, 1], port))) {
+                if Instant::now() > deadline {
+                    return Err(format!("cluster node {port} did not answer PING"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run redis-cli: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            ));
+        }
+        let deadline = Instant::now() + CLUSTER_STARTUP;
+        loop {
+            let ok = cluster.ports.iter().all(|&port| {
+                redis_cli(port, &["cluster", "info"])
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                return Ok(cluster);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the cluster did not reach cluster_state:ok within {CLUSTER_STARTUP:?}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// `redis-cli -p port args…`'s standard output.
+pub fn redis_cli(port: u16, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run redis-cli: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("redis-cli {args:?} failed ({})", output.status));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -6,7 +6,7 @@ use crate::storage::contract;
 #[path = "../../../tests/support/redis.rs"]
 mod test_redis;
 
-use test_redis::TestRedis;
+use test_redis::{TestCluster, TestRedis};
 
 /// A raw connection for looking behind the store's back.
 async fn raw(redis: &TestRedis) -> redis::aio::MultiplexedConnection {
@@ -183,3 +183,63 @@ fn stored_states_round_trip_and_idle_ones_are_fresh() {
     assert!(live_state(&bytes[..12], 0).is_err());
     assert!(live_state(&bytes[..7], 0).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_contract_on_a_cluster() {
+    let Some(cluster) = TestCluster::start() else {
+        return;
+    };
+    let prefix = format!("tollgate-test:{}", std::process::id());
+    let next = std::sync::atomic::AtomicU64::new(0);
+    contract::run_all(|| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        RedisStore::new_cluster(&cluster.urls())
+            .unwrap()
+            .with_prefix(format!("{prefix}:{n}"))
+    })
+    .await;
+    // A single seed is enough: the other nodes are learnt from it.
+    let seed = format!("redis://127.0.0.1:{}", cluster.ports()[0]);
+    let store = RedisStore::new_cluster(&seed).unwrap();
+    store.ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_buckets_spread_over_the_nodes() {
+    let Some(cluster) = TestCluster::start() else {
+        return;
+    };
+    let store = RedisStore::new_cluster(&cluster.urls())
+        .unwrap()
+        .with_prefix("spread");
+    let mut slots = std::collections::HashSet::new();
+    for rule in 0..64 {
+        let k = key(&format!("rule-{rule}"), rule);
+        slots.insert(cluster.slot_of(&store.redis_key(&k)).unwrap());
+        store
+            .update(&k, 0, |state: &mut State| {
+                state.words[0] = 1;
+                ((), Write::State { idle_at: HOUR })
+            })
+            .await
+            .unwrap();
+        let read = store
+            .update(&k, 1, |state: &mut State| (state.words[0], Write::Nothing))
+            .await
+            .unwrap();
+        assert_eq!(read, 1);
+    }
+    let per_node: Vec<u64> = cluster
+        .ports()
+        .iter()
+        .map(|&port| cluster.keys_on(port).unwrap())
+        .collect();
+    assert_eq!(per_node.iter().sum::<u64>(), 64, "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|&&n| n > 0).count() >= 2,
+        "{per_node:?}"
+    );
+    assert!(slots.len() > 1, "{slots:?}");
+}
+
+const HOUR: u64 = 3_600_000_000_000;

@@ -9,7 +9,10 @@
 //! clocks may disagree, and a relative value means the same thing on every node (the filter
 //! adds it to its own `now`).
 //!
-//! `global` rules' batched sync is not part of the protocol yet; only `strict` checks are.
+//! Two exchanges: `strict` rules ask [`CHECK_PATH`] once per request ([`CheckRequest`] →
+//! [`CheckResponse`]); `global` rules decide locally and every `sync_interval_ms` each worker
+//! sends what it admitted since its last batch to [`SYNC_PATH`] ([`SyncRequest`] →
+//! [`SyncResponse`]), then folds the global totals back into its node's buckets.
 //!
 //! ```
 //! use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
@@ -29,6 +32,13 @@ use crate::algorithm::{Algorithm, Grant, Quota};
 
 /// The sidecar path that answers a [`CheckRequest`] with a [`CheckResponse`].
 pub const CHECK_PATH: &str = "/v1/check";
+
+/// The sidecar path that answers a [`SyncRequest`] with a [`SyncResponse`].
+pub const SYNC_PATH: &str = "/v1/sync";
+
+/// The most entries one [`SyncRequest`] may carry (a worker with more changed keys sends the
+/// rest in its next batch).
+pub const MAX_SYNC_ENTRIES: usize = 512;
 
 /// The longest rule name a request may carry.
 pub const MAX_RULE_LEN: usize = 128;
@@ -132,38 +142,57 @@ impl CheckRequest {
     /// The validated quota. Unlike [`Quota::new`], which silently raises zeros to 1, a wire
     /// request with a zero (or otherwise impossible) value is refused.
     pub fn quota(&self) -> Result<Quota, ProtocolError> {
-        if self.rule.is_empty() || self.rule.len() > MAX_RULE_LEN {
-            return Err(invalid(
-                "rule",
-                format!("must be 1 to {MAX_RULE_LEN} bytes long"),
-            ));
-        }
-        if self.limit == 0 {
-            return Err(invalid("limit", "must be at least 1"));
-        }
-        if self.algorithm == WireAlgorithm::SlidingWindowLog && self.limit > MAX_LOG_LIMIT {
-            return Err(invalid(
-                "limit",
-                format!(
-                    "sliding_window_log holds at most {MAX_LOG_LIMIT} (use sliding_window_counter)"
-                ),
-            ));
-        }
-        if self.window_ns == 0 {
-            return Err(invalid("window_ns", "must be at least 1"));
-        }
-        let burst = self.burst.unwrap_or(self.limit);
-        if burst == 0 {
-            return Err(invalid(
-                "burst",
-                "must be at least 1 (or absent: the limit)",
-            ));
-        }
         if self.cost == 0 {
             return Err(invalid("cost", "must be at least 1"));
         }
-        Ok(Quota::new(self.limit, self.window_ns, burst, self.queue))
+        validated_quota(
+            &self.rule,
+            self.algorithm,
+            self.limit,
+            self.window_ns,
+            self.burst,
+            self.queue,
+        )
     }
+}
+
+/// The checks every bucket description on the wire passes (see [`CheckRequest::quota`]).
+fn validated_quota(
+    rule: &str,
+    algorithm: WireAlgorithm,
+    limit: u64,
+    window_ns: Nanos,
+    burst: Option<u64>,
+    queue: u64,
+) -> Result<Quota, ProtocolError> {
+    if rule.is_empty() || rule.len() > MAX_RULE_LEN {
+        return Err(invalid(
+            "rule",
+            format!("must be 1 to {MAX_RULE_LEN} bytes long"),
+        ));
+    }
+    if limit == 0 {
+        return Err(invalid("limit", "must be at least 1"));
+    }
+    if algorithm == WireAlgorithm::SlidingWindowLog && limit > MAX_LOG_LIMIT {
+        return Err(invalid(
+            "limit",
+            format!(
+                "sliding_window_log holds at most {MAX_LOG_LIMIT} (use sliding_window_counter)"
+            ),
+        ));
+    }
+    if window_ns == 0 {
+        return Err(invalid("window_ns", "must be at least 1"));
+    }
+    let burst = burst.unwrap_or(limit);
+    if burst == 0 {
+        return Err(invalid(
+            "burst",
+            "must be at least 1 (or absent: the limit)",
+        ));
+    }
+    Ok(Quota::new(limit, window_ns, burst, queue))
 }
 
 /// The sidecar's answer to a [`CheckRequest`]. Durations count from the sidecar's decision.
@@ -193,6 +222,106 @@ impl CheckResponse {
             delay_ns: grant.delay,
         }
     }
+}
+
+/// One worker's batch for `global` rules: what it admitted per bucket since its previous
+/// batch. Sent every `sync_interval_ms` while anything changed, at most one batch in flight
+/// per worker.
+///
+/// **Exactly once.** `(sender, seq)` names the batch. A batch that got no answer (timeout,
+/// sidecar gone) is sent again *unchanged*, with the same `seq`, before anything newer; the
+/// sidecar applies a `seq` only if it is higher than the last one it applied for `sender`, so a
+/// batch that was applied but whose answer was lost is not counted twice
+/// ([`SyncResponse::duplicate`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncRequest {
+    /// The sending worker (random per filter instance).
+    pub sender: u64,
+    /// The node (one proxy) the worker belongs to; the sidecar counts the nodes that synced
+    /// recently ([`SyncResponse::nodes`]).
+    pub node: u64,
+    /// The batch's number, increasing per sender.
+    pub seq: u64,
+    /// At most [`MAX_SYNC_ENTRIES`] buckets.
+    pub entries: Vec<SyncEntry>,
+}
+
+/// One bucket's admissions in a [`SyncRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncEntry {
+    /// The rule's name (1 to [`MAX_RULE_LEN`] bytes).
+    pub rule: String,
+    /// The bucket: the filter's hash of the rule and the request's key parts.
+    pub key: u64,
+    /// The rule's algorithm.
+    pub algorithm: WireAlgorithm,
+    /// Permits per window (≥ 1), plan already applied.
+    pub limit: u64,
+    /// Window length in nanoseconds (≥ 1).
+    pub window_ns: Nanos,
+    /// Token bucket capacity (≥ 1); absent: the limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// Permits admitted on the node since the previous batch (0: only asking for the total).
+    pub hits: u64,
+    /// How long before sending the first of those permits was admitted. The sidecar applies
+    /// the hits at its own `now` unless they are a whole window old, when they no longer
+    /// count against any limit (after a long outage).
+    #[serde(default)]
+    pub age_ns: Nanos,
+}
+
+impl SyncEntry {
+    /// The validated quota (see [`CheckRequest::quota`]).
+    pub fn quota(&self) -> Result<Quota, ProtocolError> {
+        validated_quota(
+            &self.rule,
+            self.algorithm,
+            self.limit,
+            self.window_ns,
+            self.burst,
+            0,
+        )
+    }
+}
+
+impl SyncRequest {
+    /// Checks the batch's size; each entry is checked with [`SyncEntry::quota`].
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        if self.entries.len() > MAX_SYNC_ENTRIES {
+            return Err(invalid(
+                "entries",
+                format!("at most {MAX_SYNC_ENTRIES} per batch (send the rest in the next one)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The sidecar's answer to a [`SyncRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncResponse {
+    /// Nodes that synced recently, this one included (≥ 1): while the sidecar is gone, each
+    /// node limits `global` rules to its share, the limit divided by this.
+    pub nodes: u64,
+    /// This `(sender, seq)` was applied before (a retry whose first answer was lost): nothing
+    /// was counted again, the totals are current.
+    pub duplicate: bool,
+    /// The global bucket of each entry after the batch, in the request's order.
+    pub totals: Vec<SyncTotal>,
+}
+
+/// A global bucket's state as one number the filter folds into its node's bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncTotal {
+    /// Permits available across all nodes right after the batch was applied.
+    pub remaining: u64,
+    /// Time until the whole quota is available again if nothing more is admitted.
+    pub reset_after_ns: Nanos,
 }
 
 #[cfg(test)]
@@ -340,5 +469,61 @@ mod tests {
         );
         // A grant in the past (clock moved back) never yields a negative wait.
         assert_eq!(CheckResponse::from_grant(&grant, 200).retry_after_ns, 0);
+    }
+
+    #[test]
+    fn sync_messages_round_trip_and_validate() {
+        let json = r#"{"sender":1,"node":2,"seq":3,"entries":[{"rule":"per-tenant","key":9,
+            "algorithm":"token_bucket","limit":100,"window_ns":60000000000,"burst":10,"hits":4,"age_ns":5}]}"#;
+        let batch: SyncRequest = serde_json::from_str(json).unwrap();
+        assert_eq!(batch.validate(), Ok(()));
+        let entry = batch.entries.first().unwrap();
+        assert_eq!(
+            entry.quota().unwrap(),
+            Quota::new(100, 60_000_000_000, 10, 0)
+        );
+        let again: SyncRequest =
+            serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
+        assert_eq!(again, batch);
+
+        let too_many = SyncRequest {
+            entries: vec![entry.clone(); MAX_SYNC_ENTRIES + 1],
+            ..batch.clone()
+        };
+        assert!(
+            too_many
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .starts_with("entries: at most")
+        );
+        let zero = SyncEntry {
+            limit: 0,
+            ..entry.clone()
+        };
+        assert_eq!(
+            zero.quota().unwrap_err().to_string(),
+            "limit: must be at least 1"
+        );
+
+        let response = SyncResponse {
+            nodes: 3,
+            duplicate: false,
+            totals: vec![SyncTotal {
+                remaining: 7,
+                reset_after_ns: 8,
+            }],
+        };
+        let text = serde_json::to_string(&response).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SyncResponse>(&text).unwrap(),
+            response
+        );
+        assert!(
+            serde_json::from_str::<SyncResponse>(
+                r#"{"nodes":1,"duplicate":false,"totals":[],"x":1}"#
+            )
+            .is_err()
+        );
     }
 }

@@ -398,3 +398,30 @@ fn arbitrary_inputs_never_panic() {
         }
     });
 }
+
+/// `available` is what one-permit requests at the same instant would get, one after another.
+fn one_by_one(alg: Algorithm, q: &Quota, state: &State, now: u64) -> u64 {
+    let q = Quota { queue: 0, ..*q };
+    let mut state = state.clone();
+    (0..=capacity(alg, &q) + 1)
+        .take_while(|_| alg.acquire(&q, &mut state, now, 1, 1).granted == 1)
+        .count() as u64
+}
+
+#[test]
+fn available_and_absorb_agree_with_acquire() {
+    let ops = prop::collection::vec(take(), 0..30);
+    proptest!(config(), |(alg in any_algorithm(), q in quota(), start in 0u64..1_000, ops in ops,
+                          dt in gap(), others in 0u64..=20)| {
+        let mut state = State::default();
+        let (_, t) = takes(alg, &q, &mut state, start, &ops);
+        let now = t + dt;
+        let before = alg.available(&q, &state, now);
+        prop_assert_eq!(before, one_by_one(alg, &q, &state, now));
+        // Permits admitted elsewhere are taken as far as they fit; the bucket is then exactly
+        // that much emptier (and never waits in a queue for them).
+        let taken = alg.absorb(&q, &mut state, now, others);
+        prop_assert_eq!(taken, others.min(before));
+        prop_assert_eq!(alg.available(&q, &state, now), before - taken);
+    });
+}

@@ -145,6 +145,30 @@ impl Algorithm {
         }
     }
 
+    /// Permits that could be taken at `now` without waiting (a leaky bucket's queue is not
+    /// counted). Reads `state` only.
+    pub fn available(self, quota: &Quota, state: &State, now: Nanos) -> u64 {
+        let quota = Quota { queue: 0, ..*quota };
+        let grant = self.acquire(&quota, &mut state.clone(), now, 1, 1);
+        if grant.granted == 0 {
+            0
+        } else {
+            grant.remaining.saturating_add(1)
+        }
+    }
+
+    /// Counts `permits` admitted elsewhere (other nodes of a `global` rule) as taken at `now`:
+    /// as many of them as are available, never waiting in a queue. Returns how many were taken
+    /// (fewer than `permits` when the bucket ran out: it is then simply empty).
+    pub fn absorb(self, quota: &Quota, state: &mut State, now: Nanos, permits: u64) -> u64 {
+        let take = permits.min(self.available(quota, state, now));
+        if take == 0 {
+            return 0;
+        }
+        let quota = Quota { queue: 0, ..*quota };
+        self.acquire(&quota, state, now, take, take).granted
+    }
+
     /// Gives back `permits` of a grant made at `granted_at` that will not be used (the request
     /// was refused by another rule), as if they had never been granted — as far as the
     /// algorithm can tell them apart from later grants.

@@ -97,8 +97,12 @@ pub enum Verdict {
 pub struct RuleResult {
     /// Index into [`Policy::rules`].
     pub rule: usize,
-    /// The question asked.
+    /// The question asked (a `global` rule's quota already cut to the node's share while the
+    /// sidecar is silent, see [`Decision::global_share`]).
     pub ask: Ask,
+    /// The rule's own quota for this request: what the sidecar counts a `global` rule
+    /// against (equal to `ask.quota` otherwise).
+    pub configured: Quota,
     /// The answer.
     pub outcome: Outcome,
     /// Whether it refused (a shadow rule's refusal is recorded but does not refuse).
@@ -128,6 +132,9 @@ pub struct Decision {
     /// `strict` rules left to the sidecar, in policy order; empty when a local rule refused
     /// (no sidecar call is made then) or when the policy has no `sidecar`.
     pub pending: Vec<PendingCheck>,
+    /// Input, set by the host: what `global` rules' limits are divided by (0 or 1: nothing;
+    /// the node count while the sidecar is silent, see [`crate::sync::Sync::share`]).
+    pub global_share: u64,
 }
 
 /// The sidecar question for `rule` asked as `ask`.
@@ -192,16 +199,21 @@ pub fn decide(
             }
             continue;
         }
-        let quota = quota(policy, rule, facts.plan);
+        let configured = quota(policy, rule, facts.plan);
         let ask = Ask {
             key,
             algorithm: rule.algorithm,
-            quota,
+            quota: if rule.scope == Scope::Global {
+                node_share(configured, out.global_share)
+            } else {
+                configured
+            },
             cost: rule.cost,
         };
         out.results.push(RuleResult {
             rule: index,
             ask,
+            configured,
             outcome: Outcome::default(),
             refused: false,
             cached_only: false,
@@ -296,6 +308,19 @@ pub fn quota(policy: &Policy, rule: &Rule, plan: Option<PlanId>) -> Quota {
         _ => limit,
     };
     Quota::new(limit, rule.window, burst, rule.queue)
+}
+
+/// `quota` cut to one of `nodes` equal shares (limit and burst divided, at least 1 each).
+pub fn node_share(quota: Quota, nodes: u64) -> Quota {
+    if nodes <= 1 {
+        return quota;
+    }
+    Quota::new(
+        (quota.limit / nodes).max(1),
+        quota.window,
+        (quota.burst / nodes).max(1),
+        quota.queue,
+    )
 }
 
 /// The bucket of `rule` for this request, or `None` when a key part is missing (a rule keyed

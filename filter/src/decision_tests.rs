@@ -222,3 +222,33 @@ fn strict_rules_with_a_sidecar_are_left_pending() {
     assert!(matches!(out.verdict, Verdict::Refuse(_)));
     assert!(out.pending.is_empty());
 }
+
+#[test]
+fn a_silent_sidecar_cuts_global_rules_to_the_node_share() {
+    let policy = policy(
+        r#"{"sidecar": {"cluster": "c"}, "rules": [
+            {"name": "g", "key": ["client_ip"], "algorithm": "fixed_window", "limit": 9, "window": "1h", "scope": "global"},
+            {"name": "l", "key": ["client_ip"], "algorithm": "fixed_window", "limit": 9, "window": "1h"}]}"#,
+    );
+    let (mut limiter, mut store, mut out) = fresh();
+    out.global_share = 3;
+    let mut admitted = 0;
+    for _ in 0..9 {
+        decide(
+            &policy,
+            1,
+            &mut limiter,
+            &mut store,
+            &facts(None, None, "/"),
+            NOW,
+            &mut out,
+        );
+        if out.verdict == Verdict::Admit {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 3);
+    let global = &out.results[0];
+    assert_eq!((global.ask.quota.limit, global.configured.limit), (3, 9));
+    assert_eq!(out.results[1].ask.quota, out.results[1].configured);
+}

@@ -28,6 +28,7 @@ pub mod identity;
 pub mod policy;
 pub mod protocol;
 pub mod reply;
+pub mod sync;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod host;

@@ -121,6 +121,14 @@ impl LocalCache {
         lease.usable(now)
     }
 
+    /// Forgets the lease of `key` (it was handed back); the next lease is sized for `remaining`.
+    pub fn drop_lease(&mut self, key: u64, remaining: u64) {
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.lease = Lease::default();
+            entry.shared_remaining = remaining;
+        }
+    }
+
     /// How much refill a new lease of `key` may hold back.
     pub fn hold_back(&self, key: u64) -> u64 {
         self.entries.get(&key).map_or(0, |e| e.hold_back)

@@ -180,6 +180,39 @@ impl Limiter {
         }
     }
 
+    /// Lowers what `ask`'s node-wide bucket may still admit to `target` permits (a `global`
+    /// rule's total from the sidecar: other nodes' admissions), never raising it. This
+    /// worker's lease of the key goes back in the same compare-and-swap, so that the next
+    /// request leases from the folded bucket. Returns the permits taken (`None`: the store failed).
+    pub fn fold(
+        &mut self,
+        store: &mut impl SharedStore,
+        ask: &Ask,
+        target: u64,
+        now: Nanos,
+    ) -> Option<u64> {
+        let old = self.cache.lease_held(ask.key);
+        let mut taken = 0;
+        let result = self.table.update(
+            store,
+            ask,
+            now,
+            &mut self.stats,
+            |alg, quota, state, now| {
+                if let Some(old) = &old {
+                    alg.return_lease(quota, state, now, old);
+                }
+                let excess = alg.available(quota, state, now).saturating_sub(target);
+                taken = alg.absorb(quota, state, now, excess);
+                Grant::default()
+            },
+        );
+        if old.is_some() {
+            self.cache.drop_lease(ask.key, target);
+        }
+        result.map(|_| taken)
+    }
+
     /// A cached refusal of `key` still in force at `now` (its retry time), without deciding.
     pub fn cached_refusal(&self, key: u64, now: Nanos) -> Option<Nanos> {
         self.cache.refused_until(key, now)

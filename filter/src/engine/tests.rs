@@ -204,3 +204,59 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn folding_a_global_total_lowers_the_node_bucket_and_never_raises_it() {
+    for algorithm in [
+        Algorithm::FixedWindow,
+        Algorithm::TokenBucket,
+        Algorithm::SlidingWindowCounter,
+        Algorithm::SlidingWindowLog,
+    ] {
+        let mut store = MemStore::default();
+        let mut worker = Limiter::new(1024, 64);
+        let ask = ask(algorithm, 100, 100);
+        let now = 10 * MINUTE;
+        // This worker holds a lease (for the leasable algorithms) when the total comes in.
+        for _ in 0..10 {
+            assert!(
+                worker.acquire(&mut store, &ask, now).admitted,
+                "{algorithm:?}"
+            );
+        }
+        // Other nodes took most of the limit: 5 are left globally.
+        assert!(
+            worker.fold(&mut store, &ask, 5, now).is_some(),
+            "{algorithm:?}"
+        );
+        let admitted = (0..50)
+            .filter(|_| worker.acquire(&mut store, &ask, now).admitted)
+            .count();
+        assert_eq!(admitted, 5, "{algorithm:?}");
+        // A total above what the node has left changes nothing.
+        assert_eq!(
+            worker.fold(&mut store, &ask, 50, now),
+            Some(0),
+            "{algorithm:?}"
+        );
+        assert!(
+            !worker.acquire(&mut store, &ask, now).admitted,
+            "{algorithm:?}"
+        );
+    }
+}
+
+#[test]
+fn folding_empties_a_leaky_bucket_that_other_nodes_used() {
+    let mut store = MemStore::default();
+    let mut worker = Limiter::new(1024, 64);
+    let ask = ask(Algorithm::LeakyBucket, 60, 60);
+    let now = 10 * MINUTE;
+    assert_eq!(worker.fold(&mut store, &ask, 0, now), Some(1));
+    assert!(!worker.acquire(&mut store, &ask, now).admitted);
+    assert!(
+        worker
+            .acquire(&mut store, &ask, now + crate::SECOND)
+            .admitted
+    );
+}

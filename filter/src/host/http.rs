@@ -13,7 +13,9 @@ use super::root::Worker;
 use super::sidecar::Checks;
 use super::{now, store::HostShared};
 use crate::decision::{self, Facts, Verdict};
+use crate::engine::Ask;
 use crate::headers::{self, HeaderList, RuleStatus};
+use crate::policy::Scope;
 use crate::reply::{self, Refusal};
 use crate::{Nanos, SECOND};
 
@@ -104,6 +106,9 @@ impl Request {
     fn act(&mut self, worker: &mut Worker, verdict: Verdict, now: Nanos) -> Action {
         render_headers(worker, now, &mut self.headers);
         count(worker, verdict);
+        if matches!(verdict, Verdict::Admit | Verdict::Delay(_)) {
+            record_global(worker, now);
+        }
         match verdict {
             Verdict::Admit => Action::Continue,
             Verdict::Delay(delay) => {
@@ -165,6 +170,7 @@ impl Request {
 
 /// Gathers what the policy needs about the request and decides it.
 fn decide(worker: &mut Worker, now: Nanos) -> Verdict {
+    worker.decision.global_share = worker.global_share(now);
     let needs = &worker.needs;
     let policy = &worker.policy;
     let headers = RequestHeaders::fetch(policy, needs);
@@ -242,6 +248,32 @@ fn render_headers(worker: &Worker, now: Nanos, out: &mut HeaderList) {
         })
         .collect();
     headers::render(worker.policy.headers, &statuses, now / SECOND, out);
+}
+
+/// Counts the admitted request's `global` permits for the next sync batch.
+fn record_global(worker: &mut Worker, now: Nanos) {
+    let Worker {
+        decision,
+        sync,
+        policy,
+        ..
+    } = worker;
+    let Some(sync) = sync.as_mut() else {
+        return;
+    };
+    for result in &decision.results {
+        let global = policy
+            .rules
+            .get(result.rule)
+            .is_some_and(|r| r.scope == Scope::Global);
+        if global && result.outcome.admitted && !result.cached_only {
+            let ask = Ask {
+                quota: result.configured,
+                ..result.ask
+            };
+            sync.record(result.rule, &ask, ask.cost, now);
+        }
+    }
 }
 
 fn count(worker: &mut Worker, verdict: Verdict) {

@@ -1,19 +1,22 @@
-//! The root context: configuration, the worker's shared state, stats and the tick that
-//! releases queued requests.
+//! The root context: configuration, the worker's shared state, stats, `global` rules' sync
+//! with the sidecar, and the tick that drives them and releases queued requests.
 
 use core::hash::BuildHasher;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use log::{error, info};
+use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
-use super::{abi, http::Request, now};
+use super::store::HostShared;
+use super::{abi, http::Request, now, sidecar};
 use crate::decision::{Decision, Needs};
-use crate::engine::Limiter;
-use crate::policy::Policy;
+use crate::engine::{Limiter, SharedStore};
+use crate::policy::{Policy, Scope};
+use crate::protocol::{SYNC_PATH, SyncResponse};
+use crate::sync::Sync;
 use crate::{Nanos, SECOND};
 
 /// Keys of other keys this worker keeps leases and refusals for, at most.
@@ -43,13 +46,22 @@ pub struct Worker {
     metric_ids: Vec<[Option<u32>; 5]>,
     /// Paused requests: (release time, HTTP context id).
     pub queue: Vec<(Nanos, u32)>,
-    /// When the next tick is due (0: none scheduled sooner than the stats tick).
+    /// When the next tick is due.
     next_tick: Nanos,
     last_flush: Nanos,
+    /// `global` rules' sync (policies with a sidecar and at least one `global` rule).
+    pub sync: Option<Sync>,
+    next_sync: Nanos,
+    /// The token of the sync call in flight.
+    sync_call: Option<u32>,
+    /// Whether `global` rules are cut to the node's share (logged when it changes).
+    degraded: bool,
+    /// `tollgate.sync.{batches,failures,dropped}`.
+    sync_ids: [Option<u32>; 3],
 }
 
 impl Worker {
-    fn new(policy: Policy, seed: u64) -> Self {
+    fn new(policy: Policy, seed: u64, now: Nanos) -> Self {
         let metric_ids = policy
             .rules
             .iter()
@@ -64,15 +76,28 @@ impl Worker {
                 .map(|what| abi::define_counter(&format!("tollgate.{}.{}", rule.name, what)))
             })
             .collect();
+        let syncs =
+            policy.sidecar.is_some() && policy.rules.iter().any(|rule| rule.scope == Scope::Global);
+        let sync_ids = if syncs {
+            ["batches", "failures", "dropped"]
+                .map(|what| abi::define_counter(&format!("tollgate.sync.{what}")))
+        } else {
+            [None; 3]
+        };
         Worker {
+            sync: syncs.then(|| Sync::new(random(now), node_id(now), now)),
+            next_sync: now,
+            sync_call: None,
+            degraded: false,
+            sync_ids,
             needs: Needs::of(&policy),
             counters: vec![RuleCounters::default(); policy.rules.len()],
             limiter: Limiter::new(policy.state_slots, LOCAL_CACHE),
             decision: Decision::default(),
             metric_ids,
             queue: Vec::new(),
-            next_tick: 0,
-            last_flush: 0,
+            next_tick: now,
+            last_flush: now,
             seed,
             policy,
         }
@@ -81,7 +106,7 @@ impl Worker {
     /// Holds HTTP context `context_id` until `due`, ticking early enough to release it.
     pub fn enqueue(&mut self, due: Nanos, context_id: u32, now: Nanos) {
         self.queue.push((due, context_id));
-        if self.next_tick == 0 || due < self.next_tick {
+        if due < self.next_tick {
             schedule(due.saturating_sub(now));
             self.next_tick = due;
         }
@@ -102,15 +127,77 @@ impl Worker {
             self.flush_stats();
             self.last_flush = now;
         }
-        match self.queue.iter().map(|&(due, _)| due).min() {
-            Some(due) => {
-                schedule(due.saturating_sub(now));
-                self.next_tick = due;
+        if self.sync.is_some() && now >= self.next_sync {
+            self.send_sync(now);
+        }
+        let mut next = self.last_flush.saturating_add(STATS_EVERY);
+        if self.sync.is_some() {
+            next = next.min(self.next_sync);
+        }
+        if let Some(due) = self.queue.iter().map(|&(due, _)| due).min() {
+            next = next.min(due);
+        }
+        schedule(next.saturating_sub(now));
+        self.next_tick = next;
+    }
+
+    /// The share `global` rules are cut to at `now` (1: the whole limit), for the decision.
+    pub fn global_share(&self, now: Nanos) -> u64 {
+        match (&self.sync, &self.policy.sidecar) {
+            (Some(sync), Some(sidecar)) => sync.share(sidecar, now),
+            _ => 1,
+        }
+    }
+
+    /// Sends the next batch of `global` admissions (or a heartbeat) unless one is out.
+    fn send_sync(&mut self, now: Nanos) {
+        let (Some(sync), Some(sidecar)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
+            return;
+        };
+        self.next_sync = now.saturating_add(sidecar.sync_interval_ms.saturating_mul(1_000_000));
+        let share = sync.share(sidecar, now);
+        if (share > 1) != self.degraded {
+            self.degraded = share > 1;
+            if self.degraded {
+                warn!(
+                    "the sidecar does not answer: global rules limit this node to 1/{share} of their limits"
+                );
+            } else {
+                info!("the sidecar answers again: global rules use their whole limits");
             }
-            None => {
-                schedule(STATS_EVERY);
-                self.next_tick = 0;
-            }
+        }
+        let Some(batch) = sync.next_batch(&self.policy, now) else {
+            return;
+        };
+        self.sync_call = serde_json::to_vec(&batch)
+            .ok()
+            .and_then(|body| sidecar::call(sidecar, SYNC_PATH, &body));
+        if self.sync_call.is_none() {
+            sync.failed();
+        }
+    }
+
+    /// The sidecar's answer to the sync call `token`; folds the totals into the node's buckets.
+    fn sync_answered(&mut self, token: u32, num_headers: usize, body_size: usize, now: Nanos) {
+        if self.sync_call != Some(token) {
+            return;
+        }
+        self.sync_call = None;
+        let Some(sync) = self.sync.as_mut() else {
+            return;
+        };
+        let Some(response) = sidecar::read_response::<SyncResponse>(num_headers, body_size) else {
+            sync.failed();
+            return;
+        };
+        for fold in sync.answered(&response, now) {
+            let _ = self
+                .limiter
+                .fold(&mut HostShared, &fold.ask, fold.target, now);
+        }
+        if self.degraded {
+            self.degraded = false;
+            info!("the sidecar answers again: global rules use their whole limits");
         }
     }
 
@@ -130,7 +217,53 @@ impl Worker {
             }
             *counters = RuleCounters::default();
         }
+        if let Some(sync) = self.sync.as_mut() {
+            let values = [sync.stats.batches, sync.stats.failures, sync.stats.dropped];
+            for (value, id) in values.into_iter().zip(self.sync_ids) {
+                if let (Some(id), true) = (id, value > 0) {
+                    abi::increment(id, value);
+                }
+            }
+            if sync.stats.dropped > 0 {
+                warn!(
+                    "{} global admissions could not be kept for the sidecar (too many keys while it was gone)",
+                    sync.stats.dropped
+                );
+            }
+            sync.stats = Default::default();
+        }
     }
+}
+
+/// A random number (the host's entropy through the standard library's hasher keys).
+fn random(salt: u64) -> u64 {
+    std::hash::RandomState::new().hash_one(salt)
+}
+
+/// This node's id, the same for every worker: the first worker to start creates it in shared
+/// data (with a compare-and-swap, so two workers starting together agree).
+fn node_id(now: Nanos) -> u64 {
+    const NAME: &str = "tg/node";
+    let mut store = HostShared;
+    for _ in 0..8 {
+        match store.get(NAME) {
+            Ok(Some((bytes, cas))) => {
+                if let Ok(id) = <[u8; 8]>::try_from(bytes.as_slice()) {
+                    return u64::from_le_bytes(id);
+                }
+                let id = random(now).max(1);
+                if store.set(NAME, &id.to_le_bytes(), cas).is_ok() {
+                    return id;
+                }
+            }
+            Ok(None) => {
+                // Create the entry empty to get a token, then claim it (one claim wins).
+                let _ = store.set(NAME, &[], 0);
+            }
+            Err(_) => break,
+        }
+    }
+    random(now).max(1)
 }
 
 /// (Re-)arms the tick `delay` from now: hosts keep a running timer's old period until it
@@ -147,7 +280,19 @@ pub struct Root {
     worker: Option<Rc<RefCell<Worker>>>,
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
+            worker.sync_answered(token_id, num_headers, body_size, now());
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
@@ -170,8 +315,12 @@ impl RootContext for Root {
         // The configuration (which holds the tenants' keys) seeds the bucket hashes: the same on
         // every worker, unknown to clients.
         let seed = foldhash::quality::FixedState::with_seed(0x746f_6c6c_6761_7465).hash_one(&bytes);
-        self.worker = Some(Rc::new(RefCell::new(Worker::new(policy, seed))));
-        schedule(STATS_EVERY);
+        let now = now();
+        let mut worker = Worker::new(policy, seed, now);
+        let first = worker.next_sync.min(now.saturating_add(STATS_EVERY));
+        worker.next_tick = first;
+        self.worker = Some(Rc::new(RefCell::new(worker)));
+        schedule(first.saturating_sub(now));
         true
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
+use serde::de::DeserializeOwned;
 
 use super::root::Worker;
 use super::store::HostShared;
@@ -44,7 +45,9 @@ impl Checks {
             .pending
             .iter()
             .map(|check| {
-                let token = dispatch(sidecar, check);
+                let token = serde_json::to_vec(&check.request)
+                    .ok()
+                    .and_then(|body| call(sidecar, CHECK_PATH, &body));
                 Call {
                     token,
                     check: check.clone(),
@@ -113,6 +116,7 @@ impl Checks {
             results.push(RuleResult {
                 rule: index,
                 ask: call.check.ask,
+                configured: call.check.ask.quota,
                 outcome,
                 refused: !response.admitted && !shadow,
                 cached_only: false,
@@ -156,29 +160,28 @@ impl Checks {
     }
 }
 
-/// Sends `check` to the sidecar; the call's token, or `None` if the host refused.
-fn dispatch(sidecar: &Sidecar, check: &PendingCheck) -> Option<u32> {
-    let body = serde_json::to_vec(&check.request).ok()?;
+/// POSTs the JSON `body` to the sidecar's `path`; the call's token, or `None` if the host refused.
+pub fn call(sidecar: &Sidecar, path: &str, body: &[u8]) -> Option<u32> {
     hostcalls::dispatch_http_call(
         &sidecar.cluster,
         vec![
             (":method", "POST"),
-            (":path", CHECK_PATH),
+            (":path", path),
             (":authority", &sidecar.authority),
             ("content-type", "application/json"),
         ],
-        Some(&body),
+        Some(body),
         vec![],
         Duration::from_millis(sidecar.timeout_ms),
     )
     .ok()
 }
 
-/// The current call response as a `CheckResponse`, or `None` (no headers on a timeout or a
-/// failed connection, a status other than 200, or a body that does not parse). The headers
+/// The current call response as a `T` (`CheckResponse`, `SyncResponse`), or `None` (no headers
+/// on a timeout or a failed connection, a status other than 200, or a body that does not parse). The headers
 /// are only read when there are some: the SDK's getters panic on statuses other than
 /// `Ok`/`NotFound`, which a host may return for a call that got no response.
-fn read_response(num_headers: usize, body_size: usize) -> Option<CheckResponse> {
+pub fn read_response<T: DeserializeOwned>(num_headers: usize, body_size: usize) -> Option<T> {
     if num_headers == 0 {
         return None;
     }

@@ -345,6 +345,10 @@ fn sidecar(raw: RawSidecar) -> Result<Sidecar, ConfigError> {
             60_000,
             " milliseconds",
         )?,
+        nodes: raw
+            .nodes
+            .map(|n| ranged("sidecar.nodes", n, 1, 10_000, " nodes"))
+            .transpose()?,
     })
 }
 

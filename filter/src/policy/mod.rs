@@ -232,6 +232,10 @@ pub struct Sidecar {
     pub timeout_ms: u64,
     /// How often `global` deltas are sent.
     pub sync_interval_ms: u64,
+    /// How many nodes share `global` limits, if configured: while the sidecar is gone each node
+    /// limits a `global` rule to `limit / nodes` (unset: the node count the sidecar last
+    /// reported).
+    pub nodes: Option<u64>,
 }
 
 impl Policy {

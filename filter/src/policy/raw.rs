@@ -108,6 +108,7 @@ pub(super) struct RawSidecar {
     pub authority: Option<String>,
     pub timeout_ms: Option<u64>,
     pub sync_interval_ms: Option<u64>,
+    pub nodes: Option<u64>,
 }
 
 /// A JSON object read as `T`. serde's derived structs also accept a list of the field values

@@ -156,6 +156,7 @@ fn sidecar_authority_defaults_to_the_cluster() {
             authority: "127.0.0.1:9090".into(),
             timeout_ms: 100,
             sync_interval_ms: 200,
+            nodes: None,
         })
     );
 }

@@ -1,0 +1,248 @@
+//! `global` rules' side of the sync with the sidecar, as plain logic (the host only sends and
+//! receives): what a worker admitted per bucket since its last batch, the batch in flight, and
+//! what to fold back into the node's buckets when the answer comes.
+//!
+//! Each worker keeps its own [`Sync`]. Every `sync_interval_ms` it sends one batch
+//! ([`Sync::next_batch`]) — an empty one when nothing changed, as a heartbeat that keeps the
+//! node counted — and never has two in flight. A batch that fails is kept and sent again
+//! unchanged (same `seq`: the sidecar applies it at most once) before anything newer; what is
+//! admitted meanwhile waits in a bounded table, one entry per bucket however many requests,
+//! and the admissions that find the table full are counted in [`SyncStats::dropped`].
+//!
+//! The answer's totals are folded into the node's buckets by taking whatever the bucket has
+//! beyond the global remaining ([`Fold`]); folding only ever lowers what a node may admit.
+//! Between two syncs each node decides alone, so a limit can be overshot by what the other
+//! nodes admit in one interval: at most rate × interval × nodes.
+//!
+//! While the sidecar does not answer for [`Sync::stale_after`] (three intervals and a
+//! timeout), [`Sync::share`] tells the decision to limit each `global` rule to this node's
+//! share: the limit divided by the configured node count, or the last one the sidecar saw.
+
+use hashbrown::HashMap;
+
+use crate::Nanos;
+use crate::engine::Ask;
+use crate::policy::{Policy, Sidecar};
+use crate::protocol::{MAX_SYNC_ENTRIES, SyncEntry, SyncRequest, SyncResponse, WireAlgorithm};
+
+/// Buckets with unsent admissions a worker keeps at most (beyond it admissions are dropped
+/// from the sync and counted): enough for 16 full batches.
+pub const MAX_PENDING: usize = 16 * MAX_SYNC_ENTRIES;
+
+/// Counters for the host's stats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Batches the sidecar answered.
+    pub batches: u64,
+    /// Batches that failed (timeout, sidecar gone, bad answer); each is sent again.
+    pub failures: u64,
+    /// Admitted permits that could not be kept for the sidecar (the table was full).
+    pub dropped: u64,
+}
+
+/// Admissions of one bucket not yet sent.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    rule: usize,
+    ask: Ask,
+    hits: u64,
+    first_at: Nanos,
+}
+
+/// One bucket's total folded into the node's bucket: take whatever `ask`'s bucket has beyond
+/// `target` permits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fold {
+    /// The bucket, with the rule's full quota.
+    pub ask: Ask,
+    /// Permits the node may still admit: the global remaining less what this worker admitted
+    /// since the batch left.
+    pub target: u64,
+}
+
+/// A batch sent and not yet acknowledged.
+#[derive(Clone, Debug)]
+struct Batch {
+    seq: u64,
+    entries: Vec<Pending>,
+    /// A call is out (false: it failed and waits to be sent again).
+    waiting: bool,
+}
+
+/// One worker's sync state.
+#[derive(Debug)]
+pub struct Sync {
+    sender: u64,
+    node: u64,
+    next_seq: u64,
+    pending: HashMap<u64, Pending>,
+    in_flight: Option<Batch>,
+    last_ok: Nanos,
+    nodes: u64,
+    /// Counters not yet sent to the host.
+    pub stats: SyncStats,
+}
+
+impl Sync {
+    /// A worker's sync, identified as `sender` (random per worker) on node `node`, started at
+    /// `now` (the first batches get [`Sync::stale_after`] to succeed before the node falls
+    /// back to its share).
+    pub fn new(sender: u64, node: u64, now: Nanos) -> Self {
+        Sync {
+            sender,
+            node,
+            next_seq: 1,
+            pending: HashMap::new(),
+            in_flight: None,
+            last_ok: now,
+            nodes: 1,
+            stats: SyncStats::default(),
+        }
+    }
+
+    /// Counts `permits` admitted at `now` by `rule` for `ask`'s bucket (`ask` with the rule's
+    /// full quota).
+    pub fn record(&mut self, rule: usize, ask: &Ask, permits: u64, now: Nanos) {
+        if let Some(entry) = self.pending.get_mut(&ask.key) {
+            entry.hits = entry.hits.saturating_add(permits);
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING {
+            self.stats.dropped = self.stats.dropped.saturating_add(permits);
+            return;
+        }
+        self.pending.insert(
+            ask.key,
+            Pending {
+                rule,
+                ask: *ask,
+                hits: permits,
+                first_at: now,
+            },
+        );
+    }
+
+    /// The next batch to send at `now`, or `None` while one is out. A failed batch goes again
+    /// unchanged; otherwise up to [`MAX_SYNC_ENTRIES`] buckets are taken from the table (none:
+    /// a heartbeat).
+    pub fn next_batch(&mut self, policy: &Policy, now: Nanos) -> Option<SyncRequest> {
+        if self.in_flight.as_ref().is_some_and(|b| b.waiting) {
+            return None;
+        }
+        let batch = match self.in_flight.take() {
+            Some(batch) => batch,
+            None => {
+                let keys: Vec<u64> = self
+                    .pending
+                    .keys()
+                    .take(MAX_SYNC_ENTRIES)
+                    .copied()
+                    .collect();
+                let entries = keys
+                    .iter()
+                    .filter_map(|key| self.pending.remove(key))
+                    .collect();
+                let seq = self.next_seq;
+                self.next_seq = self.next_seq.saturating_add(1);
+                Batch {
+                    seq,
+                    entries,
+                    waiting: false,
+                }
+            }
+        };
+        let request = SyncRequest {
+            sender: self.sender,
+            node: self.node,
+            seq: batch.seq,
+            entries: batch
+                .entries
+                .iter()
+                .map(|p| entry(policy, p, now))
+                .collect(),
+        };
+        self.in_flight = Some(Batch {
+            waiting: true,
+            ..batch
+        });
+        Some(request)
+    }
+
+    /// The answer to the batch in flight: what to fold into the node's buckets. An answer
+    /// that does not match the batch counts as a failure (the batch goes again).
+    pub fn answered(&mut self, response: &SyncResponse, now: Nanos) -> Vec<Fold> {
+        let Some(batch) = self.in_flight.take() else {
+            return Vec::new();
+        };
+        if response.totals.len() != batch.entries.len() {
+            self.in_flight = Some(batch);
+            self.failed();
+            return Vec::new();
+        }
+        self.stats.batches = self.stats.batches.saturating_add(1);
+        self.last_ok = now;
+        self.nodes = response.nodes.max(1);
+        batch
+            .entries
+            .iter()
+            .zip(&response.totals)
+            .map(|(sent, total)| {
+                let since = self.pending.get(&sent.ask.key).map_or(0, |p| p.hits);
+                Fold {
+                    ask: sent.ask,
+                    target: total.remaining.saturating_sub(since),
+                }
+            })
+            .collect()
+    }
+
+    /// The batch in flight got no usable answer: it is sent again next time.
+    pub fn failed(&mut self) {
+        if let Some(batch) = self.in_flight.as_mut() {
+            batch.waiting = false;
+        }
+        self.stats.failures = self.stats.failures.saturating_add(1);
+    }
+
+    /// How long the sidecar may stay silent before `global` rules fall back to the node's share.
+    pub fn stale_after(sidecar: &Sidecar) -> Nanos {
+        (3 * sidecar.sync_interval_ms + sidecar.timeout_ms).saturating_mul(1_000_000)
+    }
+
+    /// What `global` limits are divided by at `now`: 1 while the sidecar answers, else the
+    /// node count (configured, or the last the sidecar reported).
+    pub fn share(&self, sidecar: &Sidecar, now: Nanos) -> u64 {
+        if now.saturating_sub(self.last_ok) <= Self::stale_after(sidecar) {
+            1
+        } else {
+            sidecar.nodes.unwrap_or(self.nodes).max(1)
+        }
+    }
+
+    /// Buckets waiting to be sent (not counting a batch in flight).
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+fn entry(policy: &Policy, pending: &Pending, now: Nanos) -> SyncEntry {
+    let quota = &pending.ask.quota;
+    SyncEntry {
+        rule: policy
+            .rules
+            .get(pending.rule)
+            .map(|r| r.name.clone())
+            .unwrap_or_default(),
+        key: pending.ask.key,
+        algorithm: WireAlgorithm::from(pending.ask.algorithm),
+        limit: quota.limit,
+        window_ns: quota.window,
+        burst: Some(quota.burst),
+        hits: pending.hits,
+        age_ns: now.saturating_sub(pending.first_at),
+    }
+}
+
+#[cfg(test)]
+#[path = "sync_tests.rs"]
+mod tests;

@@ -1,0 +1,158 @@
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use super::*;
+use crate::SECOND;
+use crate::algorithm::{Algorithm, Quota};
+use crate::protocol::SyncTotal;
+
+const NOW: Nanos = 1_000 * SECOND;
+const MS: Nanos = 1_000_000;
+
+fn policy() -> Policy {
+    Policy::from_json(
+        br#"{"sidecar": {"cluster": "c", "timeout_ms": 100, "sync_interval_ms": 200},
+             "rules": [{"name": "g", "key": ["tenant"], "algorithm": "fixed_window",
+                        "limit": 600, "window": "1m", "scope": "global"}]}"#,
+    )
+    .unwrap()
+}
+
+fn ask(key: u64) -> Ask {
+    Ask {
+        key,
+        algorithm: Algorithm::FixedWindow,
+        quota: Quota::new(600, 60 * SECOND, 600, 0),
+        cost: 1,
+    }
+}
+
+fn totals(remaining: &[u64]) -> SyncResponse {
+    SyncResponse {
+        nodes: 3,
+        duplicate: false,
+        totals: remaining
+            .iter()
+            .map(|&remaining| SyncTotal {
+                remaining,
+                reset_after_ns: SECOND,
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn admissions_of_one_bucket_travel_as_one_entry() {
+    let policy = policy();
+    let mut sync = Sync::new(7, 9, NOW);
+    sync.record(0, &ask(1), 1, NOW);
+    sync.record(0, &ask(1), 2, NOW + MS);
+    sync.record(0, &ask(2), 1, NOW + 2 * MS);
+    let batch = sync.next_batch(&policy, NOW + 10 * MS).unwrap();
+    assert_eq!((batch.sender, batch.node, batch.seq), (7, 9, 1));
+    let mut entries = batch.entries.clone();
+    entries.sort_by_key(|e| e.key);
+    assert_eq!(entries.len(), 2);
+    assert_eq!((entries[0].rule.as_str(), entries[0].hits), ("g", 3));
+    assert_eq!(entries[0].age_ns, 10 * MS);
+    assert_eq!((entries[1].hits, entries[1].limit), (1, 600));
+    assert_eq!(sync.pending(), 0);
+}
+
+#[test]
+fn one_batch_in_flight_and_a_failed_one_goes_again_unchanged() {
+    let policy = policy();
+    let mut sync = Sync::new(7, 9, NOW);
+    sync.record(0, &ask(1), 5, NOW);
+    let first = sync.next_batch(&policy, NOW).unwrap();
+    // Admissions while the batch is out wait for the next one; no second batch meanwhile.
+    sync.record(0, &ask(1), 2, NOW + MS);
+    assert!(sync.next_batch(&policy, NOW + 2 * MS).is_none());
+    sync.failed();
+    let again = sync.next_batch(&policy, NOW + 300 * MS).unwrap();
+    assert_eq!((again.seq, again.entries.len()), (first.seq, 1));
+    assert_eq!(again.entries[0].hits, 5);
+    assert_eq!(again.entries[0].age_ns, 300 * MS);
+    // The answer folds the total less what was admitted since the batch left.
+    let folds = sync.answered(&totals(&[100]), NOW + 301 * MS);
+    assert_eq!(
+        folds,
+        vec![Fold {
+            ask: ask(1),
+            target: 98
+        }]
+    );
+    let next = sync.next_batch(&policy, NOW + 400 * MS).unwrap();
+    assert_eq!((next.seq, next.entries[0].hits), (first.seq + 1, 2));
+    assert_eq!(
+        sync.stats,
+        SyncStats {
+            batches: 1,
+            failures: 1,
+            dropped: 0
+        }
+    );
+}
+
+#[test]
+fn an_answer_that_does_not_match_the_batch_is_a_failure() {
+    let policy = policy();
+    let mut sync = Sync::new(7, 9, NOW);
+    sync.record(0, &ask(1), 1, NOW);
+    let first = sync.next_batch(&policy, NOW).unwrap();
+    assert!(sync.answered(&totals(&[1, 2]), NOW).is_empty());
+    assert_eq!(sync.stats.failures, 1);
+    assert_eq!(sync.next_batch(&policy, NOW).unwrap(), first);
+}
+
+#[test]
+fn heartbeats_and_big_tables_are_split_into_batches() {
+    let policy = policy();
+    let mut sync = Sync::new(7, 9, NOW);
+    assert!(sync.next_batch(&policy, NOW).unwrap().entries.is_empty());
+    sync.answered(&totals(&[]), NOW);
+    for key in 0..(MAX_SYNC_ENTRIES as u64 + 10) {
+        sync.record(0, &ask(key), 1, NOW);
+    }
+    assert_eq!(
+        sync.next_batch(&policy, NOW).unwrap().entries.len(),
+        MAX_SYNC_ENTRIES
+    );
+    sync.answered(&totals(&vec![600; MAX_SYNC_ENTRIES]), NOW);
+    assert_eq!(sync.next_batch(&policy, NOW).unwrap().entries.len(), 10);
+}
+
+#[test]
+fn a_full_table_counts_what_it_drops() {
+    let mut sync = Sync::new(7, 9, NOW);
+    for key in 0..MAX_PENDING as u64 {
+        sync.record(0, &ask(key), 1, NOW);
+    }
+    sync.record(0, &ask(u64::MAX), 3, NOW);
+    sync.record(0, &ask(0), 4, NOW); // a bucket already in the table still adds up
+    assert_eq!(sync.stats.dropped, 3);
+    assert_eq!(sync.pending(), MAX_PENDING);
+}
+
+#[test]
+fn a_silent_sidecar_divides_global_limits_by_the_node_count() {
+    let policy = policy();
+    let sidecar = policy.sidecar.clone().unwrap();
+    let stale = Sync::stale_after(&sidecar);
+    assert_eq!(stale, 700 * MS);
+    let mut sync = Sync::new(7, 9, NOW);
+    assert_eq!(sync.share(&sidecar, NOW + stale), 1);
+    // Never answered: no node count seen yet, so the node keeps the whole limit.
+    assert_eq!(sync.share(&sidecar, NOW + stale + 1), 1);
+    sync.next_batch(&policy, NOW).unwrap();
+    sync.answered(&totals(&[]), NOW + SECOND);
+    assert_eq!(sync.share(&sidecar, NOW + SECOND + stale), 1);
+    assert_eq!(sync.share(&sidecar, NOW + SECOND + stale + 1), 3);
+    let configured = Sidecar {
+        nodes: Some(4),
+        ..sidecar
+    };
+    assert_eq!(sync.share(&configured, NOW + SECOND + stale + 1), 4);
+}

@@ -12,9 +12,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import DemoApi, Envoy, paths  # noqa: E402
+from harness.cluster import Cluster, start_cluster as _start_cluster  # noqa: E402
+from harness.redis import RedisServer  # noqa: E402
 from harness.sidecar import SidecarProcess  # noqa: E402
 
 StartEnvoy = Callable[..., Envoy]
+StartSidecar = Callable[..., SidecarProcess]
+StartCluster = Callable[..., Cluster]
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +97,55 @@ def sidecar(tmp_path: Path) -> Iterator[SidecarProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path) -> Iterator[StartSidecar]:
+    """`start_sidecar(redis_url=None)` → a running sidecar (Redis counters if `redis_url`), stopped by PID afterwards."""
+    started: list[SidecarProcess] = []
+
+    def start(redis_url: str | None = None) -> SidecarProcess:
+        proc = SidecarProcess(tmp_path / f"sidecar{len(started)}", redis_url=redis_url)
+        started.append(proc)
+        try:
+            return proc.start()
+        except paths.MissingArtifact as e:
+            pytest.fail(str(e), pytrace=False)
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis to share counters in: TOLLGATE_TEST_REDIS_URL when set, else a throw-away
+    redis-server; missing, the test fails under CI=true and is skipped elsewhere. Tests that
+    stop or restart Redis use `own_redis_server` instead."""
+    server = RedisServer.from_env(tmp_path / "redis")
+    yield server
+    if server.restartable:
+        server.kill()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """Always a throw-away redis-server (TOLLGATE_TEST_REDIS_URL ignored): the test may stop,
+    kill and restart it on the same port. Stopped by PID afterwards."""
+    server = RedisServer.throw_away(tmp_path / "redis")
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def start_cluster(start_envoy: StartEnvoy) -> StartCluster:
+    """`start_cluster(filter_config, nodes=3, sidecar_ports=[port])` → N ready Envoys with one
+    byte-identical filter configuration (stopped with the other Envoys of the test)."""
+
+    def start(filter_config: dict, *, nodes: int = 3, sidecar_ports: list[int], concurrency: int = 1) -> Cluster:
+        return _start_cluster(start_envoy, filter_config, nodes=nodes, sidecar_ports=sidecar_ports, concurrency=concurrency)
+
+    return start
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -293,7 +293,6 @@ def test_redis_restart_under_load(own_redis_server, start_sidecar, start_cluster
 
 # -- global rules -------------------------------------------------------------------------------
 #
-# PLACEHOLDER (the lead adds these): multi-node tests of `global` rules — local decisions from
-# node-wide buckets, deltas synced to the sidecar every sync_interval_ms, overshoot bounded by
-# rate × interval × nodes, and local limiting while the sidecar is gone. The filter's `global`
-# sync is still in progress; no global tests belong here until it lands.
+# Multi-node tests of `global` rules (three Envoys holding one limit through the sidecar, on
+# Redis and in memory; the node share while the sidecar is gone; kill -9 under global load; the
+# outage's admissions delivered once) are in test_global.py.

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-/// Tollgate's sidecar: exact cross-node (`strict`) rate-limit decisions for the Tollgate
-/// filter, health probes and Prometheus metrics.
+/// Tollgate's sidecar: cross-node rate limits for the Tollgate filter, health probes and
+/// Prometheus metrics. `strict` rules ask it per request (POST /v1/check, exact); `global`
+/// rules send what each node admitted in batches (POST /v1/sync), added into the same buckets
+/// exactly once per batch and answered with the global totals and the number of live nodes.
 ///
 /// Counters are kept in Redis when TOLLGATE_REDIS_URL is set (any number of sidecars share
 /// them), else in this process (one sidecar for all nodes). The usage database, the admin API

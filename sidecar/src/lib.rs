@@ -1,5 +1,8 @@
-//! Tollgate's sidecar: the service next to the proxy that makes `strict` rate-limit decisions
-//! exact across every node, using the filter crate's own algorithms and wire protocol.
+//! Tollgate's sidecar: the service next to the proxy that makes rate limits hold across every
+//! node, using the filter crate's own algorithms and wire protocol. `strict` rules ask it once
+//! per request (`POST /v1/check`, exact); `global` rules decide on each node and send what they
+//! admitted in batches (`POST /v1/sync`), which the sidecar adds into the same buckets, exactly
+//! once per batch, answering with the global totals and how many nodes share them.
 //!
 //! [`app`] builds the HTTP API over any [`CounterStore`]; `main` only parses the
 //! configuration and serves it. Tested without a socket:
@@ -38,8 +41,14 @@ use tollgate_filter::Nanos;
 use crate::metrics::Metrics;
 use crate::storage::CounterStore;
 
-/// The largest request body accepted (larger ones get 413 `payload_too_large`).
+/// The largest request body accepted (larger ones get 413 `payload_too_large`), except by
+/// `POST /v1/sync` ([`MAX_SYNC_BODY_BYTES`]).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The largest `POST /v1/sync` body accepted: a batch of
+/// [`MAX_SYNC_ENTRIES`](tollgate_filter::protocol::MAX_SYNC_ENTRIES) entries of about 200
+/// bytes each, with room to spare.
+pub const MAX_SYNC_BODY_BYTES: usize = 1024 * 1024;
 
 /// The clock decisions read: Unix nanoseconds.
 pub type Clock = fn() -> Nanos;
@@ -76,9 +85,15 @@ impl<S> Clone for AppState<S> {
 impl<S: CounterStore> AppState<S> {
     /// State over `store` with fresh metrics and the system clock.
     pub fn new(store: S) -> Self {
+        Self::with_metrics(store, Arc::new(Metrics::new()))
+    }
+
+    /// State over `store` with the system clock and `metrics`, which the store may already
+    /// report to (e.g. [`storage::RedisStore::with_latency`]).
+    pub fn with_metrics(store: S, metrics: Arc<Metrics>) -> Self {
         AppState {
             store: Arc::new(store),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             clock: system_clock,
         }
     }
@@ -90,6 +105,7 @@ pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
         .merge(routes::health::router())
         .merge(routes::metrics::router())
         .merge(routes::check::router())
+        .merge(routes::sync::router())
         .fallback(routes::not_found::<S>)
         .method_not_allowed_fallback(routes::method_not_allowed::<S>)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -2,12 +2,25 @@
 //!
 //! Each [`Metrics`] owns its own recorder (no process-global state), so every `app()` — one in
 //! production, one per test — counts on its own, and `/metrics` renders exactly its counters.
+//!
+//! | metric | type | what it counts |
+//! | --- | --- | --- |
+//! | `tollgate_decisions_total{rule, outcome}` | counter | `strict` checks, `admitted` or `refused` |
+//! | `tollgate_errors_total{kind}` | counter | failed requests by stable error code |
+//! | `tollgate_sync_batches_total{outcome}` | counter | `global` sync batches, `applied` or `duplicate` |
+//! | `tollgate_sync_entries_total` | counter | entries of applied batches |
+//! | `tollgate_sync_hits_total` | counter | hits of applied batches counted into global buckets (expired entries' excluded) |
+//! | `tollgate_sync_expired_total` | counter | entries of applied batches whose hits were a window old or more, not counted |
+//! | `tollgate_nodes` | gauge | nodes that synced in the last 10 s, as of the latest batch |
+//! | `tollgate_redis_seconds` | histogram | every Redis round trip of the counter store (50 µs to 100 ms buckets) |
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};
 
-use metrics::{Counter, Key, Label, Metadata, Recorder, SharedString};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 /// Distinct rule names used as labels; decisions for further rules count under [`OTHER_RULE`]
 /// (rule names come from requests, and a label per arbitrary name would grow without bound).
@@ -15,10 +28,33 @@ pub const MAX_RULE_LABELS: usize = 1_000;
 /// The `rule` label of decisions beyond [`MAX_RULE_LABELS`] distinct rules.
 pub const OTHER_RULE: &str = "_other";
 
+/// The upper bounds (seconds) of `tollgate_redis_seconds`' buckets: 50 µs (a local Redis) to
+/// 100 ms (a struggling one; the store gives up after one second).
+pub const REDIS_BUCKETS: [f64; 11] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
 const DECISIONS: &str = "tollgate_decisions_total";
 const ERRORS: &str = "tollgate_errors_total";
+const SYNC_BATCHES: &str = "tollgate_sync_batches_total";
+const SYNC_ENTRIES: &str = "tollgate_sync_entries_total";
+const SYNC_HITS: &str = "tollgate_sync_hits_total";
+const SYNC_EXPIRED: &str = "tollgate_sync_expired_total";
+const NODES: &str = "tollgate_nodes";
+const REDIS_SECONDS: &str = "tollgate_redis_seconds";
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+/// What one applied `global` sync batch carried (see [`Metrics::sync_applied`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Entries in the batch.
+    pub entries: u64,
+    /// Hits of the entries that were counted (not expired).
+    pub hits: u64,
+    /// Entries whose hits were a window old or more, not counted.
+    pub expired: u64,
+}
 
 /// The counters one sidecar exports.
 pub struct Metrics {
@@ -26,6 +62,13 @@ pub struct Metrics {
     handle: PrometheusHandle,
     /// Per rule: the admitted and refused counters.
     decisions: RwLock<HashMap<String, [Counter; 2]>>,
+    /// Sync batches: applied, duplicate.
+    batches: [Counter; 2],
+    entries: Counter,
+    hits: Counter,
+    expired: Counter,
+    nodes: Gauge,
+    redis_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -37,7 +80,12 @@ impl Default for Metrics {
 impl Metrics {
     /// Fresh, empty metrics.
     pub fn new() -> Self {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let builder = PrometheusBuilder::new();
+        // Fails only for an empty list of buckets.
+        let builder = builder
+            .set_buckets_for_metric(Matcher::Full(REDIS_SECONDS.into()), &REDIS_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
         recorder.describe_counter(
             DECISIONS.into(),
             None,
@@ -48,11 +96,57 @@ impl Metrics {
             None,
             SharedString::const_str("Requests that failed, by stable error code."),
         );
+        let describe = |name: &'static str, help: &'static str| {
+            recorder.describe_counter(name.into(), None, SharedString::const_str(help));
+        };
+        describe(
+            SYNC_BATCHES,
+            "Global sync batches by outcome (applied, duplicate: a retry already applied).",
+        );
+        describe(SYNC_ENTRIES, "Entries of applied global sync batches.");
+        describe(
+            SYNC_HITS,
+            "Hits of applied global sync batches counted into the global buckets.",
+        );
+        describe(
+            SYNC_EXPIRED,
+            "Entries of applied global sync batches whose hits were a window old, not counted.",
+        );
+        recorder.describe_gauge(
+            NODES.into(),
+            None,
+            SharedString::const_str("Nodes that synced in the last 10 s, as of the latest batch."),
+        );
+        recorder.describe_histogram(
+            REDIS_SECONDS.into(),
+            Some(Unit::Seconds),
+            SharedString::const_str("Round trips of the Redis counter store, failures included."),
+        );
+        let counter = |name: &'static str, labels: Vec<Label>| {
+            recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
+        };
+        let outcome = |outcome: &'static str| vec![Label::new("outcome", outcome)];
+        let batches = [
+            counter(SYNC_BATCHES, outcome("applied")),
+            counter(SYNC_BATCHES, outcome("duplicate")),
+        ];
+        let entries = counter(SYNC_ENTRIES, vec![]);
+        let hits = counter(SYNC_HITS, vec![]);
+        let expired = counter(SYNC_EXPIRED, vec![]);
+        let nodes = recorder.register_gauge(&Key::from_static_name(NODES), &METADATA);
+        let redis_seconds =
+            recorder.register_histogram(&Key::from_static_name(REDIS_SECONDS), &METADATA);
         let handle = recorder.handle();
         Metrics {
             recorder,
             handle,
             decisions: RwLock::new(HashMap::new()),
+            batches,
+            entries,
+            hits,
+            expired,
+            nodes,
+            redis_seconds,
         }
     }
 
@@ -102,6 +196,32 @@ impl Metrics {
         self.recorder.register_counter(&key, &METADATA).increment(1);
     }
 
+    /// Counts one applied `global` sync batch and what it carried.
+    pub fn sync_applied(&self, counts: SyncCounts) {
+        let [applied, _] = &self.batches;
+        applied.increment(1);
+        self.entries.increment(counts.entries);
+        self.hits.increment(counts.hits);
+        self.expired.increment(counts.expired);
+    }
+
+    /// Counts one duplicate `global` sync batch (nothing of it was counted again).
+    pub fn sync_duplicate(&self) {
+        let [_, duplicate] = &self.batches;
+        duplicate.increment(1);
+    }
+
+    /// Sets the number of nodes that synced lately.
+    pub fn nodes(&self, nodes: u64) {
+        // Node counts are far below 2^53, so the conversion is exact.
+        self.nodes.set(nodes as f64);
+    }
+
+    /// A handle to `tollgate_redis_seconds`, for [`crate::storage::RedisStore::with_latency`].
+    pub fn redis_seconds(&self) -> Histogram {
+        self.redis_seconds.clone()
+    }
+
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         self.handle.render()
@@ -132,6 +252,52 @@ mod tests {
             text.contains(r#"tollgate_errors_total{kind="invalid_json"} 1"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn sync_counters_the_nodes_gauge_and_the_redis_histogram() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        // Registered up front: they read 0 before the first batch.
+        assert!(
+            text.contains(r#"tollgate_sync_batches_total{outcome="duplicate"} 0"#),
+            "{text}"
+        );
+        metrics.sync_applied(SyncCounts {
+            entries: 3,
+            hits: 25,
+            expired: 1,
+        });
+        metrics.sync_applied(SyncCounts {
+            entries: 1,
+            hits: 5,
+            expired: 0,
+        });
+        metrics.sync_duplicate();
+        metrics.nodes(3);
+        let latency = metrics.redis_seconds();
+        latency.record(0.000_07);
+        latency.record(0.002);
+        latency.record(2.0);
+        let text = metrics.render();
+        for line in [
+            r#"tollgate_sync_batches_total{outcome="applied"} 2"#,
+            r#"tollgate_sync_batches_total{outcome="duplicate"} 1"#,
+            "tollgate_sync_entries_total 4",
+            "tollgate_sync_hits_total 30",
+            "tollgate_sync_expired_total 1",
+            "# TYPE tollgate_nodes gauge",
+            "tollgate_nodes 3",
+            "# TYPE tollgate_redis_seconds histogram",
+            r#"tollgate_redis_seconds_bucket{le="0.00005"} 0"#,
+            r#"tollgate_redis_seconds_bucket{le="0.0001"} 1"#,
+            r#"tollgate_redis_seconds_bucket{le="0.0025"} 2"#,
+            r#"tollgate_redis_seconds_bucket{le="0.1"} 2"#,
+            r#"tollgate_redis_seconds_bucket{le="+Inf"} 3"#,
+            "tollgate_redis_seconds_count 3",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Serving the API on a socket until SIGINT or SIGTERM.
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
+use crate::metrics::Metrics;
 use crate::storage::{CounterStore, MemoryStore, RedisStore, redact_url};
 use crate::{AppState, app};
 
@@ -17,6 +20,8 @@ pub async fn serve(settings: &Settings) -> std::io::Result<()> {
                 RedisStore::new(url)
             }
             .map_err(std::io::Error::other)?;
+            let metrics = Arc::new(Metrics::new());
+            let store = store.with_latency(metrics.redis_seconds());
             let url = url.split(',').map(redact_url).collect::<Vec<_>>().join(",");
             // Redis may come up after the sidecar: /readyz says 503 until it answers.
             match store.ping().await {
@@ -28,7 +33,7 @@ pub async fn serve(settings: &Settings) -> std::io::Result<()> {
                     "counters in Redis, which does not answer yet (retried on every request)"
                 ),
             }
-            run(settings, AppState::new(store)).await
+            run(settings, AppState::with_metrics(store, metrics)).await
         }
         None => {
             tracing::info!(

@@ -1,5 +1,6 @@
-//! The HTTP API through `app()`, without a socket: every route, bad input, store failures,
-//! and exactness under concurrency.
+//! The HTTP API through `app()` over the in-memory store, without a socket: every route, bad
+//! input, store failures, and exactness under concurrency (`/v1/sync`'s bodies are shared with
+//! the Redis tests, in `support/sync.rs`).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -7,51 +8,31 @@
     clippy::indexing_slicing
 )]
 
+mod support;
+
 use std::future::{Future, ready};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use support::api::{HOUR, NOW, assert_error, get, post, send, with_fixed_clock};
+use support::sync;
+use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::{Algorithm, State};
 use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
-use tollgate_sidecar::storage::{CounterKey, CounterStore, MemoryStore, StoreError, Write};
+use tollgate_sidecar::storage::{
+    BatchStart, CounterKey, CounterStore, MemoryStore, StoreError, Write,
+};
 use tollgate_sidecar::{AppState, app};
 use tower::ServiceExt;
 
-const NOW: u64 = 1_000_000_000_000;
-const HOUR: u64 = 3_600_000_000_000;
-
-fn fixed_clock() -> u64 {
-    NOW
-}
-
-fn state() -> AppState<MemoryStore> {
-    AppState {
-        clock: fixed_clock,
-        ..AppState::new(MemoryStore::new(10_000))
-    }
-}
-
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, String) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8(bytes.to_vec()).unwrap())
-}
-
-async fn get(app: &Router, path: &str) -> (StatusCode, String) {
-    send(app, Request::get(path).body(Body::empty()).unwrap()).await
+fn memory_app() -> Router {
+    with_fixed_clock(MemoryStore::new(10_000))
 }
 
 async fn post_raw(app: &Router, body: impl Into<Body>) -> (StatusCode, Value) {
-    let request = Request::post("/v1/check")
-        .header("content-type", "application/json")
-        .body(body.into())
-        .unwrap();
-    let (status, text) = send(app, request).await;
-    (status, serde_json::from_str(&text).unwrap())
+    post(app, "/v1/check", body).await
 }
 
 async fn check(app: &Router, body: Value) -> (StatusCode, Value) {
@@ -62,18 +43,9 @@ fn fixed_window(limit: u64) -> Value {
     json!({ "rule": "per-tenant", "key": 42, "algorithm": "fixed_window", "limit": limit, "window_ns": HOUR })
 }
 
-/// Asserts a JSON error with `code` whose message contains `needle`.
-fn assert_error(response: (StatusCode, Value), status: StatusCode, code: &str, needle: &str) {
-    let (actual, body) = response;
-    assert_eq!(actual, status, "{body}");
-    assert_eq!(body["error"], code, "{body}");
-    let message = body["message"].as_str().unwrap();
-    assert!(message.contains(needle), "{message:?} lacks {needle:?}");
-}
-
 #[tokio::test]
 async fn healthz_and_readyz() {
-    let app = app(state());
+    let app = memory_app();
     assert_eq!(
         get(&app, "/healthz").await,
         (StatusCode::OK, r#"{"status":"ok"}"#.into())
@@ -86,7 +58,7 @@ async fn healthz_and_readyz() {
 
 #[tokio::test]
 async fn check_admits_up_to_the_limit_then_refuses() {
-    let app = app(state());
+    let app = memory_app();
     for remaining in [1, 0] {
         let (status, body) = check(&app, fixed_window(2)).await;
         assert_eq!(status, StatusCode::OK);
@@ -107,7 +79,7 @@ async fn check_admits_up_to_the_limit_then_refuses() {
 
 #[tokio::test]
 async fn check_honours_cost_burst_and_queue() {
-    let app = app(state());
+    let app = memory_app();
     let bucket = json!({ "rule": "tb", "key": 1, "algorithm": "token_bucket", "limit": 1,
         "window_ns": HOUR, "burst": 5, "cost": 3 });
     assert_eq!(check(&app, bucket.clone()).await.1["remaining"], 2);
@@ -125,7 +97,7 @@ async fn check_honours_cost_burst_and_queue() {
 
 #[tokio::test]
 async fn bad_input_gets_a_json_4xx() {
-    let app = app(state());
+    let app = memory_app();
     let not_json = post_raw(&app, "{not json").await;
     assert_error(not_json, StatusCode::BAD_REQUEST, "invalid_json", "");
     let mut unknown = fixed_window(1);
@@ -197,7 +169,7 @@ async fn bad_input_gets_a_json_4xx() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
-    let app = app(state());
+    let app = memory_app();
     let (status, body) = get(&app, "/nope").await;
     assert_error(
         (status, serde_json::from_str(&body).unwrap()),
@@ -217,7 +189,7 @@ async fn unknown_routes_and_methods_get_json_errors() {
 
 #[tokio::test]
 async fn metrics_count_decisions_and_errors() {
-    let app = app(state());
+    let app = memory_app();
     check(&app, fixed_window(1)).await;
     check(&app, fixed_window(1)).await;
     post_raw(&app, "[").await;
@@ -244,7 +216,7 @@ async fn metrics_count_decisions_and_errors() {
 
 #[tokio::test]
 async fn extreme_numbers_are_decided_not_panicked_on() {
-    let app = app(state());
+    let app = memory_app();
     let algorithms = [
         "fixed_window",
         "sliding_window_counter",
@@ -292,6 +264,18 @@ impl CounterStore for DownStore {
         )))
     }
 
+    fn begin_batch(
+        &self,
+        _: u64,
+        _: u64,
+        _: u64,
+        _: Nanos,
+    ) -> impl Future<Output = Result<BatchStart, StoreError>> + Send {
+        ready(Err(StoreError::Unavailable(
+            "connection refused (secret-host:6379)".into(),
+        )))
+    }
+
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         ready(Err(StoreError::Unavailable(
             "connection refused (secret-host:6379)".into(),
@@ -314,9 +298,15 @@ async fn a_failing_store_is_503_and_its_cause_is_not_echoed() {
         (StatusCode::SERVICE_UNAVAILABLE, &json!("store_unavailable"))
     );
     assert!(!body.to_string().contains("secret-host"), "{body}");
+    let (status, body) = sync::sync(&app, &sync::batch(1, 1, 1, vec![sync::entry(1, 1)])).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("store_unavailable"))
+    );
+    assert!(!body.to_string().contains("secret-host"), "{body}");
     let (_, metrics) = get(&app, "/metrics").await;
     assert!(
-        metrics.contains(r#"tollgate_errors_total{kind="store_unavailable"} 2"#),
+        metrics.contains(r#"tollgate_errors_total{kind="store_unavailable"} 3"#),
         "{metrics}"
     );
 }
@@ -342,7 +332,7 @@ async fn concurrent_checks_on_one_key_admit_exactly_the_limit() {
         WireAlgorithm::LeakyBucket,
     ];
     for algorithm in algorithms {
-        let app = app(state());
+        let app = memory_app();
         let request = CheckRequest {
             rule: "hot".into(),
             key: 7,
@@ -373,4 +363,39 @@ async fn concurrent_checks_on_one_key_admit_exactly_the_limit() {
         );
         assert_eq!(admitted as u64, LIMIT, "{algorithm:?}");
     }
+}
+
+#[tokio::test]
+async fn sync_applies_hits_once_and_answers_totals() {
+    sync::applies_hits_once_and_answers_totals(&memory_app()).await;
+}
+
+#[tokio::test]
+async fn sync_senders_add_up() {
+    sync::senders_add_up(&memory_app()).await;
+}
+
+#[tokio::test]
+async fn sync_nodes_fill_a_global_bucket_together() {
+    sync::nodes_fill_a_global_bucket_together(&memory_app()).await;
+}
+
+#[tokio::test]
+async fn sync_expired_hits_are_not_applied() {
+    sync::expired_hits_are_not_applied(&memory_app()).await;
+}
+
+#[tokio::test]
+async fn sync_bad_batches_get_a_json_4xx_and_count_nothing() {
+    sync::bad_batches_get_a_json_4xx_and_count_nothing(&memory_app()).await;
+}
+
+#[tokio::test]
+async fn sync_strict_checks_and_sync_share_the_bucket() {
+    sync::strict_checks_and_sync_share_the_bucket(&memory_app()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_concurrent_batches_add_up_exactly() {
+    sync::concurrent_batches_add_up_exactly(&memory_app()).await;
 }

@@ -1,5 +1,6 @@
 //! The HTTP API over the Redis counter store, through `app()` without a socket: readiness
-//! follows Redis, and concurrent checks of one bucket admit exactly the limit.
+//! follows Redis, concurrent checks of one bucket admit exactly the limit, `/v1/sync` behaves
+//! as over the in-memory store (one Redis and a cluster), and Redis round trips are timed.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,41 +10,26 @@
 
 mod support;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::Value;
+use support::api::{HOUR, fixed_clock, get, post, send_json, with_fixed_clock};
 use support::redis::{TestCluster, TestRedis};
+use support::sync;
 use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
+use tollgate_sidecar::metrics::Metrics;
 use tollgate_sidecar::storage::RedisStore;
 use tollgate_sidecar::{AppState, app};
-use tower::ServiceExt;
-
-const NOW: u64 = 1_000_000_000_000;
-const HOUR: u64 = 3_600_000_000_000;
-
-fn fixed_clock() -> u64 {
-    NOW
-}
 
 fn redis_app(url: &str, prefix: String) -> Router {
-    let store = RedisStore::new(url).unwrap().with_prefix(prefix);
-    app(AppState {
-        clock: fixed_clock,
-        ..AppState::new(store)
-    })
-}
-
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, Value) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap())
+    with_fixed_clock(RedisStore::new(url).unwrap().with_prefix(prefix))
 }
 
 async fn readyz(app: &Router) -> (StatusCode, Value) {
-    send(app, Request::get("/readyz").body(Body::empty()).unwrap()).await
+    send_json(app, Request::get("/readyz").body(Body::empty()).unwrap()).await
 }
 
 #[tokio::test]
@@ -103,13 +89,6 @@ async fn concurrent_checks_through_a_cluster_admit_exactly_the_limit() {
     .await;
 }
 
-fn with_fixed_clock(store: RedisStore) -> Router {
-    app(AppState {
-        clock: fixed_clock,
-        ..AppState::new(store)
-    })
-}
-
 /// 400 concurrent checks of one bucket with a limit of 50, for every algorithm, each on a
 /// fresh app (and key space) from `new_app`: exactly 50 admitted.
 async fn admit_exactly_the_limit(new_app: impl Fn() -> Router) {
@@ -137,13 +116,7 @@ async fn admit_exactly_the_limit(new_app: impl Fn() -> Router) {
         let calls: Vec<_> = (0..CALLS)
             .map(|_| {
                 let (app, body) = (app.clone(), body.clone());
-                tokio::spawn(async move {
-                    let request = Request::post("/v1/check")
-                        .header("content-type", "application/json")
-                        .body(Body::from(body))
-                        .unwrap();
-                    send(&app, request).await
-                })
+                tokio::spawn(async move { post(&app, "/v1/check", body).await })
             })
             .collect();
         let mut admitted = 0;
@@ -187,16 +160,67 @@ async fn the_store_reconnects_by_itself_after_a_redis_restart() {
     wait_for_readyz(&app, StatusCode::SERVICE_UNAVAILABLE).await;
     redis.restart().unwrap();
     wait_for_readyz(&app, StatusCode::OK).await;
-    let request = Request::post("/v1/check")
-        .header("content-type", "application/json")
-        .body(Body::from(
-            r#"{"rule":"r","key":1,"algorithm":"fixed_window","limit":1,"window_ns":1000000000}"#,
-        ))
-        .unwrap();
-    let (status, body) = send(&app, request).await;
+    let check =
+        r#"{"rule":"r","key":1,"algorithm":"fixed_window","limit":1,"window_ns":1000000000}"#;
+    let (status, body) = post(&app, "/v1/check", check).await;
     assert_eq!(
         (status, &body["admitted"]),
         (StatusCode::OK, &Value::Bool(true)),
         "{body}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_over_redis() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    sync::all(|| redis_app(redis.url(), redis.unique_prefix())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_over_a_cluster() {
+    let Some(cluster) = TestCluster::start() else {
+        return;
+    };
+    let next = std::sync::atomic::AtomicU64::new(0);
+    sync::all(|| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let store = RedisStore::new_cluster(&cluster.urls())
+            .unwrap()
+            .with_prefix(format!("cluster-sync:{}:{n}", std::process::id()));
+        with_fixed_clock(store)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redis_round_trips_are_timed() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let metrics = Arc::new(Metrics::new());
+    let store = RedisStore::new(redis.url())
+        .unwrap()
+        .with_prefix(redis.unique_prefix())
+        .with_latency(metrics.redis_seconds());
+    let app = app(AppState {
+        clock: fixed_clock,
+        ..AppState::with_metrics(store, metrics)
+    });
+    // A check of a fresh bucket: GET, then the compare-and-set.
+    let check =
+        r#"{"rule":"r","key":1,"algorithm":"fixed_window","limit":1,"window_ns":1000000000}"#;
+    assert_eq!(post(&app, "/v1/check", check).await.0, StatusCode::OK);
+    // A batch of one entry: the nodes script, the seq script, then GET and compare-and-set.
+    let batch = sync::batch(1, 1, 1, vec![sync::entry(10, 1)]);
+    sync::sync_ok(&app, &batch).await;
+    let (_, text) = get(&app, "/metrics").await;
+    for line in [
+        "# TYPE tollgate_redis_seconds histogram",
+        r#"tollgate_redis_seconds_bucket{le="+Inf"} 6"#,
+        "tollgate_redis_seconds_count 6",
+    ] {
+        assert!(text.contains(line), "{line} not in\n{text}");
+    }
 }

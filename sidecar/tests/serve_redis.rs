@@ -128,4 +128,21 @@ fn two_sidecars_share_buckets_through_redis() {
         [admitted(&a), admitted(&b), admitted(&a), admitted(&b)],
         [true, true, false, false]
     );
+    // A global batch through one sidecar sees the strict checks of both.
+    let batch = format!(
+        r#"{{"sender":1,"node":1,"seq":1,"entries":[{{"rule":"{rule}","key":1,
+            "algorithm":"fixed_window","limit":2,"window_ns":3600000000000,"hits":0}}]}}"#
+    );
+    let (status, body) = http(b.address, "POST", "/v1/sync", &batch).unwrap();
+    assert_eq!(status, 200, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["totals"][0]["remaining"], 0, "{body}");
+    // Every Redis round trip is timed: the serve command wires the store to the metrics.
+    let (status, metrics) = http(a.address, "GET", "/metrics", "").unwrap();
+    assert_eq!(status, 200, "{metrics}");
+    assert!(
+        metrics.contains("# TYPE tollgate_redis_seconds histogram")
+            && !metrics.contains("tollgate_redis_seconds_count 0"),
+        "{metrics}"
+    );
 }

@@ -101,6 +101,13 @@ impl LocalCache {
         }
     }
 
+    /// Drops every remembered refusal (the limits they were decided under have changed).
+    pub fn forget_refusals(&mut self) {
+        for entry in self.entries.values_mut() {
+            entry.refused_until = 0;
+        }
+    }
+
     /// Holds a fresh lease of `key`; returns how many of its permits are left to spend.
     pub fn lease(
         &mut self,

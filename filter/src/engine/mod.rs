@@ -213,6 +213,12 @@ impl Limiter {
         result.map(|_| taken)
     }
 
+    /// Forgets every cached refusal: `global` rules' limits grew back from the node's share, so
+    /// refusals decided under the share no longer hold.
+    pub fn forget_refusals(&mut self) {
+        self.cache.forget_refusals();
+    }
+
     /// A cached refusal of `key` still in force at `now` (its retry time), without deciding.
     pub fn cached_refusal(&self, key: u64, now: Nanos) -> Option<Nanos> {
         self.cache.refused_until(key, now)

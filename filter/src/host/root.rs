@@ -183,14 +183,20 @@ impl Worker {
             return;
         }
         self.sync_call = None;
-        let Some(sync) = self.sync.as_mut() else {
+        let (Some(sync), Some(config)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
             return;
         };
         let Some(response) = sidecar::read_response::<SyncResponse>(num_headers, body_size) else {
             sync.failed();
             return;
         };
-        for fold in sync.answered(&response, now) {
+        let was_shared = sync.share(config, now) > 1;
+        let folds = sync.answered(&response, now);
+        if was_shared && sync.share(config, now) == 1 {
+            // Refusals decided under the node's share would outlive it (until their retry time).
+            self.limiter.forget_refusals();
+        }
+        for fold in folds {
             let _ = self
                 .limiter
                 .fold(&mut HostShared, &fold.ask, fold.target, now);

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod health;
 pub mod metrics;
+pub mod sync;
 
 use axum::extract::State;
 

@@ -7,6 +7,13 @@
 //! `idle_at` equals a fresh one and is swept away when its shard grows; only when a shard is
 //! full of *active* buckets does a new key get [`StoreError::Full`] (evicting an active bucket
 //! would forget permits and over-admit).
+//!
+//! `global` sync batches are recorded in one more lock ([`batches`]): each sender's latest
+//! applied `seq` (at most [`batches::MAX_SENDERS`] senders, the one seen longest ago evicted
+//! first, any idle for [`super::SENDER_TTL`] forgotten) and each node's latest batch (at most
+//! [`batches::MAX_NODES`]).
+
+mod batches;
 
 use std::collections::HashMap;
 use std::future::{Future, ready};
@@ -16,7 +23,8 @@ use std::sync::{Mutex, PoisonError};
 use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::State;
 
-use super::{CounterKey, CounterStore, StoreError, Write};
+use self::batches::Batches;
+use super::{BatchStart, CounterKey, CounterStore, StoreError, Write};
 
 /// Number of independently locked shards.
 const SHARDS: usize = 16;
@@ -41,6 +49,7 @@ pub struct MemoryStore {
     shards: Vec<Mutex<Shard>>,
     shard_capacity: usize,
     hasher: RandomState,
+    batches: Mutex<Batches>,
 }
 
 impl MemoryStore {
@@ -61,6 +70,7 @@ impl MemoryStore {
             shards,
             shard_capacity,
             hasher: RandomState::new(),
+            batches: Mutex::new(Batches::default()),
         }
     }
 
@@ -167,6 +177,19 @@ impl CounterStore for MemoryStore {
         R: Send,
     {
         ready(self.update_now(key, now, decide))
+    }
+
+    fn begin_batch(
+        &self,
+        sender: u64,
+        seq: u64,
+        node: u64,
+        now: Nanos,
+    ) -> impl Future<Output = Result<BatchStart, StoreError>> + Send {
+        // Poisoning cannot leave the maps inconsistent in a way that matters: no code under
+        // this lock panics, and at worst a sender or node is remembered a little longer.
+        let mut batches = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        ready(Ok(batches.begin(sender, seq, node, now)))
     }
 
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {

@@ -1,7 +1,10 @@
-//! Counter storage: where the buckets of `strict` (and, next, `global`) rules live.
+//! Counter storage: where the buckets of `strict` and `global` rules live, and what `global`
+//! sync batches need besides (which batches were applied, which nodes synced lately).
 //!
 //! One trait, [`CounterStore`], with two impls: [`MemoryStore`] (in-process, the embedded
 //! default for a single sidecar) and [`RedisStore`] (shared by every sidecar using one Redis).
+//! A `strict` check and a `global` sync entry of the same `(rule, key)` use the same bucket, so
+//! a rule switched from one mode to the other keeps its state.
 
 mod memory;
 mod redis;
@@ -14,8 +17,27 @@ use std::future::Future;
 use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::State;
 
-pub use self::redis::{CAS_SCRIPT, RedisStore, redact_url};
+pub use self::redis::{CAS_SCRIPT, NODES_SCRIPT, RedisStore, SEQ_SCRIPT, redact_url};
 pub use memory::MemoryStore;
+
+/// A node counts in [`BatchStart::nodes`] until this long after its latest batch (10 s).
+pub const NODE_TTL: Nanos = 10_000_000_000;
+
+/// A sender's latest applied `seq` is remembered at least this long after its latest batch
+/// (1 h), unless the in-memory store meets more senders than it holds (see [`MemoryStore`]).
+pub const SENDER_TTL: Nanos = 3_600_000_000_000;
+
+/// What [`CounterStore::begin_batch`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchStart {
+    /// The batch's `seq` is higher than any applied before for its sender: it is now marked
+    /// as applied and its hits must be counted. `false`: a duplicate (or an older batch), to
+    /// be answered without counting anything.
+    pub fresh: bool,
+    /// Distinct nodes whose latest batch is less than [`NODE_TTL`] old, this one included
+    /// (≥ 1).
+    pub nodes: u64,
+}
 
 /// A bucket's identity: the rule's name and the filter's hash of the request's key parts.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -93,6 +115,22 @@ pub trait CounterStore: Send + Sync + 'static {
     where
         F: FnMut(&mut State) -> (R, Write) + Send,
         R: Send;
+
+    /// Starts a `global` sync batch `(sender, seq)` from `node` at `now`: marks `seq` as the
+    /// sender's latest applied batch if it is higher than the one remembered (atomically, so
+    /// that of two concurrent deliveries of one batch exactly one is fresh), records `node` as
+    /// seen at `now`, and counts the nodes seen in the last [`NODE_TTL`] (`now` included,
+    /// `now − NODE_TTL` excluded).
+    ///
+    /// The mark comes before the batch's hits are applied: a failure after it loses the
+    /// batch's hits (the filter's retry is then a duplicate) rather than counting them twice.
+    fn begin_batch(
+        &self,
+        sender: u64,
+        seq: u64,
+        node: u64,
+        now: Nanos,
+    ) -> impl Future<Output = Result<BatchStart, StoreError>> + Send;
 
     /// Answers when the store can serve updates (the readiness probe).
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -36,18 +36,38 @@
 //! map, follows `MOVED`/`ASK` and reconnects to nodes by itself. The update loop is the same:
 //! every command of one update (`GET`, `EVALSHA`/`EVAL`) names only the bucket's key, so the
 //! cluster connection routes it to the node owning that key's slot.
+//!
+//! # `global` sync batches
+//!
+//! [`CounterStore::begin_batch`] runs two scripts, each on one key (so one slot), one after
+//! the other: [`NODES_SCRIPT`] on `<prefix>:{nodes}`, a sorted set of node → latest batch time,
+//! then [`SEQ_SCRIPT`] on `<prefix>:sync:{<sender as 16 hex digits>}`, the sender's latest
+//! applied `seq` (a hash tag per sender spreads senders over the cluster's slots; the key
+//! cannot be mistaken for a bucket, whose key has a `{` right after the prefix). The mark
+//! comes last, so that a failure of the first script leaves the batch unmarked and the
+//! filter's retry fresh.
+//!
+//! # Latency
+//!
+//! Every round trip (`GET`, a script call, `PING`) is timed into the histogram given to
+//! [`RedisStore::with_latency`] (`tollgate_redis_seconds`), failures and timeouts included.
+
+mod batches;
+mod connection;
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use metrics::Histogram;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{Client, RedisError, Script, Value};
 use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::State;
 
-use super::{CounterKey, CounterStore, StoreError, Write};
+pub use self::batches::{NODES_SCRIPT, SEQ_SCRIPT};
+use self::connection::Connection;
+use super::{BatchStart, CounterKey, CounterStore, StoreError, Write};
 
 /// Compare-and-set of one bucket.
 ///
@@ -92,51 +112,14 @@ pub const TIMEOUT: Duration = Duration::from_secs(1);
 
 const NANOS_PER_MILLI: u64 = 1_000_000;
 
-/// The connection of a [`RedisStore`]: one Redis, or a Redis Cluster.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Single(connection) => connection.req_packed_command(cmd),
-            Connection::Cluster(connection) => connection.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Single(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
-            }
-            Connection::Cluster(connection) => {
-                connection.req_packed_commands(pipeline, offset, count)
-            }
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(connection) => connection.get_db(),
-            Connection::Cluster(connection) => connection.get_db(),
-        }
-    }
-}
-
 /// A [`CounterStore`] in Redis: one Redis ([`RedisStore::new`]) or a Redis Cluster
 /// ([`RedisStore::new_cluster`]).
 pub struct RedisStore {
     connection: Connection,
     script: Script,
+    batch_scripts: batches::Scripts,
     prefix: String,
+    latency: Histogram,
 }
 
 impl RedisStore {
@@ -163,11 +146,7 @@ impl RedisStore {
             .set_max_delay(Duration::from_millis(100));
         let connection =
             ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(RedisStore {
-            connection: Connection::Single(connection),
-            script: Script::new(CAS_SCRIPT),
-            prefix: "tollgate".into(),
-        })
+        Ok(RedisStore::with_connection(Connection::Single(connection)))
     }
 
     /// A store on the Redis Cluster reachable through the seed nodes in `urls` (comma
@@ -209,11 +188,32 @@ impl RedisStore {
             .set_connection_timeout(TIMEOUT)
             .set_response_timeout(TIMEOUT);
         let connection = client.get_pending_async_connection_with_config(config);
-        Ok(RedisStore {
-            connection: Connection::Cluster(connection),
+        Ok(RedisStore::with_connection(Connection::Cluster(connection)))
+    }
+
+    fn with_connection(connection: Connection) -> Self {
+        RedisStore {
+            connection,
             script: Script::new(CAS_SCRIPT),
+            batch_scripts: batches::Scripts::new(),
             prefix: "tollgate".into(),
-        })
+            latency: Histogram::noop(),
+        }
+    }
+
+    /// The same store timing every Redis round trip into `histogram` (seconds; see
+    /// [`crate::metrics::Metrics::redis_seconds`]). Without it nothing is timed.
+    pub fn with_latency(mut self, histogram: Histogram) -> Self {
+        self.latency = histogram;
+        self
+    }
+
+    /// Awaits one round trip, recording how long it took.
+    async fn timed<T>(&self, round_trip: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let answer = round_trip.await;
+        self.latency.record(started.elapsed().as_secs_f64());
+        answer
     }
 
     /// The same store with keys under `prefix` instead of `tollgate` (tests give each store
@@ -239,9 +239,12 @@ impl RedisStore {
     {
         let redis_key = self.redis_key(key);
         let mut connection = self.connection.clone();
-        let mut seen: Vec<u8> = redis::cmd("GET")
-            .arg(&redis_key)
-            .query_async::<Option<Vec<u8>>>(&mut connection)
+        let mut seen: Vec<u8> = self
+            .timed(
+                redis::cmd("GET")
+                    .arg(&redis_key)
+                    .query_async::<Option<Vec<u8>>>(&mut connection),
+            )
             .await
             .map_err(unavailable)?
             .unwrap_or_default();
@@ -260,12 +263,14 @@ impl RedisStore {
                 return Ok(value);
             }
             let answer: Value = self
-                .script
-                .key(&redis_key)
-                .arg(&seen)
-                .arg(&new)
-                .arg(ttl_ms(idle_at, now))
-                .invoke_async(&mut connection)
+                .timed(
+                    self.script
+                        .key(&redis_key)
+                        .arg(&seen)
+                        .arg(&new)
+                        .arg(ttl_ms(idle_at, now))
+                        .invoke_async(&mut connection),
+                )
                 .await
                 .map_err(unavailable)?;
             match answer {
@@ -299,11 +304,20 @@ impl CounterStore for RedisStore {
         self.update_async(key, now, decide)
     }
 
+    fn begin_batch(
+        &self,
+        sender: u64,
+        seq: u64,
+        node: u64,
+        now: Nanos,
+    ) -> impl Future<Output = Result<BatchStart, StoreError>> + Send {
+        self.begin_batch_async(sender, seq, node, now)
+    }
+
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         let mut connection = self.connection.clone();
         async move {
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
+            self.timed(redis::cmd("PING").query_async::<String>(&mut connection))
                 .await
                 .map(drop)
                 .map_err(unavailable)

@@ -1,3 +1,5 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests (each test crate uses some of them).
 
+pub mod api;
 pub mod redis;
+pub mod sync;

@@ -243,3 +243,84 @@ async fn cluster_buckets_spread_over_the_nodes() {
 }
 
 const HOUR: u64 = 3_600_000_000_000;
+
+#[tokio::test]
+async fn batch_keys_and_expiry_are_as_documented() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let prefix = redis.unique_prefix();
+    let store = RedisStore::new(redis.url())
+        .unwrap()
+        .with_prefix(prefix.clone());
+    let mut raw = raw(&redis).await;
+    let now = 1_000_000_000_000;
+    let start = store.begin_batch(0xab, 42, 0xcd, now).await.unwrap();
+    assert_eq!((start.fresh, start.nodes), (true, 1));
+
+    let sender_key = format!("{prefix}:sync:{{00000000000000ab}}");
+    assert_eq!(store.sender_key(0xab), sender_key);
+    let seq: String = redis::cmd("GET")
+        .arg(&sender_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(seq, "00000000000000000042");
+    let ttl: u64 = redis::cmd("PTTL")
+        .arg(&sender_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let sender_ttl_ms = crate::storage::SENDER_TTL / NANOS_PER_MILLI;
+    assert!(
+        ttl > sender_ttl_ms - 60_000 && ttl <= sender_ttl_ms,
+        "{ttl}"
+    );
+
+    let nodes_key = format!("{prefix}:{{nodes}}");
+    assert_eq!(store.nodes_key(), nodes_key);
+    let score: f64 = redis::cmd("ZSCORE")
+        .arg(&nodes_key)
+        .arg("00000000000000cd")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(score, now as f64);
+    let ttl: u64 = redis::cmd("PTTL")
+        .arg(&nodes_key)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let node_ttl_ms = crate::storage::NODE_TTL / NANOS_PER_MILLI;
+    assert!(
+        ttl > node_ttl_ms && ttl <= node_ttl_ms + TTL_GRACE_MS,
+        "{ttl}"
+    );
+
+    // A value that is not a seq is an error, never a fresh batch.
+    let _: () = redis::cmd("SET")
+        .arg(&sender_key)
+        .arg("junk")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let error = store.begin_batch(0xab, 43, 0xcd, now).await.unwrap_err();
+    assert_eq!(error.kind(), "store_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_keys_spread_over_the_cluster() {
+    let Some(cluster) = TestCluster::start() else {
+        return;
+    };
+    let store = RedisStore::new_cluster(&cluster.urls())
+        .unwrap()
+        .with_prefix(format!("batch-spread:{}", std::process::id()));
+    let mut slots = std::collections::HashSet::new();
+    for sender in 0..16 {
+        slots.insert(cluster.slot_of(&store.sender_key(sender)).unwrap());
+        assert!(store.begin_batch(sender, 1, 1, 0).await.unwrap().fresh);
+        assert!(!store.begin_batch(sender, 1, 1, 0).await.unwrap().fresh);
+    }
+    assert!(slots.len() > 1, "{slots:?}");
+}

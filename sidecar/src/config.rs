@@ -11,9 +11,10 @@ use clap::{Args, Parser, Subcommand};
 /// exactly once per batch and answered with the global totals and the number of live nodes.
 ///
 /// Counters are kept in Redis when TOLLGATE_REDIS_URL is set (any number of sidecars share
-/// them), else in this process (one sidecar for all nodes). The usage database, the admin API
-/// and Stripe reporting come next: their settings are accepted now so deployments can be
-/// written once, but they are not used yet.
+/// them), else in this process (one sidecar for all nodes). The usage database's migrations
+/// run on `migrate` and before `serve` listens; usage metering, the admin API and Stripe
+/// reporting come next: their settings are accepted now so deployments can be written once,
+/// but they are not used yet.
 #[derive(Parser)]
 #[command(name = "tollgate-sidecar", version)]
 pub struct Cli {
@@ -28,8 +29,13 @@ pub struct Cli {
 /// The sidecar's subcommands.
 #[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Command {
-    /// Serve the HTTP API until SIGINT or SIGTERM (the default).
+    /// Serve the HTTP API until SIGINT or SIGTERM (the default). Applies the usage database's
+    /// pending migrations first, and exits with an error (status 1) when the database cannot
+    /// be reached or migrated.
     Serve,
+    /// Apply the usage database's pending migrations, then exit: status 0 once it is up to
+    /// date, 1 with a one-line reason when it cannot be reached or migrated.
+    Migrate,
 }
 
 /// Every setting, from `--flags` or the environment.
@@ -61,8 +67,10 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_REDIS_CLUSTER", global = true)]
     pub redis_cluster: bool,
 
-    /// The usage database (`postgres://…`; unset: a SQLite file). Not used yet: usage
-    /// metering comes next.
+    /// The usage database: `postgres://user[:password]@host[:port]/database` (PostgreSQL) or
+    /// `sqlite://path` (a SQLite file, created if missing). Unset: `sqlite://tollgate.db?mode=rwc`,
+    /// the file `tollgate.db` in the working directory. Migrated on `migrate` and when `serve`
+    /// starts; `serve` exits with an error if it cannot connect. Logged without its password.
     #[arg(
         long,
         env = "TOLLGATE_DATABASE_URL",
@@ -169,5 +177,14 @@ mod tests {
         assert_eq!(cli.command, Some(Command::Serve));
         assert_eq!(cli.settings.listen.port(), 9);
         assert!(Cli::try_parse_from(["tollgate-sidecar", "--flush-interval", "5x"]).is_err());
+        let cli = Cli::try_parse_from([
+            "tollgate-sidecar",
+            "migrate",
+            "--database-url",
+            "sqlite://x.db",
+        ])
+        .unwrap();
+        assert_eq!(cli.command, Some(Command::Migrate));
+        assert_eq!(cli.settings.database_url.as_deref(), Some("sqlite://x.db"));
     }
 }

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod config;
+pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod routes;

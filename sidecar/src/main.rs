@@ -1,10 +1,13 @@
-//! `tollgate-sidecar`: parse the configuration, serve until SIGINT/SIGTERM.
+//! `tollgate-sidecar`: parse the configuration, connect to the usage database and migrate it,
+//! then serve until SIGINT/SIGTERM (or, for `migrate`, stop there).
 
+use std::error::Error;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use tollgate_sidecar::config::{Cli, Command};
+use tollgate_sidecar::db::Database;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -17,14 +20,22 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => tollgate_sidecar::server::serve(&cli.settings).await,
-    };
-    match result {
+    let command = cli.command.unwrap_or(Command::Serve);
+    match run(command, &cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(%error, "tollgate-sidecar failed");
             ExitCode::FAILURE
         }
+    }
+}
+
+async fn run(command: Command, cli: &Cli) -> Result<(), Box<dyn Error>> {
+    let database = Database::open(cli.settings.database_url.as_deref()).await?;
+    // Nothing reads or writes usage yet (usage metering comes next): the pool is not kept.
+    database.close().await;
+    match command {
+        Command::Migrate => Ok(()),
+        Command::Serve => Ok(tollgate_sidecar::server::serve(&cli.settings).await?),
     }
 }

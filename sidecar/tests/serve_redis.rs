@@ -36,6 +36,7 @@ impl Sidecar {
         ));
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"))
             .env("TOLLGATE_LISTEN", address.to_string())
+            .env("TOLLGATE_DATABASE_URL", "sqlite::memory:")
             .env("TOLLGATE_REDIS_URL", redis_url)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

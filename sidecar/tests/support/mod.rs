@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests (each test crate uses some of them).
 
 pub mod api;
+pub mod postgres;
 pub mod redis;
 pub mod sync;

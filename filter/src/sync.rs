@@ -21,6 +21,7 @@
 use hashbrown::HashMap;
 
 use crate::Nanos;
+use crate::algorithm::Algorithm;
 use crate::engine::Ask;
 use crate::policy::{Policy, Sidecar};
 use crate::protocol::{MAX_SYNC_ENTRIES, SyncEntry, SyncRequest, SyncResponse, WireAlgorithm};
@@ -222,6 +223,20 @@ impl Sync {
     /// Buckets waiting to be sent (not counting a batch in flight).
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+}
+
+/// How many permits a token or leaky bucket's global total may lag the node's own view: the
+/// sidecar counts a batch's hits from its first admission and batches of different workers
+/// arrive out of order, so its refill can run up to one sync interval behind. A fold leaves
+/// that much room rather than take permits the node really has (0 for the window algorithms,
+/// whose counts do not depend on when within the window they are applied).
+pub fn refill_lag(ask: &Ask, interval: Nanos) -> u64 {
+    match ask.algorithm {
+        Algorithm::TokenBucket | Algorithm::LeakyBucket => {
+            interval.div_ceil(ask.algorithm.refill_period(&ask.quota).max(1))
+        }
+        _ => 0,
     }
 }
 

@@ -156,3 +156,22 @@ fn a_silent_sidecar_divides_global_limits_by_the_node_count() {
     };
     assert_eq!(sync.share(&configured, NOW + SECOND + stale + 1), 4);
 }
+
+#[test]
+fn bucket_totals_leave_room_for_one_interval_of_refill() {
+    let interval = 200 * MS;
+    // 100 a minute: one token every 600 ms, so a 200 ms lag is at most one token.
+    let bucket = Ask {
+        algorithm: Algorithm::TokenBucket,
+        quota: Quota::new(100, 60 * SECOND, 10, 0),
+        ..ask(1)
+    };
+    assert_eq!(refill_lag(&bucket, interval), 1);
+    // 6000 a minute: one every 10 ms, 20 in an interval.
+    let fast = Ask {
+        quota: Quota::new(6000, 60 * SECOND, 10, 0),
+        ..bucket
+    };
+    assert_eq!(refill_lag(&fast, interval), 20);
+    assert_eq!(refill_lag(&ask(1), interval), 0);
+}

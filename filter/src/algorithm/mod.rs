@@ -193,6 +193,15 @@ impl Algorithm {
         }
     }
 
+    /// How long one permit takes to come back: `⌈window / limit⌉` for the buckets (token and
+    /// leaky), the window for the window algorithms.
+    pub fn refill_period(self, quota: &Quota) -> Nanos {
+        match self {
+            Algorithm::TokenBucket | Algorithm::LeakyBucket => math::period(quota),
+            _ => quota.window,
+        }
+    }
+
     /// The interval at which a lease's late spending must be accounted (token bucket's `T`;
     /// 0 for the window algorithms, where any time inside the window is the same).
     pub fn lease_period(self, quota: &Quota) -> Nanos {

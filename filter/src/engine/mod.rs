@@ -182,8 +182,8 @@ impl Limiter {
 
     /// Lowers what `ask`'s node-wide bucket may still admit to `target` permits (a `global`
     /// rule's total from the sidecar: other nodes' admissions), never raising it. This
-    /// worker's lease of the key goes back in the same compare-and-swap, so that the next
-    /// request leases from the folded bucket. Returns the permits taken (`None`: the store failed).
+    /// worker's lease of the key goes back in the same compare-and-swap when it can, so that
+    /// the next request leases from the folded bucket. Returns the permits taken (`None`: the store failed).
     pub fn fold(
         &mut self,
         store: &mut impl SharedStore,
@@ -193,21 +193,24 @@ impl Limiter {
     ) -> Option<u64> {
         let old = self.cache.lease_held(ask.key);
         let mut taken = 0;
+        let mut returned = false;
         let result = self.table.update(
             store,
             ask,
             now,
             &mut self.stats,
             |alg, quota, state, now| {
-                if let Some(old) = &old {
-                    alg.return_lease(quota, state, now, old);
-                }
+                returned = old
+                    .as_ref()
+                    .is_some_and(|old| alg.return_lease(quota, state, now, old));
                 let excess = alg.available(quota, state, now).saturating_sub(target);
                 taken = alg.absorb(quota, state, now, excess);
                 Grant::default()
             },
         );
-        if old.is_some() {
+        // A lease that could not go back (another worker took from the key since) stays this
+        // worker's to spend: dropping it would lose its permits until it lapsed.
+        if result.is_some() && returned {
             self.cache.drop_lease(ask.key, target);
         }
         result.map(|_| taken)

@@ -260,3 +260,33 @@ fn folding_empties_a_leaky_bucket_that_other_nodes_used() {
             .admitted
     );
 }
+
+#[test]
+fn folding_keeps_a_lease_that_cannot_go_back() {
+    // Two workers share a token bucket of 20 that does not refill during the test; one of them
+    // folds a global total that changes nothing, at every point of the run. A lease that could
+    // not be handed back exactly (the other worker took since) must stay spendable: together
+    // they still admit the whole burst.
+    let ask = Ask {
+        key: 5,
+        algorithm: Algorithm::TokenBucket,
+        quota: Quota::new(100, 3600 * crate::SECOND, 20, 0),
+        cost: 1,
+    };
+    let now = 10 * MINUTE;
+    for fold_at in 0..30u64 {
+        let mut store = MemStore::default();
+        let mut workers = [Limiter::new(1024, 64), Limiter::new(1024, 64)];
+        let mut admitted = 0;
+        for step in 0..60u64 {
+            let worker = usize::from(step % 5 == 4);
+            if step == fold_at {
+                assert!(workers[0].fold(&mut store, &ask, 20, now).is_some());
+            }
+            if workers[worker].acquire(&mut store, &ask, now).admitted {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 20, "fold at step {fold_at}");
+    }
+}

@@ -16,7 +16,7 @@ use crate::decision::{Decision, Needs};
 use crate::engine::{Limiter, SharedStore};
 use crate::policy::{Policy, Scope};
 use crate::protocol::{SYNC_PATH, SyncResponse};
-use crate::sync::Sync;
+use crate::sync::{Sync, refill_lag};
 use crate::{Nanos, SECOND};
 
 /// Keys of other keys this worker keeps leases and refusals for, at most.
@@ -196,10 +196,10 @@ impl Worker {
             // Refusals decided under the node's share would outlive it (until their retry time).
             self.limiter.forget_refusals();
         }
+        let interval = config.sync_interval_ms.saturating_mul(1_000_000);
         for fold in folds {
-            let _ = self
-                .limiter
-                .fold(&mut HostShared, &fold.ask, fold.target, now);
+            let target = fold.target.saturating_add(refill_lag(&fold.ask, interval));
+            let _ = self.limiter.fold(&mut HostShared, &fold.ask, target, now);
         }
         if self.degraded {
             self.degraded = false;

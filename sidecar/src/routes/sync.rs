@@ -142,17 +142,22 @@ async fn total<S: CounterStore>(
     now: Nanos,
 ) -> Result<SyncTotal, StoreError> {
     let algorithm = Algorithm::from(entry.algorithm);
+    let admitted_at = now.saturating_sub(entry.age_ns);
     let key = CounterKey {
         rule: entry.rule,
         key: entry.key,
     };
     store
-        .update(&key, now, |state| fold(algorithm, &quota, state, now, hits))
+        .update(&key, now, |state| {
+            fold(algorithm, &quota, state, admitted_at, now, hits)
+        })
         .await
 }
 
-/// Takes `hits` permits (as many as are left) from `state` at `now` and reports the bucket's
-/// total after it; asks for a write only if something was taken.
+/// Takes `hits` permits (as many as are left) from `state` as of `admitted_at` — when the
+/// node admitted the first of them (`now − age_ns`), so that a token bucket that was full
+/// then does not count them a sync interval late and come out a token short of the node's —
+/// and reports the bucket's total at `now`; asks for a write only if something was taken.
 ///
 /// `reset_after_ns` comes from an [`Algorithm::acquire`] of zero permits, which grants
 /// nothing, changes nothing, and reports in `reset` when the whole quota is available again
@@ -162,10 +167,11 @@ fn fold(
     algorithm: Algorithm,
     quota: &Quota,
     state: &mut BucketState,
+    admitted_at: Nanos,
     now: Nanos,
     hits: u64,
 ) -> (SyncTotal, Write) {
-    let taken = algorithm.absorb(quota, state, now, hits);
+    let taken = algorithm.absorb(quota, state, admitted_at, hits);
     let total = SyncTotal {
         remaining: algorithm.available(quota, state, now),
         reset_after_ns: algorithm

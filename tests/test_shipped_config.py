@@ -71,6 +71,7 @@ def test_demo_check(envoy_bin, filter_wasm, tmp_path):
         TOLLGATE_DEMO_PORT=str(free_port()),
         TOLLGATE_DEMO_ADMIN_PORT=str(free_port()),
         TOLLGATE_DEMO_API_PORT=str(free_port()),
+        TOLLGATE_DEMO_SIDECAR_PORT=str(free_port()),
         TOLLGATE_DEMO_STATE=str(tmp_path / "demo"),
     )
     proc = subprocess.run(
@@ -81,3 +82,5 @@ def test_demo_check(envoy_bin, filter_wasm, tmp_path):
     assert proc.returncode == 0, output
     assert "demo check: OK" in output, output
     assert re.search(r"429 at request 1[123]:", output), output
+    # The sidecar the demo starts decides the strict rule.
+    assert "demo check: strict rule reports: 429 at request 11 from the sidecar" in output, output

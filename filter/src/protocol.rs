@@ -33,6 +33,12 @@ use crate::algorithm::{Algorithm, Grant, Quota};
 /// The sidecar path that answers a [`CheckRequest`] with a [`CheckResponse`].
 pub const CHECK_PATH: &str = "/v1/check";
 
+/// The sidecar path that answers a [`CheckBatch`] with a [`CheckBatchResponse`].
+pub const CHECKS_PATH: &str = "/v1/checks";
+
+/// The most checks one [`CheckBatch`] may carry.
+pub const MAX_CHECK_BATCH: usize = 256;
+
 /// The sidecar path that answers a [`SyncRequest`] with a [`SyncResponse`].
 pub const SYNC_PATH: &str = "/v1/sync";
 
@@ -222,6 +228,38 @@ impl CheckResponse {
             delay_ns: grant.delay,
         }
     }
+}
+
+/// Several `strict` checks in one call: a worker sends the checks of every request that
+/// arrived while its previous call was out, so that under load one call carries many
+/// decisions. Each check is decided exactly as one [`CheckRequest`] would be, atomically per
+/// bucket; checks of the same bucket are decided in the batch's order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBatch {
+    /// 1 to [`MAX_CHECK_BATCH`] checks.
+    pub checks: Vec<CheckRequest>,
+}
+
+impl CheckBatch {
+    /// Checks the batch's size; each check is checked with [`CheckRequest::quota`].
+    pub fn validate(&self) -> Result<(), ProtocolError> {
+        if self.checks.is_empty() || self.checks.len() > MAX_CHECK_BATCH {
+            return Err(invalid(
+                "checks",
+                format!("must hold 1 to {MAX_CHECK_BATCH} checks"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The answers to a [`CheckBatch`], in its order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckBatchResponse {
+    /// One answer per check.
+    pub results: Vec<CheckResponse>,
 }
 
 /// One worker's batch for `global` rules: what it admitted per bucket since its previous

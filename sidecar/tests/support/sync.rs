@@ -59,8 +59,9 @@ pub async fn applies_hits_once_and_answers_totals(app: &Router) {
     let answer = sync_ok(app, &first).await;
     let expected = json!({ "nodes": 1, "duplicate": false, "totals": [
         { "remaining": 70, "reset_after_ns": WINDOW_LEFT },
-        // Two tokens of five taken: full again two periods (of an hour / 10) later.
-        { "remaining": 3, "reset_after_ns": 2 * HOUR / 10 },
+        // Two tokens of five taken as of their admission (age_ns = 1 µs ago): full again two
+        // periods (of an hour / 10) after that.
+        { "remaining": 3, "reset_after_ns": 2 * HOUR / 10 - 1_000 },
     ]});
     assert_eq!(answer, expected);
     // The same batch again (its first answer lost): nothing counted twice.

@@ -17,7 +17,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use support::api::{HOUR, NOW, assert_error, get, post, send, with_fixed_clock};
-use support::sync;
+use support::{checks, sync};
 use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::{Algorithm, State};
 use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
@@ -304,9 +304,15 @@ async fn a_failing_store_is_503_and_its_cause_is_not_echoed() {
         (StatusCode::SERVICE_UNAVAILABLE, &json!("store_unavailable"))
     );
     assert!(!body.to_string().contains("secret-host"), "{body}");
+    let (status, body) = checks::checks(&app, &[checks::check("r", 1, 1)]).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("store_unavailable"))
+    );
+    assert!(!body.to_string().contains("secret-host"), "{body}");
     let (_, metrics) = get(&app, "/metrics").await;
     assert!(
-        metrics.contains(r#"tollgate_errors_total{kind="store_unavailable"} 3"#),
+        metrics.contains(r#"tollgate_errors_total{kind="store_unavailable"} 4"#),
         "{metrics}"
     );
 }
@@ -398,4 +404,24 @@ async fn sync_strict_checks_and_sync_share_the_bucket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sync_concurrent_batches_add_up_exactly() {
     sync::concurrent_batches_add_up_exactly(&memory_app()).await;
+}
+
+#[tokio::test]
+async fn checks_a_batch_on_one_bucket_admits_the_first_ones() {
+    checks::a_batch_on_one_bucket_admits_the_first_ones(&memory_app()).await;
+}
+
+#[tokio::test]
+async fn checks_mixed_buckets_are_each_decided_in_order() {
+    checks::mixed_buckets_are_each_decided_in_order(&memory_app()).await;
+}
+
+#[tokio::test]
+async fn checks_bad_batches_get_a_json_4xx_and_decide_nothing() {
+    checks::bad_batches_get_a_json_4xx_and_decide_nothing(&memory_app()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checks_concurrent_batches_admit_exactly_the_limit() {
+    checks::concurrent_batches_admit_exactly_the_limit(&memory_app()).await;
 }

@@ -18,7 +18,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::Value;
 use support::api::{HOUR, fixed_clock, get, post, send_json, with_fixed_clock};
 use support::redis::{TestCluster, TestRedis};
-use support::sync;
+use support::{checks, sync};
 use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
 use tollgate_sidecar::metrics::Metrics;
 use tollgate_sidecar::storage::RedisStore;
@@ -189,6 +189,30 @@ async fn sync_over_a_cluster() {
         let store = RedisStore::new_cluster(&cluster.urls())
             .unwrap()
             .with_prefix(format!("cluster-sync:{}:{n}", std::process::id()));
+        with_fixed_clock(store)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checks_over_redis() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    checks::all(|| redis_app(redis.url(), redis.unique_prefix())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checks_over_a_cluster() {
+    let Some(cluster) = TestCluster::start() else {
+        return;
+    };
+    let next = std::sync::atomic::AtomicU64::new(0);
+    checks::all(|| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let store = RedisStore::new_cluster(&cluster.urls())
+            .unwrap()
+            .with_prefix(format!("cluster-checks:{}:{n}", std::process::id()));
         with_fixed_clock(store)
     })
     .await;

@@ -3,18 +3,21 @@
 //! The body is a [`CheckRequest`], the answer a [`CheckResponse`]. The decision is the
 //! filter's own [`Algorithm::acquire`] with `min == max == cost`, run inside
 //! [`CounterStore::update`] so that concurrent checks of one bucket never both take its last
-//! permit. A refused request takes nothing and writes nothing.
+//! permit. A refused request takes nothing and writes nothing. `POST /v1/checks`
+//! ([`super::checks`]) decides its checks with the same [`decide_in_order`].
 
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::routing::post;
 use axum::{Json, Router};
-use tollgate_filter::algorithm::Algorithm;
-use tollgate_filter::protocol::{CHECK_PATH, CheckRequest, CheckResponse};
+use tollgate_filter::Nanos;
+use tollgate_filter::algorithm::{Algorithm, Grant, Quota, State as BucketState};
+use tollgate_filter::protocol::{CHECK_PATH, CheckRequest, CheckResponse, ProtocolError};
 
 use super::fail;
 use crate::error::ApiError;
-use crate::storage::{CounterKey, CounterStore, Write};
+use crate::metrics::Metrics;
+use crate::storage::{CounterKey, CounterStore, StoreError, Write};
 use crate::{AppState, MAX_BODY_BYTES};
 
 /// The check route.
@@ -37,30 +40,108 @@ async fn decide<S: CounterStore>(
     body: Result<Json<CheckRequest>, JsonRejection>,
 ) -> Result<CheckResponse, ApiError> {
     let Json(request) = body.map_err(|e| ApiError::from_json_rejection(e, MAX_BODY_BYTES))?;
-    let quota = request
-        .quota()
-        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    let algorithm = Algorithm::from(request.algorithm);
-    let cost = request.cost;
+    let check = Check::new(request).map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     let now = (app.clock)();
-    let key = CounterKey {
-        rule: request.rule,
-        key: request.key,
+    Ok(check.decide(&*app.store, &app.metrics, now).await?)
+}
+
+/// A validated check: its bucket and how to decide it.
+pub(crate) struct Check {
+    key: CounterKey,
+    algorithm: Algorithm,
+    quota: Quota,
+    cost: u64,
+}
+
+impl Check {
+    /// The check `request` asks for, if its fields are valid.
+    pub(crate) fn new(request: CheckRequest) -> Result<Self, ProtocolError> {
+        Ok(Check {
+            quota: request.quota()?,
+            algorithm: Algorithm::from(request.algorithm),
+            cost: request.cost,
+            key: CounterKey {
+                rule: request.rule,
+                key: request.key,
+            },
+        })
+    }
+
+    /// Takes the check's cost from `state` at `now`, or nothing if it does not fit.
+    fn acquire(&self, state: &mut BucketState, now: Nanos) -> Grant {
+        let Check {
+            algorithm,
+            quota,
+            cost,
+            ..
+        } = self;
+        algorithm.acquire(quota, state, now, *cost, *cost)
+    }
+
+    /// When `state` becomes idle under the check's quota.
+    fn idle_at(&self, state: &BucketState) -> Nanos {
+        self.algorithm.idle_at(&self.quota, state)
+    }
+
+    /// The check's bucket.
+    pub(crate) fn key(&self) -> &CounterKey {
+        &self.key
+    }
+
+    /// Decides the check at `now` in one atomic update of its bucket, and counts the decision
+    /// in `metrics`.
+    pub(crate) async fn decide<S: CounterStore>(
+        &self,
+        store: &S,
+        metrics: &Metrics,
+        now: Nanos,
+    ) -> Result<CheckResponse, StoreError> {
+        let responses = decide_in_order(store, metrics, std::slice::from_ref(self), now).await?;
+        responses.into_iter().next().ok_or(StoreError::Unavailable(
+            "the store answered no decision".into(),
+        ))
+    }
+}
+
+/// Decides `checks`, all of one bucket, in their order, in one atomic update of the bucket
+/// (one read-decide-write: with Redis usually two round trips, however many checks): each
+/// check is the filter's [`Algorithm::acquire`] with `min == max == cost` on the state the
+/// checks before it left, exactly as if each had been a `/v1/check` of its own, one after the
+/// other. A refused check takes nothing; the bucket is written if any check was admitted, live
+/// until the latest `idle_at` of the checks' quotas (they normally share one). Counts each
+/// decision in `metrics`; the answers are in the checks' order.
+pub(crate) async fn decide_in_order<S: CounterStore>(
+    store: &S,
+    metrics: &Metrics,
+    checks: &[Check],
+    now: Nanos,
+) -> Result<Vec<CheckResponse>, StoreError> {
+    let Some(first) = checks.first() else {
+        return Ok(Vec::new());
     };
-    let grant = app
-        .store
-        .update(&key, now, |state| {
-            let grant = algorithm.acquire(&quota, state, now, cost, cost);
-            let write = if grant.granted > 0 {
+    let grants = store
+        .update(&first.key, now, |state| {
+            let grants: Vec<Grant> = checks
+                .iter()
+                .map(|check| check.acquire(state, now))
+                .collect();
+            let write = if grants.iter().any(|grant| grant.granted > 0) {
+                let idle_at = checks.iter().map(|check| check.idle_at(state)).max();
                 Write::State {
-                    idle_at: algorithm.idle_at(&quota, state),
+                    idle_at: idle_at.unwrap_or(now),
                 }
             } else {
                 Write::Nothing
             };
-            (grant, write)
+            (grants, write)
         })
         .await?;
-    app.metrics.decision(&key.rule, grant.granted > 0);
-    Ok(CheckResponse::from_grant(&grant, now))
+    Ok(checks
+        .iter()
+        .zip(grants)
+        .map(|(check, grant)| {
+            metrics.decision(&check.key.rule, grant.granted > 0);
+            CheckResponse::from_grant(&grant, now)
+        })
+        .collect())
 }

@@ -324,3 +324,98 @@ async fn batch_keys_spread_over_the_cluster() {
     }
     assert!(slots.len() > 1, "{slots:?}");
 }
+
+/// `state.words[0] += 1`, counting its runs in `runs`.
+fn counted_increment(
+    runs: &std::sync::atomic::AtomicU64,
+) -> impl FnMut(&mut State) -> ((), Write) + Send + '_ {
+    |state: &mut State| {
+        runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state.words[0] += 1;
+        ((), Write::State { idle_at: u64::MAX })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_store_never_races_itself_and_two_stay_exact() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let prefix = redis.unique_prefix();
+    let new_store = || Arc::new(RedisStore::new(redis.url()).unwrap().with_prefix(&prefix));
+    let k = key("hot", 1);
+    let run = |store: Arc<RedisStore>, runs: Arc<AtomicU64>, updates: usize| {
+        let k = k.clone();
+        tokio::spawn(async move {
+            let tasks: Vec<_> = (0..updates)
+                .map(|_| {
+                    let (store, runs, k) = (Arc::clone(&store), Arc::clone(&runs), k.clone());
+                    tokio::spawn(async move {
+                        store.update(&k, 1, counted_increment(&runs)).await.unwrap();
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        })
+    };
+    // One store, 64 concurrent updates of one bucket: each decided exactly once.
+    let one = new_store();
+    let runs = Arc::new(AtomicU64::new(0));
+    run(Arc::clone(&one), Arc::clone(&runs), 64).await.unwrap();
+    assert_eq!(runs.load(Ordering::Relaxed), 64);
+    assert_eq!(one.turns.len(), 0);
+    // Two stores (two sidecars) racing: exact, conflicts resolved by the compare-and-set.
+    let (two, runs_two) = (new_store(), Arc::new(AtomicU64::new(0)));
+    let both = [
+        run(Arc::clone(&one), Arc::clone(&runs), 100),
+        run(Arc::clone(&two), Arc::clone(&runs_two), 100),
+    ];
+    for side in both {
+        side.await.unwrap();
+    }
+    assert!(runs.load(Ordering::Relaxed) >= 164);
+    assert_eq!(one.update(&k, 2, read_word).await.unwrap(), 264);
+    assert_eq!((one.turns.len(), two.turns.len()), (0, 0));
+}
+
+fn read_word(state: &mut State) -> (u64, Write) {
+    (state.words[0], Write::Nothing)
+}
+
+#[tokio::test]
+async fn a_value_left_by_a_previous_turn_is_checked_against_redis() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let prefix = redis.unique_prefix();
+    let (one, other) = (
+        RedisStore::new(redis.url()).unwrap().with_prefix(&prefix),
+        RedisStore::new(redis.url()).unwrap().with_prefix(&prefix),
+    );
+    let k = key("stale", 1);
+    let runs = std::sync::atomic::AtomicU64::new(0);
+    one.update(&k, 1, counted_increment(&runs)).await.unwrap();
+    // A turn of `one` left the value it wrote (1), then another sidecar wrote 2 and 3.
+    let ticket = one.turns.ticket(one.redis_key(&k));
+    *ticket.turn().await = Some(encode(u64::MAX, &{
+        let mut state = State::default();
+        state.words[0] = 1;
+        state
+    }));
+    other.update(&k, 1, counted_increment(&runs)).await.unwrap();
+    other.update(&k, 1, counted_increment(&runs)).await.unwrap();
+    // A decision writing nothing reads the current value rather than trusting the old one…
+    assert_eq!(one.update(&k, 1, read_word).await.unwrap(), 3);
+    // …and one that writes loses its compare-and-set and decides again on the current value.
+    *ticket.turn().await = Some(Vec::new());
+    runs.store(0, std::sync::atomic::Ordering::Relaxed);
+    one.update(&k, 1, counted_increment(&runs)).await.unwrap();
+    assert_eq!(runs.load(std::sync::atomic::Ordering::Relaxed), 2);
+    drop(ticket);
+    assert_eq!(one.update(&k, 1, read_word).await.unwrap(), 4);
+    assert_eq!(one.turns.len(), 0);
+}

@@ -1,0 +1,172 @@
+//! `POST /v1/checks`: several `strict` checks in one call, each decided exactly as
+//! `POST /v1/check` decides one.
+//!
+//! The body is a [`CheckBatch`] (at most [`MAX_SYNC_BODY_BYTES`], the limit of
+//! `POST /v1/sync`: [`MAX_CHECK_BATCH`](tollgate_filter::protocol::MAX_CHECK_BATCH) checks of
+//! a few hundred bytes each, with room to spare), the answer a [`CheckBatchResponse`] with one
+//! [`CheckResponse`] per check, in the batch's order.
+//!
+//! - **Checked whole first.** An empty batch, one with too many checks, or one bad check gets
+//!   422 naming it (`checks[3].limit: must be at least 1`), and nothing is decided.
+//! - **Same decisions as `/v1/check`, in the batch's order per bucket.** The checks of one
+//!   bucket are decided together by [`decide_in_order`] — the function `/v1/check` uses for
+//!   its one check — in one atomic update of the bucket: each check sees what the ones before
+//!   it took, exactly as consecutive `/v1/check`s would (the third check of a bucket with two
+//!   permits left is refused, whatever else the batch holds), for the price of one update (with
+//!   Redis, usually two round trips) per bucket instead of per check. Different buckets are
+//!   decided concurrently, [`CONCURRENCY`] at a time. Every decision is counted in
+//!   `tollgate_decisions_total`.
+//! - **A store failure fails the batch.** If any update fails (Redis unavailable, a bucket too
+//!   contended, the in-memory store full), the whole batch is answered 503 with that error,
+//!   and the filter handles it as it would a failed `/v1/check` for every check of the batch.
+//!   Checks decided before the failure keep what they took (as a `/v1/check` whose answer is
+//!   lost does): a failure never admits more than the limit, at worst it under-admits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::post;
+use axum::{Json, Router};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use tollgate_filter::Nanos;
+use tollgate_filter::protocol::{CHECKS_PATH, CheckBatch, CheckBatchResponse, CheckResponse};
+
+use super::check::{Check, decide_in_order};
+use super::fail;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::storage::{CounterKey, CounterStore, StoreError};
+use crate::{AppState, MAX_SYNC_BODY_BYTES};
+
+/// How many buckets of one batch are decided at once.
+pub const CONCURRENCY: usize = 32;
+
+/// The batch check route, with the body limit of `/v1/sync`.
+pub fn router<S: CounterStore>() -> Router<AppState<S>> {
+    Router::new().route(
+        CHECKS_PATH,
+        post(checks::<S>).layer(DefaultBodyLimit::max(MAX_SYNC_BODY_BYTES)),
+    )
+}
+
+async fn checks<S: CounterStore>(
+    State(app): State<AppState<S>>,
+    body: Result<Json<CheckBatch>, JsonRejection>,
+) -> Result<Json<CheckBatchResponse>, ApiError> {
+    match decide_all(&app, body).await {
+        Ok(response) => Ok(Json(response)),
+        Err(error) => Err(fail(&app, error)),
+    }
+}
+
+async fn decide_all<S: CounterStore>(
+    app: &AppState<S>,
+    body: Result<Json<CheckBatch>, JsonRejection>,
+) -> Result<CheckBatchResponse, ApiError> {
+    let Json(batch) = body.map_err(|e| ApiError::from_json_rejection(e, MAX_SYNC_BODY_BYTES))?;
+    batch
+        .validate()
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    let checks = batch
+        .checks
+        .into_iter()
+        .enumerate()
+        .map(|(n, request)| {
+            Check::new(request).map_err(|e| ApiError::InvalidRequest(format!("checks[{n}].{e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = (app.clock)();
+    let mut results: Vec<Option<CheckResponse>> = vec![None; checks.len()];
+    // Owned items, as in `/v1/sync`: a stream of futures borrowing from the batch would not
+    // be `Send`.
+    let mut decided = stream::iter(by_bucket(checks))
+        .map(|group| decide_group(Arc::clone(&app.store), Arc::clone(&app.metrics), group, now))
+        .buffer_unordered(CONCURRENCY);
+    while let Some((places, answers)) = decided.try_next().await? {
+        for (n, answer) in places.into_iter().zip(answers) {
+            if let Some(result) = results.get_mut(n) {
+                *result = Some(answer);
+            }
+        }
+    }
+    Ok(CheckBatchResponse {
+        // Every group answered every one of its checks: nothing is left `None`.
+        results: results.into_iter().flatten().collect(),
+    })
+}
+
+/// One bucket's checks (in the batch's order) and their places in the batch.
+struct Group {
+    places: Vec<usize>,
+    checks: Vec<Check>,
+}
+
+/// The checks grouped by bucket: each group in the batch's order, the groups in the order of
+/// their first check.
+fn by_bucket(checks: Vec<Check>) -> Vec<Group> {
+    let mut group_of: HashMap<&CounterKey, usize> = HashMap::with_capacity(checks.len());
+    let groups: Vec<usize> = checks
+        .iter()
+        .map(|check| {
+            let next = group_of.len();
+            *group_of.entry(check.key()).or_insert(next)
+        })
+        .collect();
+    let mut grouped: Vec<Group> = Vec::with_capacity(group_of.len());
+    grouped.resize_with(group_of.len(), || Group {
+        places: Vec::new(),
+        checks: Vec::new(),
+    });
+    for (n, (check, group)) in checks.into_iter().zip(groups).enumerate() {
+        if let Some(group) = grouped.get_mut(group) {
+            group.places.push(n);
+            group.checks.push(check);
+        }
+    }
+    grouped
+}
+
+/// Decides one bucket's checks; their places and answers.
+async fn decide_group<S: CounterStore>(
+    store: Arc<S>,
+    metrics: Arc<Metrics>,
+    group: Group,
+    now: Nanos,
+) -> Result<(Vec<usize>, Vec<CheckResponse>), StoreError> {
+    let answers = decide_in_order(&*store, &metrics, &group.checks, now).await?;
+    Ok((group.places, answers))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
+
+    use super::*;
+
+    fn check(rule: &str, key: u64) -> Check {
+        Check::new(CheckRequest {
+            rule: rule.into(),
+            key,
+            algorithm: WireAlgorithm::FixedWindow,
+            limit: 1,
+            window_ns: 1,
+            burst: None,
+            queue: 0,
+            cost: 1,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn groups_keep_the_batch_order() {
+        let checks = vec![check("a", 1), check("b", 1), check("a", 1), check("a", 2)];
+        let places: Vec<Vec<usize>> = by_bucket(checks)
+            .into_iter()
+            .map(|group| group.places)
+            .collect();
+        assert_eq!(places, [vec![0, 2], vec![1], vec![3]]);
+    }
+}

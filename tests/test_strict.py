@@ -104,3 +104,18 @@ def test_sidecar_that_never_answers_times_out(start_envoy):
     assert resp.status == 503, resp
     assert resp.json()["error"] == "rate_limit_unavailable", resp
     assert 0.15 <= elapsed < 2.0, elapsed
+
+
+def test_concurrent_checks_travel_in_batches_and_stay_exact(start_envoy, sidecar):
+    # One worker, 48 requests at once: beyond the few calls a worker keeps out, checks queue
+    # and go many per call (POST /v1/checks). Batched or not, exactly the limit is admitted,
+    # every request gets its own answer, and the sidecar decided each request once.
+    cfg = strict_config(policy.rule("s", "fixed_window", 20, "1h", scope="strict"))
+    envoy = start_envoy(config.tollgate(cfg, sidecar_port=sidecar.port))
+    with ThreadPoolExecutor(max_workers=48) as pool:
+        responses = list(pool.map(lambda _: envoy.get("/"), range(48)))
+    statuses = http.statuses(responses)
+    assert statuses.count(200) == 20, [str(r) for r in responses]
+    assert statuses.count(429) == 28, [str(r) for r in responses]
+    assert sidecar.decisions() == 48
+    assert sidecar.metric("tollgate_errors_total") == 0

@@ -74,6 +74,11 @@ impl Needs {
             }
             needs.tenant |= matches!(rule.limit, LimitSpec::Plan | LimitSpec::PerPlan { .. });
         }
+        if policy.usage.is_some() {
+            // Usage is metered per tenant and labelled with the method.
+            needs.tenant = true;
+            needs.method = true;
+        }
         needs
     }
 }

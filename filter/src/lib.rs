@@ -29,6 +29,7 @@ pub mod policy;
 pub mod protocol;
 pub mod reply;
 pub mod sync;
+pub mod usage;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod host;

@@ -11,10 +11,11 @@ use clap::{Args, Parser, Subcommand};
 /// exactly once per batch and answered with the global totals and the number of live nodes.
 ///
 /// Counters are kept in Redis when TOLLGATE_REDIS_URL is set (any number of sidecars share
-/// them), else in this process (one sidecar for all nodes). The usage database's migrations
-/// run on `migrate` and before `serve` listens; usage metering, the admin API and Stripe
-/// reporting come next: their settings are accepted now so deployments can be written once,
-/// but they are not used yet.
+/// them), else in this process (one sidecar for all nodes). Usage batches (POST /v1/usage) are
+/// aggregated in the same place and flushed into the usage database every
+/// TOLLGATE_FLUSH_INTERVAL, exactly once. The usage database's migrations run on `migrate` and
+/// before `serve` listens. The admin API and Stripe reporting come next: their settings are
+/// accepted now so deployments can be written once, but they are not used yet.
 #[derive(Parser)]
 #[command(name = "tollgate-sidecar", version)]
 pub struct Cli {
@@ -36,6 +37,11 @@ pub enum Command {
     /// Apply the usage database's pending migrations, then exit: status 0 once it is up to
     /// date, 1 with a one-line reason when it cannot be reached or migrated.
     Migrate,
+    /// Flush the usage aggregates in Redis into the usage database once, now, then exit:
+    /// status 0 when done (also when there was nothing to flush), 1 with a one-line reason
+    /// otherwise. Safe at any time, also while sidecars serve and flush on their own. Without
+    /// TOLLGATE_REDIS_URL usage lives in each serving sidecar, which flushes it itself.
+    Flush,
 }
 
 /// Every setting, from `--flags` or the environment.
@@ -79,12 +85,13 @@ pub struct Settings {
     )]
     pub database_url: Option<String>,
 
-    /// How often usage aggregates are flushed to the database (`90s`, `5m`, `1h`). Not used
-    /// yet: usage metering comes next.
+    /// How often `serve` flushes the usage aggregates into the database (`90s`, `5m`, `1h`);
+    /// also once more on shutdown.
     #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL", default_value = "5m", value_parser = parse_duration, global = true)]
     pub flush_interval: Duration,
 
-    /// Bearer token for the admin API. Not used yet: the admin API comes next.
+    /// Bearer token for the admin API: today the usage API (`GET /v1/usage/…`) for any
+    /// tenant (`?tenant=<id>`); the rest of the admin API comes next. Never logged.
     #[arg(
         long,
         env = "TOLLGATE_ADMIN_TOKEN",
@@ -92,6 +99,13 @@ pub struct Settings {
         global = true
     )]
     pub admin_token: Option<String>,
+
+    /// The filter configuration JSON the proxy uses (a file path): its `tenants` map (API key
+    /// → tenant and plan) authenticates the usage API (`Authorization: Bearer <API key>` reads
+    /// that tenant's usage). Checked like the filter checks it; a bad file stops `serve`. Only
+    /// SHA-256 hashes of the keys are kept. Unset: the usage API serves the admin token only.
+    #[arg(long, env = "TOLLGATE_FILTER_CONFIG", global = true)]
+    pub filter_config: Option<std::path::PathBuf>,
 
     /// Stripe secret key for usage reporting. Not used yet: billing comes next.
     #[arg(

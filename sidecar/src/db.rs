@@ -11,7 +11,7 @@
 //! use tollgate_sidecar::db::Database;
 //!
 //! let database = Database::connect(Some("sqlite::memory:")).await.unwrap();
-//! assert_eq!(database.migrate().await.unwrap(), 1); // applied 0001_usage
+//! assert_eq!(database.migrate().await.unwrap(), 2); // applied 0001_usage, 0002_usage_flushes
 //! assert_eq!(database.migrate().await.unwrap(), 0); // up to date
 //! # }
 //! ```
@@ -32,9 +32,8 @@ pub const DEFAULT_URL: &str = "sqlite://tollgate.db?mode=rwc";
 /// The upper bounds, in milliseconds, of the latency histogram's buckets
 /// (`api_usage_daily.latency_buckets`): element `i` counts requests that took at most
 /// `LATENCY_BUCKET_BOUNDS_MS[i]` ms and more than the bound before it; one more element
-/// counts the slower ones.
-pub const LATENCY_BUCKET_BOUNDS_MS: [u64; 11] =
-    [5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000];
+/// counts the slower ones. Defined once, with the filter's usage protocol.
+pub use tollgate_filter::usage::LATENCY_BUCKET_BOUNDS_MS;
 
 /// How long connecting may take before the database counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -216,17 +215,23 @@ where
             .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
             .count()
     };
-    match migrator.run(pool).await {
-        Ok(()) => Ok(pending),
-        // SQLite has no migration lock: two sidecars starting on one file can both find a
-        // migration pending, and the later one fails on what the first created. Once more
-        // finds it applied (and checks its checksum); anything else fails again.
-        Err(first) => match migrator.run(pool).await {
-            Ok(()) => Ok(0),
-            Err(_) => Err(first),
-        },
+    // SQLite has no migration lock: sidecars starting on one file can both find a migration
+    // pending, and the later one fails on what the first created. Trying again finds it
+    // applied (and checks its checksum); with several migrations and several sidecars a retry
+    // can collide on the next one, so a few tries, a little apart. A real error fails each time.
+    let mut result = migrator.run(pool).await.map(|()| pending);
+    for attempt in 1..=RETRIES {
+        if result.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25 * attempt)).await;
+        result = migrator.run(pool).await.map(|()| 0);
     }
+    result
 }
+
+/// Further attempts of a SQLite migration run that collided with another sidecar's.
+const RETRIES: u64 = 5;
 
 /// `url` without its password (the user name stays) and with any `password=` query parameter
 /// masked: `postgres://tollgate:secret@db:5432/x` → `postgres://tollgate@db:5432/x`. Text that
@@ -315,7 +320,7 @@ mod tests {
     async fn in_memory_sqlite_migrates_once() {
         let database = Database::connect(Some("sqlite::memory:")).await.unwrap();
         assert_eq!(database.kind(), "SQLite");
-        assert_eq!(database.migrate().await.unwrap(), 1);
+        assert_eq!(database.migrate().await.unwrap(), 2);
         assert_eq!(database.migrate().await.unwrap(), 0);
         database.close().await;
     }

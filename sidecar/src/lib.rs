@@ -2,7 +2,9 @@
 //! node, using the filter crate's own algorithms and wire protocol. `strict` rules ask it once
 //! per request (`POST /v1/check`, exact); `global` rules decide on each node and send what they
 //! admitted in batches (`POST /v1/sync`), which the sidecar adds into the same buckets, exactly
-//! once per batch, answering with the global totals and how many nodes share them.
+//! once per batch, answering with the global totals and how many nodes share them. Usage
+//! batches (`POST /v1/usage`, [`app_with_usage`]) are aggregated per tenant, day and endpoint
+//! and flushed into the usage database exactly once ([`usage`]).
 //!
 //! [`app`] builds the HTTP API over any [`CounterStore`]; `main` only parses the
 //! configuration and serves it. Tested without a socket:
@@ -31,6 +33,8 @@ pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod storage;
+pub mod tenants;
+pub mod usage;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -100,12 +104,44 @@ impl<S: CounterStore> AppState<S> {
     }
 }
 
-/// The sidecar's HTTP API.
+/// The sidecar's HTTP API with usage metering (`POST /v1/usage`) into `usage`.
+pub fn app_with_usage<S: CounterStore, U: usage::UsageStore>(
+    state: AppState<S>,
+    usage: Arc<U>,
+) -> Router {
+    let usage = routes::usage::UsageState {
+        store: usage,
+        metrics: Arc::clone(&state.metrics),
+        clock: state.clock,
+    };
+    app(state).merge(routes::usage::router(usage))
+}
+
+/// [`app_with_usage`] plus the tenant usage API (`GET /v1/usage/…`, [`routes::usage_query`])
+/// over `queries` (its database, tenant registry and admin token).
+pub fn app_with_usage_queries<S: CounterStore, U: usage::UsageStore>(
+    state: AppState<S>,
+    usage: Arc<U>,
+    queries: routes::usage_query::QueryState,
+) -> Router {
+    app_with_usage(state, usage).merge(routes::usage_query::router(queries))
+}
+
+/// [`app`] plus the tenant usage API only (no `POST /v1/usage` ingestion).
+pub fn app_with_queries<S: CounterStore>(
+    state: AppState<S>,
+    queries: routes::usage_query::QueryState,
+) -> Router {
+    app(state).merge(routes::usage_query::router(queries))
+}
+
+/// The sidecar's HTTP API (without usage metering: see [`app_with_usage`]).
 pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
     Router::new()
         .merge(routes::health::router())
         .merge(routes::metrics::router())
         .merge(routes::check::router())
+        .merge(routes::checks::router())
         .merge(routes::sync::router())
         .fallback(routes::not_found::<S>)
         .method_not_allowed_fallback(routes::method_not_allowed::<S>)

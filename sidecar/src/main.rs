@@ -1,5 +1,6 @@
 //! `tollgate-sidecar`: parse the configuration, connect to the usage database and migrate it,
-//! then serve until SIGINT/SIGTERM (or, for `migrate`, stop there).
+//! then serve until SIGINT/SIGTERM (or, for `migrate`, stop there; for `flush`, flush the
+//! usage aggregates once).
 
 use std::error::Error;
 use std::io::IsTerminal;
@@ -8,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tollgate_sidecar::config::{Cli, Command};
 use tollgate_sidecar::db::Database;
+use tollgate_sidecar::server;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -32,10 +34,29 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command, cli: &Cli) -> Result<(), Box<dyn Error>> {
     let database = Database::open(cli.settings.database_url.as_deref()).await?;
-    // Nothing reads or writes usage yet (usage metering comes next): the pool is not kept.
-    database.close().await;
     match command {
-        Command::Migrate => Ok(()),
-        Command::Serve => Ok(tollgate_sidecar::server::serve(&cli.settings).await?),
+        Command::Migrate => {
+            database.close().await;
+            Ok(())
+        }
+        Command::Flush => {
+            let flushed = server::flush_once(&cli.settings, &database).await;
+            database.close().await;
+            match flushed? {
+                Some(report) => tracing::info!(
+                    tenants = report.tenants,
+                    applied = report.applied,
+                    already_applied = report.already_applied,
+                    rows = report.rows,
+                    "usage flushed"
+                ),
+                None => tracing::warn!(
+                    "no TOLLGATE_REDIS_URL: usage lives in each serving sidecar, which flushes \
+                     it itself; nothing to flush here"
+                ),
+            }
+            Ok(())
+        }
+        Command::Serve => Ok(server::serve_with_database(&cli.settings, database).await?),
     }
 }

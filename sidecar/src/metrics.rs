@@ -12,9 +12,12 @@
 //! | `tollgate_sync_hits_total` | counter | hits of applied batches counted into global buckets (expired entries' excluded) |
 //! | `tollgate_sync_expired_total` | counter | entries of applied batches whose hits were a window old or more, not counted |
 //! | `tollgate_nodes` | gauge | nodes that synced in the last 10 s, as of the latest batch |
+//! | `tollgate_usage_batches_total{outcome}` | counter | usage batches, `applied` (some record counted) or `duplicate` (none) |
+//! | `tollgate_usage_records_total` | counter | usage records counted (duplicates excluded) |
 //! | `tollgate_redis_seconds` | histogram | every Redis round trip of the counter store (50 µs to 100 ms buckets) |
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
@@ -42,6 +45,10 @@ const SYNC_HITS: &str = "tollgate_sync_hits_total";
 const SYNC_EXPIRED: &str = "tollgate_sync_expired_total";
 const NODES: &str = "tollgate_nodes";
 const REDIS_SECONDS: &str = "tollgate_redis_seconds";
+const USAGE_BATCHES: &str = "tollgate_usage_batches_total";
+const USAGE_RECORDS: &str = "tollgate_usage_records_total";
+/// How many store updates between two upkeeps of the recorder (see [`Metrics::decision`]).
+const UPKEEP_EVERY: u64 = 4096;
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
 
@@ -69,6 +76,11 @@ pub struct Metrics {
     expired: Counter,
     nodes: Gauge,
     redis_seconds: Histogram,
+    /// Store updates counted (decisions, sync batches and entries), for the upkeep.
+    updates: AtomicU64,
+    /// Usage batches: applied, duplicate.
+    usage_batches: [Counter; 2],
+    usage_records: Counter,
 }
 
 impl Default for Metrics {
@@ -133,6 +145,19 @@ impl Metrics {
         let entries = counter(SYNC_ENTRIES, vec![]);
         let hits = counter(SYNC_HITS, vec![]);
         let expired = counter(SYNC_EXPIRED, vec![]);
+        describe(
+            USAGE_BATCHES,
+            "Usage batches by outcome (applied: some record counted; duplicate: none).",
+        );
+        describe(
+            USAGE_RECORDS,
+            "Usage records counted (duplicates excluded).",
+        );
+        let usage_batches = [
+            counter(USAGE_BATCHES, outcome("applied")),
+            counter(USAGE_BATCHES, outcome("duplicate")),
+        ];
+        let usage_records = counter(USAGE_RECORDS, vec![]);
         let nodes = recorder.register_gauge(&Key::from_static_name(NODES), &METADATA);
         let redis_seconds =
             recorder.register_histogram(&Key::from_static_name(REDIS_SECONDS), &METADATA);
@@ -147,6 +172,9 @@ impl Metrics {
             expired,
             nodes,
             redis_seconds,
+            updates: AtomicU64::new(0),
+            usage_batches,
+            usage_records,
         }
     }
 
@@ -179,6 +207,18 @@ impl Metrics {
             }
         };
         counter.increment(1);
+        self.upkeep_after(1);
+    }
+
+    /// Counts `updates` store updates, and runs the recorder's upkeep every [`UPKEEP_EVERY`]:
+    /// histogram samples wait in a queue until an upkeep (or a scrape) folds them into the
+    /// buckets, so without it a sidecar nobody scrapes would keep every Redis round trip's
+    /// sample (two or more per update) for ever.
+    fn upkeep_after(&self, updates: u64) {
+        let before = self.updates.fetch_add(updates, Ordering::Relaxed);
+        if before / UPKEEP_EVERY != before.wrapping_add(updates) / UPKEEP_EVERY {
+            self.handle.run_upkeep();
+        }
     }
 
     fn counter(&self, name: &'static str, rule: &str, outcome: &'static str) -> Counter {
@@ -203,12 +243,26 @@ impl Metrics {
         self.entries.increment(counts.entries);
         self.hits.increment(counts.hits);
         self.expired.increment(counts.expired);
+        self.upkeep_after(counts.entries.saturating_add(1));
     }
 
     /// Counts one duplicate `global` sync batch (nothing of it was counted again).
     pub fn sync_duplicate(&self) {
         let [_, duplicate] = &self.batches;
         duplicate.increment(1);
+        self.upkeep_after(1);
+    }
+
+    /// Counts one usage batch of which `records` were counted now; `duplicate`: none was
+    /// (every tenant of it was applied before).
+    pub fn usage_batch(&self, records: u64, duplicate: bool) {
+        let [applied, again] = &self.usage_batches;
+        if duplicate {
+            again.increment(1);
+        } else {
+            applied.increment(1);
+        }
+        self.usage_records.increment(records);
     }
 
     /// Sets the number of nodes that synced lately.

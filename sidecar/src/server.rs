@@ -3,15 +3,58 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::db::Database;
 use crate::metrics::Metrics;
-use crate::storage::{CounterStore, MemoryStore, RedisStore, redact_url};
-use crate::{AppState, app};
+use crate::routes::usage_query::QueryState;
+use crate::storage::{CounterStore, MemoryStore, RedisStore, StoreError, redact_url};
+use crate::tenants::Tenants;
+use crate::usage::flush::{self, FlushError, FlushReport};
+use crate::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
+use crate::{AppState, app, app_with_usage_queries, system_clock};
 
 /// Binds `settings.listen` and serves until a shutdown signal, letting in-flight requests
 /// finish. Counters live in Redis when `settings.redis_url` is set, else in this process.
+/// Without a database there is no usage metering (see [`serve_with_database`]).
 pub async fn serve(settings: &Settings) -> std::io::Result<()> {
+    serve_with(settings, None).await
+}
+
+/// [`serve`] with usage metering: `POST /v1/usage` into the usage store ([`usage_store`]),
+/// flushed into `database` every `settings.flush_interval` and once more on shutdown, and the
+/// tenant usage API (`GET /v1/usage/…`) reading `database`, its tenants from
+/// `settings.filter_config` (a bad file: an error before listening).
+pub async fn serve_with_database(settings: &Settings, database: Database) -> std::io::Result<()> {
+    serve_with(settings, Some(database)).await
+}
+
+/// The usage store `settings` ask for: Redis (or a Redis Cluster) when `redis_url` is set,
+/// else in this process (at most `max_buckets` aggregates).
+pub fn usage_store(settings: &Settings) -> Result<AnyUsageStore, StoreError> {
+    Ok(match &settings.redis_url {
+        Some(url) if settings.redis_cluster => {
+            AnyUsageStore::Redis(RedisUsageStore::new_cluster(url)?)
+        }
+        Some(url) => AnyUsageStore::Redis(RedisUsageStore::new(url)?),
+        None => AnyUsageStore::Memory(MemoryUsageStore::new(settings.max_buckets)),
+    })
+}
+
+/// `tollgate-sidecar flush`: one flush of the Redis usage store into `database`. `None` when
+/// usage is not in Redis (each serving sidecar flushes its own).
+pub async fn flush_once(
+    settings: &Settings,
+    database: &Database,
+) -> Result<Option<FlushReport>, FlushError> {
+    match usage_store(settings)? {
+        AnyUsageStore::Memory(_) => Ok(None),
+        store => Ok(Some(flush::flush(&store, database, system_clock()).await?)),
+    }
+}
+
+async fn serve_with(settings: &Settings, database: Option<Database>) -> std::io::Result<()> {
     match &settings.redis_url {
         Some(url) => {
             let store = if settings.redis_cluster {
@@ -33,7 +76,7 @@ pub async fn serve(settings: &Settings) -> std::io::Result<()> {
                     "counters in Redis, which does not answer yet (retried on every request)"
                 ),
             }
-            run(settings, AppState::with_metrics(store, metrics)).await
+            run(settings, AppState::with_metrics(store, metrics), database).await
         }
         None => {
             tracing::info!(
@@ -44,18 +87,73 @@ pub async fn serve(settings: &Settings) -> std::io::Result<()> {
             run(
                 settings,
                 AppState::new(MemoryStore::new(settings.max_buckets)),
+                database,
             )
             .await
         }
     }
 }
 
-async fn run<S: CounterStore>(settings: &Settings, state: AppState<S>) -> std::io::Result<()> {
+async fn run<S: CounterStore>(
+    settings: &Settings,
+    state: AppState<S>,
+    database: Option<Database>,
+) -> std::io::Result<()> {
+    let tenants = match (&database, &settings.filter_config) {
+        (Some(_), Some(path)) => {
+            let tenants = Tenants::load(path).map_err(std::io::Error::other)?;
+            tracing::info!(
+                filter_config = %path.display(),
+                tenants = tenants.len(),
+                api_keys = tenants.keys(),
+                "usage API: tenants from the filter configuration"
+            );
+            Some(tenants)
+        }
+        (Some(_), None) => {
+            tracing::warn!(
+                "no TOLLGATE_FILTER_CONFIG: the usage API (GET /v1/usage/...) serves the admin \
+                 token only"
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let listener = TcpListener::bind(settings.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "tollgate-sidecar listening");
-    axum::serve(listener, app(state))
+    let Some(database) = database else {
+        axum::serve(listener, app(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("tollgate-sidecar stopped");
+        return Ok(());
+    };
+    let usage = Arc::new(usage_store(settings).map_err(std::io::Error::other)?);
+    let (stop, stopped) = watch::channel(false);
+    let job = flush::spawn(
+        Arc::clone(&usage),
+        database.clone(),
+        settings.flush_interval,
+        state.clock,
+        stopped,
+    );
+    let queries = QueryState::new(
+        database.clone(),
+        tenants,
+        settings.admin_token.as_deref(),
+        Arc::clone(&state.metrics),
+        state.clock,
+    );
+    let served = axum::serve(listener, app_with_usage_queries(state, usage, queries))
         .with_graceful_shutdown(shutdown_signal())
-        .await?;
+        .await;
+    // Stop the flush job, which flushes once more first.
+    let _ = stop.send(true);
+    if let Err(error) = job.await {
+        tracing::error!(%error, "the usage flush job failed");
+    }
+    database.close().await;
+    served?;
     tracing::info!("tollgate-sidecar stopped");
     Ok(())
 }

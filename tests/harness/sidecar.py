@@ -71,9 +71,11 @@ def labels_of(key: str) -> dict[str, str]:
 class SidecarProcess:
     """One sidecar: `start()`, `metrics()`, `ready()`, `kill9()`, `restart()`, `stop()` by PID."""
 
-    def __init__(self, workdir: Path, *, redis_url: str | None = None, port: int | None = None):
+    def __init__(self, workdir: Path, *, redis_url: str | None = None, port: int | None = None,
+                 env: dict[str, str] | None = None):
         self.workdir = workdir
         self.redis_url = redis_url
+        self.extra_env = dict(env or {})
         self.port = port or free_port()
         self.log_path = workdir / "sidecar.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -89,6 +91,7 @@ class SidecarProcess:
         env["TOLLGATE_LISTEN"] = f"127.0.0.1:{self.port}"
         if self.redis_url:
             env["TOLLGATE_REDIS_URL"] = self.redis_url
+        env.update(self.extra_env)
         # Appended: a restarted sidecar's log follows the first one's.
         with open(self.log_path, "ab") as log:
             log.write(f"--- start #{self.starts + 1} ---\n".encode())

@@ -63,3 +63,10 @@ pub fn resume_request(context_id: u32) -> bool {
             && matches!(proxy_continue_stream(StreamType::HttpRequest), Status::Ok)
     }
 }
+
+/// Makes `context_id` the context later host calls of this callback act on (a call
+/// dispatched, a stream resumed or answered); false if the host does not know it.
+pub fn set_effective_context(context_id: u32) -> bool {
+    // SAFETY: a plain integer.
+    unsafe { matches!(proxy_set_effective_context(context_id), Status::Ok) }
+}

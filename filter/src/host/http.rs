@@ -1,8 +1,10 @@
 //! One HTTP request: facts in, verdict out, headers on the way back.
 
+use core::hash::BuildHasher;
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use foldhash::quality::FixedState;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
@@ -10,12 +12,13 @@ use proxy_wasm::types::{Action, MapType};
 use super::abi;
 use super::facts::{self, RequestHeaders};
 use super::root::Worker;
-use super::sidecar::Checks;
+use super::sidecar::{self, Checks, Stream};
+use super::usage::Meter;
 use super::{now, store::HostShared};
-use crate::decision::{self, Facts, Verdict};
+use crate::decision::{self, Decision, Facts, Verdict};
 use crate::engine::Ask;
 use crate::headers::{self, HeaderList, RuleStatus};
-use crate::policy::Scope;
+use crate::policy::{Policy, Scope};
 use crate::reply::{self, Refusal};
 use crate::{Nanos, SECOND};
 
@@ -23,12 +26,8 @@ use crate::{Nanos, SECOND};
 pub struct Request {
     context_id: u32,
     worker: Rc<RefCell<Worker>>,
-    /// RateLimit headers for the response.
-    headers: HeaderList,
-    /// A local reply was sent: the response already carries the headers.
-    replied: bool,
-    /// `strict` rules' sidecar calls in flight.
-    checks: Checks,
+    /// Headers, reply state and strict checks; shared with the worker while checks wait.
+    stream: Rc<RefCell<Stream>>,
 }
 
 impl Request {
@@ -36,9 +35,7 @@ impl Request {
         Request {
             context_id,
             worker,
-            headers: HeaderList::new(),
-            replied: false,
-            checks: Checks::default(),
+            stream: Rc::new(RefCell::new(Stream::new(context_id))),
         }
     }
 }
@@ -51,21 +48,16 @@ impl Context for Request {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        if !self.checks.answer(token_id, num_headers, body_size) || !self.checks.done() {
-            return;
-        }
         let shared = Rc::clone(&self.worker);
         let Ok(mut worker) = shared.try_borrow_mut() else {
             abi::resume_request(self.context_id);
             return;
         };
         let now = now();
-        let verdict = self.checks.conclude(&mut worker, now);
-        let action = self.act(&mut worker, verdict, now);
-        drop(worker);
-        if let Action::Continue = action {
-            // Through the raw ABI: the SDK's wrapper panics if the stream is already gone.
-            abi::resume_request(self.context_id);
+        answer_call(&mut worker, token_id, num_headers, body_size, now);
+        if worker.calls.queued() {
+            // Queued checks go from the root context: wake it.
+            worker.wake_soon(now);
         }
     }
 }
@@ -76,100 +68,214 @@ impl HttpContext for Request {
         let Ok(mut worker) = shared.try_borrow_mut() else {
             return Action::Continue;
         };
+        let Ok(mut stream) = self.stream.try_borrow_mut() else {
+            return Action::Continue;
+        };
         let now = now();
-        let verdict = decide(&mut worker, now);
-        if let (false, Some(sidecar)) = (worker.decision.pending.is_empty(), &worker.policy.sidecar)
-        {
-            self.checks = Checks::start(&worker.decision, sidecar);
-            if !self.checks.done() {
-                return Action::Pause;
-            }
-            // Every dispatch failed: decide now, in this callback.
-            let verdict = self.checks.conclude(&mut worker, now);
-            return self.act(&mut worker, verdict, now);
+        let verdict = decide(&mut worker, now, &mut stream.meter);
+        if worker.decision.pending.is_empty() || worker.policy.sidecar.is_none() {
+            return act(&mut worker, &mut stream, verdict, now);
         }
-        self.act(&mut worker, verdict, now)
+        stream.checks = Checks::new(&worker.decision);
+        let Some(sidecar) = worker.policy.sidecar.clone() else {
+            return Action::Continue;
+        };
+        let failed = worker
+            .calls
+            .send_own(&sidecar, self.context_id, &stream.checks);
+        for (_, index) in failed {
+            stream.checks.answer(index, None);
+        }
+        if stream.checks.done() {
+            // Every check failed to go out: decide now, in this callback.
+            return settle(&mut worker, &mut stream, now);
+        }
+        drop(stream);
+        worker
+            .waiting
+            .insert(self.context_id, Rc::clone(&self.stream));
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if let Ok(mut stream) = self.stream.try_borrow_mut()
+            && let Some(meter) = stream.meter.as_mut()
+        {
+            meter.bytes_in = meter.bytes_in.saturating_add(body_size as u64);
+        }
+        Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if !self.replied {
-            for (name, value) in &self.headers {
-                let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+        if let Ok(mut stream) = self.stream.try_borrow_mut() {
+            if !stream.replied {
+                for (name, value) in &stream.headers {
+                    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+                }
+            }
+            if let Some(meter) = stream.meter.as_mut() {
+                meter.status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(meter.status);
             }
         }
         Action::Continue
     }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if let Ok(mut stream) = self.stream.try_borrow_mut()
+            && let Some(meter) = stream.meter.as_mut()
+        {
+            meter.bytes_out = meter.bytes_out.saturating_add(body_size as u64);
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Ok(mut worker) = self.worker.try_borrow_mut() else {
+            return;
+        };
+        // A request that ends while its checks are out: their answers are ignored.
+        worker.waiting.remove(&self.context_id);
+        let meter = self
+            .stream
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut s| s.meter.take());
+        if let (Some(meter), Some(usage)) = (meter, worker.usage.as_mut()) {
+            let now = now();
+            if usage.record(&meter, now) {
+                worker.wake_soon(now);
+            }
+        }
+    }
 }
 
-impl Request {
-    /// Headers, stats and the verdict's action (reply, pause or continue).
-    fn act(&mut self, worker: &mut Worker, verdict: Verdict, now: Nanos) -> Action {
-        render_headers(worker, now, &mut self.headers);
-        count(worker, verdict);
-        if matches!(verdict, Verdict::Admit | Verdict::Delay(_)) {
-            record_global(worker, now);
-        }
-        match verdict {
-            Verdict::Admit => Action::Continue,
-            Verdict::Delay(delay) => {
-                worker.enqueue(now.saturating_add(delay), self.context_id, now);
-                Action::Pause
-            }
-            Verdict::Refuse(retry_after) => {
-                let refused: Vec<Refusal<'_>> = worker
-                    .decision
-                    .results
-                    .iter()
-                    .filter(|r| r.refused)
-                    .filter_map(|r| {
-                        let rule = worker.policy.rules.get(r.rule)?;
-                        Some(Refusal {
-                            rule: &rule.name,
-                            limit: r.ask.quota.limit,
-                            window_secs: rule.window.div_ceil(SECOND),
-                            reset_secs: decision::seconds_until(r.outcome.reset, now),
-                        })
-                    })
-                    .collect();
-                let (content_type, body) =
-                    reply::too_many_requests(worker.policy.error_format, retry_after, &refused);
-                self.local_reply(429, content_type, &body, Some(retry_after));
-                Action::Pause
-            }
-            Verdict::Unavailable(index) => {
-                let name = worker
-                    .policy
-                    .rules
-                    .get(index)
-                    .map_or("", |r| r.name.as_str());
-                let (content_type, body) = reply::unavailable(worker.policy.error_format, name);
-                self.local_reply(503, content_type, &body, None);
-                Action::Pause
-            }
+/// Hands the answers of call `token` to the requests they belong to, concluding those whose
+/// checks are all in; false if the call is not a strict one.
+pub fn answer_call(
+    worker: &mut Worker,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+    now: Nanos,
+) -> bool {
+    let Some(answers) = worker.calls.answered(token, num_headers, body_size) else {
+        return false;
+    };
+    for ((context_id, index), response) in answers {
+        if let Some(stream) = sidecar::deliver(worker, context_id, index, response) {
+            settle_elsewhere(worker, &stream, now);
         }
     }
+    true
+}
 
-    fn local_reply(
-        &mut self,
-        status: u32,
-        content_type: &str,
-        body: &str,
-        retry_after: Option<u64>,
-    ) {
-        let retry = retry_after.map(|s| s.to_string());
-        let mut headers: Vec<(&str, &str)> =
-            self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        headers.push(("content-type", content_type));
-        if let Some(retry) = retry.as_deref() {
-            headers.push(("retry-after", retry));
+/// Sends the worker's queued strict checks (root context only); checks the host refused to
+/// send fail at once (`failure_mode`), concluding their requests.
+pub fn flush_checks(worker: &mut Worker, now: Nanos) {
+    let Some(sidecar) = worker.policy.sidecar.clone() else {
+        return;
+    };
+    for (context_id, index) in worker.calls.flush(&sidecar) {
+        if let Some(stream) = sidecar::deliver(worker, context_id, index, None) {
+            settle_elsewhere(worker, &stream, now);
         }
-        self.replied =
-            hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_ok();
     }
+}
+
+/// Concludes a request whose checks have all answered, from a callback of any context.
+pub fn settle_elsewhere(worker: &mut Worker, stream: &Rc<RefCell<Stream>>, now: Nanos) {
+    let Ok(mut stream) = stream.try_borrow_mut() else {
+        return;
+    };
+    if !abi::set_effective_context(stream.context_id) {
+        return; // the request is gone
+    }
+    if let Action::Continue = settle(worker, &mut stream, now) {
+        // Through the raw ABI: the SDK's wrapper panics if the stream is already gone.
+        abi::resume_request(stream.context_id);
+    }
+}
+
+/// Folds a request's strict answers into its verdict and acts on it.
+fn settle(worker: &mut Worker, stream: &mut Stream, now: Nanos) -> Action {
+    let mut checks = std::mem::take(&mut stream.checks);
+    let verdict = checks.conclude(worker, now);
+    act(worker, stream, verdict, now)
+}
+
+/// Headers, stats and the verdict's action (reply, pause or continue).
+fn act(worker: &mut Worker, stream: &mut Stream, verdict: Verdict, now: Nanos) -> Action {
+    render_headers(worker, now, &mut stream.headers);
+    count(worker, verdict);
+    if matches!(verdict, Verdict::Admit | Verdict::Delay(_)) {
+        record_global(worker, now);
+    }
+    match verdict {
+        Verdict::Admit => Action::Continue,
+        Verdict::Delay(delay) => {
+            worker.enqueue(now.saturating_add(delay), stream.context_id, now);
+            Action::Pause
+        }
+        Verdict::Refuse(retry_after) => {
+            let refused: Vec<Refusal<'_>> = worker
+                .decision
+                .results
+                .iter()
+                .filter(|r| r.refused)
+                .filter_map(|r| {
+                    let rule = worker.policy.rules.get(r.rule)?;
+                    Some(Refusal {
+                        rule: &rule.name,
+                        limit: r.ask.quota.limit,
+                        window_secs: rule.window.div_ceil(SECOND),
+                        reset_secs: decision::seconds_until(r.outcome.reset, now),
+                    })
+                })
+                .collect();
+            let (content_type, body) =
+                reply::too_many_requests(worker.policy.error_format, retry_after, &refused);
+            local_reply(stream, 429, content_type, &body, Some(retry_after));
+            Action::Pause
+        }
+        Verdict::Unavailable(index) => {
+            let name = worker
+                .policy
+                .rules
+                .get(index)
+                .map_or("", |r| r.name.as_str());
+            let (content_type, body) = reply::unavailable(worker.policy.error_format, name);
+            local_reply(stream, 503, content_type, &body, None);
+            Action::Pause
+        }
+    }
+}
+
+fn local_reply(
+    stream: &mut Stream,
+    status: u32,
+    content_type: &str,
+    body: &str,
+    retry_after: Option<u64>,
+) {
+    let retry = retry_after.map(|s| s.to_string());
+    let mut headers: Vec<(&str, &str)> = stream
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    headers.push(("content-type", content_type));
+    if let Some(retry) = retry.as_deref() {
+        headers.push(("retry-after", retry));
+    }
+    stream.replied = hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_ok();
 }
 
 /// Gathers what the policy needs about the request and decides it.
-fn decide(worker: &mut Worker, now: Nanos) -> Verdict {
+fn decide(worker: &mut Worker, now: Nanos, meter: &mut Option<Meter>) -> Verdict {
     worker.decision.global_share = worker.global_share(now);
     let needs = &worker.needs;
     let policy = &worker.policy;
@@ -226,7 +332,50 @@ fn decide(worker: &mut Worker, now: Nanos) -> Verdict {
         now,
         &mut worker.decision,
     );
+    if worker.policy.usage.is_some()
+        && let Some(tenant) = facts.tenant
+    {
+        *meter = Some(Meter {
+            tenant: tenant.to_owned(),
+            plan: facts
+                .plan
+                .and_then(|p| worker.policy.plans.get(p))
+                .map(|p| p.name.clone()),
+            endpoint: endpoint_label(&worker.policy, &worker.decision, facts.method),
+            start: now,
+            user: jwt
+                .as_ref()
+                .and_then(|j| j.claim("sub"))
+                .map(|sub| FixedState::with_seed(worker.seed).hash_one(sub)),
+            ..Meter::default()
+        });
+    }
     worker.decision.verdict
+}
+
+/// The request's endpoint label: its method (one of the standard ones, else `OTHER`) and the
+/// name of the first applicable rule that matches on the path, else `*` — never the raw path,
+/// so the number of labels is bounded by the configuration.
+fn endpoint_label(policy: &Policy, decision: &Decision, method: &str) -> String {
+    const METHODS: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    let method = METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("OTHER");
+    let rule = decision
+        .results
+        .iter()
+        .map(|r| r.rule)
+        .chain(decision.pending.iter().map(|p| p.rule))
+        .filter_map(|index| policy.rules.get(index))
+        .find(|rule| rule.matcher.path_prefix.is_some() || rule.matcher.path_exact.is_some());
+    match rule {
+        Some(rule) => format!("{method} {}", rule.name),
+        None => format!("{method} *"),
+    }
 }
 
 fn render_headers(worker: &Worker, now: Nanos, out: &mut HeaderList) {

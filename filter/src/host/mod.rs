@@ -11,6 +11,7 @@ mod jwt;
 mod root;
 mod sidecar;
 mod store;
+mod usage;
 
 use proxy_wasm::traits::RootContext;
 use proxy_wasm::types::LogLevel;

@@ -10,8 +10,10 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use super::sidecar::{self, Calls, Stream};
 use super::store::HostShared;
-use super::{abi, http::Request, now, sidecar};
+use super::usage::UsageOut;
+use super::{abi, http, http::Request, now};
 use crate::decision::{Decision, Needs};
 use crate::engine::{Limiter, SharedStore};
 use crate::policy::{Policy, Scope};
@@ -58,6 +60,14 @@ pub struct Worker {
     degraded: bool,
     /// `tollgate.sync.{batches,failures,dropped}`.
     sync_ids: [Option<u32>; 3],
+    /// `strict` checks queued and calls out.
+    pub calls: Calls,
+    /// Usage on its way to the sidecar (policies with `usage` on).
+    pub usage: Option<UsageOut>,
+    /// `tollgate.usage.{batches,failures,dropped}`.
+    usage_ids: [Option<u32>; 3],
+    /// Requests waiting for `strict` answers, by HTTP context.
+    pub waiting: hashbrown::HashMap<u32, Rc<RefCell<Stream>>>,
 }
 
 impl Worker {
@@ -84,12 +94,24 @@ impl Worker {
         } else {
             [None; 3]
         };
+        let usage_ids = if policy.usage.is_some() {
+            ["batches", "failures", "dropped"]
+                .map(|what| abi::define_counter(&format!("tollgate.usage.{what}")))
+        } else {
+            [None; 3]
+        };
         Worker {
+            usage: policy
+                .usage
+                .map(|u| UsageOut::new(random(now ^ 1), u.interval_ms, now)),
+            usage_ids,
             sync: syncs.then(|| Sync::new(random(now), node_id(now), now)),
             next_sync: now,
             sync_call: None,
             degraded: false,
             sync_ids,
+            calls: Calls::default(),
+            waiting: hashbrown::HashMap::new(),
             needs: Needs::of(&policy),
             counters: vec![RuleCounters::default(); policy.rules.len()],
             limiter: Limiter::new(policy.state_slots, LOCAL_CACHE),
@@ -100,6 +122,15 @@ impl Worker {
             last_flush: now,
             seed,
             policy,
+        }
+    }
+
+    /// Ticks within a millisecond (queued strict checks wait for the root context).
+    pub fn wake_soon(&mut self, now: Nanos) {
+        let due = now.saturating_add(1_000_000);
+        if due < self.next_tick {
+            schedule(1_000_000);
+            self.next_tick = due;
         }
     }
 
@@ -127,12 +158,23 @@ impl Worker {
             self.flush_stats();
             self.last_flush = now;
         }
+        if self.calls.queued() {
+            http::flush_checks(self, now);
+        }
         if self.sync.is_some() && now >= self.next_sync {
             self.send_sync(now);
+        }
+        if let (Some(usage), Some(sidecar)) = (self.usage.as_mut(), self.policy.sidecar.as_ref())
+            && usage.due(now)
+        {
+            usage.send(sidecar, now);
         }
         let mut next = self.last_flush.saturating_add(STATS_EVERY);
         if self.sync.is_some() {
             next = next.min(self.next_sync);
+        }
+        if let Some(usage) = &self.usage {
+            next = next.min(usage.next_send);
         }
         if let Some(due) = self.queue.iter().map(|&(due, _)| due).min() {
             next = next.min(due);
@@ -238,6 +280,22 @@ impl Worker {
             }
             sync.stats = Default::default();
         }
+        if let Some(usage) = self.usage.as_mut() {
+            let stats = usage.stats;
+            let values = [stats.batches, stats.failures, stats.dropped];
+            for (value, id) in values.into_iter().zip(self.usage_ids) {
+                if let (Some(id), true) = (id, value > 0) {
+                    abi::increment(id, value);
+                }
+            }
+            if stats.dropped > 0 {
+                warn!(
+                    "{} requests could not be metered: the usage buffer was full (sidecar gone too long?)",
+                    stats.dropped
+                );
+            }
+            usage.stats = Default::default();
+        }
     }
 }
 
@@ -294,8 +352,21 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        if let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
-            worker.sync_answered(token_id, num_headers, body_size, now());
+        let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) else {
+            return;
+        };
+        let now = now();
+        if let Some(usage) = worker.usage.as_mut()
+            && usage.answered(token_id, num_headers, body_size)
+        {
+            return;
+        }
+        if worker.sync_call == Some(token_id) {
+            worker.sync_answered(token_id, num_headers, body_size, now);
+            return;
+        }
+        if http::answer_call(&mut worker, token_id, num_headers, body_size, now) {
+            http::flush_checks(&mut worker, now);
         }
     }
 }

@@ -1,71 +1,105 @@
-//! `strict` rules: one sidecar call per pending rule (`POST /v1/check`), the request paused
-//! until every answer is in, then one verdict from the local and the sidecar results.
+//! `strict` rules: the request pauses while the sidecar decides each pending rule, then one
+//! verdict comes from the local and the sidecar results.
+//!
+//! A worker's checks travel in batches ([`Calls`]): while fewer than [`MAX_CALLS`] calls are
+//! out, a request sends its own checks at once (`POST /v1/check`); beyond that, checks queue
+//! up and the root context sends them together (`POST /v1/checks`) as soon as a call returns.
+//! Light traffic pays one round trip; under load one call carries many decisions, which is
+//! what keeps the proxy's cost per request down. (The SDK hands an answer to the context that
+//! made the call, so a call carrying other requests' checks is always made by the root, which
+//! outlives every request.)
 
 use std::time::Duration;
 
+use hashbrown::HashMap;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType};
 use serde::de::DeserializeOwned;
 
 use super::root::Worker;
 use super::store::HostShared;
+use super::usage::Meter;
 use crate::Nanos;
 use crate::decision::{self, Decision, PendingCheck, RuleResult, Verdict};
 use crate::engine::Outcome;
+use crate::headers::HeaderList;
 use crate::policy::{FailureMode, Sidecar};
-use crate::protocol::{CHECK_PATH, CheckResponse};
+use crate::protocol::{
+    CHECK_PATH, CHECKS_PATH, CheckBatch, CheckBatchResponse, CheckRequest, CheckResponse,
+    MAX_CHECK_BATCH,
+};
 
-/// The sidecar's answer to one call, so far.
+/// Calls a worker keeps out at once before checks queue up for a batch.
+pub const MAX_CALLS: usize = 2;
+
+/// The sidecar's answer to one check, so far.
 #[derive(Clone, Copy, Debug)]
 enum Answer {
     Waiting,
     Got(CheckResponse),
-    /// Dispatch failed, timeout, non-200 status or a body that is not a `CheckResponse`.
+    /// Dispatch failed, timeout, non-200 status or a body that does not parse.
     Failed,
 }
 
 #[derive(Debug)]
 struct Call {
-    token: Option<u32>,
     check: PendingCheck,
     answer: Answer,
 }
 
-/// One request's sidecar calls in flight, with the local results they complete.
+/// One request's checks, with the local results they complete.
 #[derive(Debug, Default)]
 pub struct Checks {
     local: Vec<RuleResult>,
     calls: Vec<Call>,
 }
 
+/// A request's state that outlives its own callbacks: the response headers to add and its
+/// strict checks (an answer may conclude the request from another context's callback).
+#[derive(Debug)]
+pub struct Stream {
+    /// The HTTP context.
+    pub context_id: u32,
+    /// RateLimit headers for the response.
+    pub headers: HeaderList,
+    /// A local reply was sent: the response already carries the headers.
+    pub replied: bool,
+    /// `strict` checks waiting for the sidecar.
+    pub checks: Checks,
+    /// What the request used, when usage is metered and the tenant is known.
+    pub meter: Option<Meter>,
+}
+
+impl Stream {
+    /// A request's state.
+    pub fn new(context_id: u32) -> Self {
+        Stream {
+            context_id,
+            headers: HeaderList::new(),
+            replied: false,
+            checks: Checks::default(),
+            meter: None,
+        }
+    }
+}
+
 impl Checks {
-    /// Dispatches one call per pending check of `decision`. Holds no borrow of the worker.
-    pub fn start(decision: &Decision, sidecar: &Sidecar) -> Checks {
-        let calls = decision
-            .pending
-            .iter()
-            .map(|check| {
-                let token = serde_json::to_vec(&check.request)
-                    .ok()
-                    .and_then(|body| call(sidecar, CHECK_PATH, &body));
-                Call {
-                    token,
-                    check: check.clone(),
-                    answer: if token.is_some() {
-                        Answer::Waiting
-                    } else {
-                        Answer::Failed
-                    },
-                }
-            })
-            .collect();
+    /// The checks `decision` left pending, none answered yet.
+    pub fn new(decision: &Decision) -> Checks {
         Checks {
             local: decision.results.clone(),
-            calls,
+            calls: decision
+                .pending
+                .iter()
+                .map(|check| Call {
+                    check: check.clone(),
+                    answer: Answer::Waiting,
+                })
+                .collect(),
         }
     }
 
-    /// Whether calls were started and every one has answered (or failed).
+    /// Whether there are checks and every one has answered (or failed).
     pub fn done(&self) -> bool {
         !self.calls.is_empty()
             && self
@@ -74,14 +108,11 @@ impl Checks {
                 .all(|c| !matches!(c.answer, Answer::Waiting))
     }
 
-    /// Records the response of call `token` (headers and body are read from the host).
-    /// Returns false if the token is not one of this request's.
-    pub fn answer(&mut self, token: u32, num_headers: usize, body_size: usize) -> bool {
-        let Some(call) = self.calls.iter_mut().find(|c| c.token == Some(token)) else {
-            return false;
-        };
-        call.answer = read_response(num_headers, body_size).map_or(Answer::Failed, Answer::Got);
-        true
+    /// Records the answer to check `index` (`None`: it failed).
+    pub fn answer(&mut self, index: usize, response: Option<CheckResponse>) {
+        if let Some(call) = self.calls.get_mut(index) {
+            call.answer = response.map_or(Answer::Failed, Answer::Got);
+        }
     }
 
     /// Folds the answers into `worker.decision` (results in policy order, verdict) and
@@ -157,6 +188,123 @@ impl Checks {
         worker.decision.pending.clear();
         worker.decision.verdict = verdict;
         verdict
+    }
+}
+
+/// Where the answers of one call go: `(context, check index)` per check, in the call's order.
+type Targets = Vec<(u32, usize)>;
+
+/// One check's answer for its `(context, check index)`; `None` when the call failed.
+type Delivery = ((u32, usize), Option<CheckResponse>);
+
+/// A worker's strict checks waiting to be sent, and its calls out.
+#[derive(Debug, Default)]
+pub struct Calls {
+    queue: Vec<(u32, usize, CheckRequest)>,
+    out: HashMap<u32, Targets>,
+}
+
+impl Calls {
+    /// Sends the checks of the request in context `context_id` at once when fewer than
+    /// [`MAX_CALLS`] calls are out (the answer comes back to that request's context, which
+    /// waits for it), else queues them for [`Calls::flush`]. Returns the checks whose call the
+    /// host refused.
+    pub fn send_own(&mut self, sidecar: &Sidecar, context_id: u32, checks: &Checks) -> Targets {
+        let own = checks
+            .calls
+            .iter()
+            .enumerate()
+            .map(|(index, call)| (context_id, index, call.check.request.clone()))
+            .collect();
+        if self.out.len() < MAX_CALLS {
+            self.dispatch(sidecar, own)
+        } else {
+            self.queue.extend(own);
+            Vec::new()
+        }
+    }
+
+    /// Whether checks wait for a [`Calls::flush`].
+    pub fn queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Sends queued checks, many per call, while fewer than [`MAX_CALLS`] calls are out.
+    /// Only from the root context's callbacks: an answer goes back to the context that made
+    /// the call, and the root is the one context sure to outlive it. Returns the checks whose
+    /// call the host refused.
+    pub fn flush(&mut self, sidecar: &Sidecar) -> Targets {
+        let mut failed = Vec::new();
+        while !self.queue.is_empty() && self.out.len() < MAX_CALLS {
+            let take = self.queue.len().min(MAX_CHECK_BATCH);
+            let batch: Vec<(u32, usize, CheckRequest)> = self.queue.drain(..take).collect();
+            failed.extend(self.dispatch(sidecar, batch));
+        }
+        failed
+    }
+
+    /// One call for `batch`; its targets back if the host refused it.
+    fn dispatch(&mut self, sidecar: &Sidecar, batch: Vec<(u32, usize, CheckRequest)>) -> Targets {
+        let targets: Targets = batch.iter().map(|&(ctx, index, _)| (ctx, index)).collect();
+        let (path, body) = match batch.as_slice() {
+            [(_, _, single)] => (CHECK_PATH, serde_json::to_vec(single)),
+            _ => (
+                CHECKS_PATH,
+                serde_json::to_vec(&CheckBatch {
+                    checks: batch.into_iter().map(|(_, _, request)| request).collect(),
+                }),
+            ),
+        };
+        match body.ok().and_then(|body| call(sidecar, path, &body)) {
+            Some(token) => {
+                self.out.insert(token, targets);
+                Vec::new()
+            }
+            None => targets,
+        }
+    }
+
+    /// The answers to call `token`, one per check it carried (`None` for each when it failed),
+    /// or nothing when the token is not one of these calls.
+    pub fn answered(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) -> Option<Vec<Delivery>> {
+        let targets = self.out.remove(&token)?;
+        let responses: Vec<Option<CheckResponse>> = if targets.len() == 1 {
+            vec![read_response::<CheckResponse>(num_headers, body_size)]
+        } else {
+            match read_response::<CheckBatchResponse>(num_headers, body_size) {
+                Some(batch) if batch.results.len() == targets.len() => {
+                    batch.results.into_iter().map(Some).collect()
+                }
+                _ => vec![None; targets.len()],
+            }
+        };
+        Some(targets.into_iter().zip(responses).collect())
+    }
+}
+
+/// Records `response` for check `index` of the waiting request `context_id`; returns the
+/// request's stream, taken out of the waiting list, once all of its checks have answered.
+pub fn deliver(
+    worker: &mut Worker,
+    context_id: u32,
+    index: usize,
+    response: Option<CheckResponse>,
+) -> Option<std::rc::Rc<std::cell::RefCell<Stream>>> {
+    let stream = worker.waiting.get(&context_id)?;
+    let done = {
+        let mut stream = stream.try_borrow_mut().ok()?;
+        stream.checks.answer(index, response);
+        stream.checks.done()
+    };
+    if done {
+        worker.waiting.remove(&context_id)
+    } else {
+        None
     }
 }
 

@@ -9,7 +9,7 @@ use super::raw::{
 use super::serde_error::{self, child};
 use super::{
     ErrorFormat, FailureMode, HeaderStyle, Identity, Jwt, Plan, PlanId, Policy, Sidecar, Tenant,
-    rule,
+    Usage, rule,
 };
 
 /// A configuration mistake: the field path and what is wrong with it.
@@ -59,6 +59,8 @@ impl TryFrom<RawConfig> for Policy {
             MAX_STATE_SLOTS,
             "",
         )?;
+        let sidecar = raw.sidecar.map(|s| sidecar(s.0)).transpose()?;
+        let usage = usage(raw.usage.map(|u| u.0), sidecar.is_some())?;
         Ok(Policy {
             rules,
             plans,
@@ -68,10 +70,36 @@ impl TryFrom<RawConfig> for Policy {
             headers: header_style(raw.headers.as_deref())?,
             error_format: error_format(raw.error_format.as_deref())?,
             failure_mode: failure_mode(raw.failure_mode.as_deref())?,
-            sidecar: raw.sidecar.map(|s| sidecar(s.0)).transpose()?,
+            sidecar,
             state_slots: u32::try_from(state_slots).unwrap_or(u32::MAX),
+            usage,
         })
     }
+}
+
+/// `usage`: on by default when there is a sidecar to send it to.
+fn usage(
+    raw: Option<super::raw::RawUsage>,
+    has_sidecar: bool,
+) -> Result<Option<Usage>, ConfigError> {
+    let enabled = raw.as_ref().and_then(|u| u.enabled).unwrap_or(has_sidecar);
+    if !enabled {
+        return Ok(None);
+    }
+    if !has_sidecar {
+        return Err(at(
+            "usage.enabled".into(),
+            "usage is sent to the sidecar: configure `sidecar` or set it to false".into(),
+        ));
+    }
+    let interval_ms = ranged(
+        "usage.interval_ms",
+        raw.and_then(|u| u.interval_ms).unwrap_or(1_000),
+        10,
+        60_000,
+        " milliseconds",
+    )?;
+    Ok(Some(Usage { interval_ms }))
 }
 
 /// An error at `path`.

@@ -46,6 +46,15 @@ pub struct Policy {
     /// How many shared-data slots the node-wide bucket table may use (bounds the proxy's memory
     /// whatever the number of distinct keys).
     pub state_slots: u32,
+    /// Usage metering (`None`: off; on by default when there is a sidecar).
+    pub usage: Option<Usage>,
+}
+
+/// How usage is sent to the sidecar.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Usage {
+    /// How often each worker sends what it aggregated.
+    pub interval_ms: u64,
 }
 
 /// A plan and its limits.

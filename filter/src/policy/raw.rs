@@ -24,6 +24,15 @@ pub(super) struct RawConfig {
     pub failure_mode: Option<String>,
     pub sidecar: Option<Object<RawSidecar>>,
     pub state_slots: Option<u64>,
+    pub usage: Option<Object<RawUsage>>,
+}
+
+/// `usage`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUsage {
+    pub enabled: Option<bool>,
+    pub interval_ms: Option<u64>,
 }
 
 /// One entry of `rules`.
@@ -133,6 +142,7 @@ impl Expecting for RawIdentity {}
 impl Expecting for RawJwt {}
 impl Expecting for RawClientIp {}
 impl Expecting for RawSidecar {}
+impl Expecting for RawUsage {}
 
 impl<'de, T: Deserialize<'de> + Expecting> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

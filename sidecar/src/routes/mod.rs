@@ -1,9 +1,12 @@
 //! The HTTP routes, one module each, each exposing `router()`.
 
 pub mod check;
+pub mod checks;
 pub mod health;
 pub mod metrics;
 pub mod sync;
+pub mod usage;
+pub mod usage_query;
 
 use axum::extract::State;
 

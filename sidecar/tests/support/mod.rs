@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests (each test crate uses some of them).
 
 pub mod api;
+pub mod checks;
 pub mod postgres;
 pub mod redis;
 pub mod sync;

@@ -1,0 +1,258 @@
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+use super::*;
+
+fn request<'a>(tenant: &'a str, endpoint: &'a str) -> RequestUsage<'a> {
+    RequestUsage {
+        tenant,
+        plan: None,
+        date: "2026-11-26",
+        endpoint,
+        status: 200,
+        bytes_in: 10,
+        bytes_out: 100,
+        latency_ms: 3,
+        user: None,
+    }
+}
+
+fn record() -> UsageRecord {
+    let mut record = UsageRecord::new("acme", Some("pro"), "2026-11-26", "GET /api/reports");
+    record.requests = 3;
+    record.errors_4xx = 1;
+    record.errors_5xx = 1;
+    record.latency_buckets[0] = 2;
+    record.latency_buckets[11] = 1;
+    record
+}
+
+fn error_of(bad: UsageRecord) -> String {
+    let batch = UsageBatch {
+        sender: 1,
+        seq: 1,
+        records: vec![record(), bad],
+    };
+    batch.validate().unwrap_err().to_string()
+}
+
+#[test]
+fn buckets_follow_the_bounds() {
+    assert_eq!(LATENCY_BUCKETS, 12);
+    assert_eq!(latency_bucket(0), 0);
+    assert_eq!(latency_bucket(5), 0);
+    assert_eq!(latency_bucket(6), 1);
+    assert_eq!(latency_bucket(10_000), 10);
+    assert_eq!(latency_bucket(10_001), 11);
+    assert_eq!(latency_bucket(u64::MAX), 11);
+}
+
+#[test]
+fn dates_parse_and_format_both_ways() {
+    assert_eq!(parse_date("1970-01-01"), Some(0));
+    assert_eq!(parse_date("2000-03-01"), Some(11_017));
+    assert_eq!(parse_date("2024-02-29"), Some(19_782));
+    for bad in [
+        "2023-02-29",
+        "2026-13-01",
+        "2026-00-10",
+        "2026-1-01",
+        "26-11-2026",
+        "1969-12-31",
+        "2026-11-31",
+        "+026-11-01",
+        "2026-11-0a",
+        "",
+    ] {
+        assert_eq!(parse_date(bad), None, "{bad}");
+    }
+    for days in [0, 59, 60, 365, 11_016, 19_782, 20_418, 2_932_896] {
+        assert_eq!(parse_date(&format_date(days)), Some(days), "{days}");
+    }
+    assert_eq!(utc_date(1_764_201_600_000_000_000), "2025-11-27");
+    assert_eq!(utc_date(1_764_201_599_999_999_999), "2025-11-26");
+}
+
+#[test]
+fn batches_round_trip_and_refuse_unknown_fields() {
+    let batch = UsageBatch {
+        sender: 7,
+        seq: 9,
+        records: vec![record()],
+    };
+    batch.validate().unwrap();
+    let json = serde_json::to_string(&batch).unwrap();
+    assert_eq!(serde_json::from_str::<UsageBatch>(&json).unwrap(), batch);
+    let unknown = json.replacen("\"requests\"", "\"extra\":1,\"requests\"", 1);
+    assert!(serde_json::from_str::<UsageBatch>(&unknown).is_err());
+    // Counters other than requests default to zero.
+    let minimal: UsageRecord =
+        serde_json::from_str(r#"{"tenant":"t","date":"2026-01-01","endpoint":"e","requests":0}"#)
+            .unwrap();
+    assert_eq!(minimal, UsageRecord::new("t", None, "2026-01-01", "e"));
+}
+
+#[test]
+fn each_mistake_is_named_with_its_record() {
+    let mut r = record();
+    r.tenant = String::new();
+    assert_eq!(
+        error_of(r),
+        "records[1].tenant: must be 1 to 128 bytes long"
+    );
+    let mut r = record();
+    r.tenant = "a}b".into();
+    assert_eq!(
+        error_of(r),
+        "records[1].tenant: must not contain control characters, '{' or '}'"
+    );
+    let mut r = record();
+    r.endpoint = "x".repeat(129);
+    assert_eq!(
+        error_of(r),
+        "records[1].endpoint: must be 1 to 128 bytes long"
+    );
+    let mut r = record();
+    r.endpoint = "GET\n/".into();
+    assert_eq!(
+        error_of(r),
+        "records[1].endpoint: must not contain control characters"
+    );
+    let mut r = record();
+    r.plan = Some(String::new());
+    assert_eq!(error_of(r), "records[1].plan: must be 1 to 128 bytes long");
+    let mut r = record();
+    r.date = "2026-02-30".into();
+    assert_eq!(
+        error_of(r),
+        r#"records[1].date: "2026-02-30" is not a date (YYYY-MM-DD)"#
+    );
+    let mut r = record();
+    r.bytes_out = MAX_RECORD_COUNT + 1;
+    assert_eq!(
+        error_of(r),
+        "records[1].bytes_out: must be at most 281474976710656"
+    );
+    let mut r = record();
+    r.errors_5xx = 3;
+    assert_eq!(
+        error_of(r),
+        "records[1].errors_4xx: 4xx and 5xx errors exceed requests"
+    );
+    let mut r = record();
+    r.latency_buckets[3] = 1;
+    assert_eq!(
+        error_of(r),
+        "records[1].latency_buckets: must add up to requests"
+    );
+    let mut r = record();
+    r.users = (0..257).collect();
+    assert_eq!(error_of(r), "records[1].users: must hold at most 256 users");
+    let batch = UsageBatch {
+        sender: 1,
+        seq: 1,
+        records: vec![record(); MAX_USAGE_RECORDS + 1],
+    };
+    assert_eq!(
+        batch.validate().unwrap_err().to_string(),
+        "records: must hold at most 1024 records"
+    );
+}
+
+#[test]
+fn the_aggregate_adds_requests_per_key() {
+    let mut aggregate = UsageAggregate::new(10);
+    let base = request("a", "GET /x");
+    assert!(aggregate.record(&base));
+    assert!(aggregate.record(&RequestUsage {
+        status: 404,
+        latency_ms: 30,
+        user: Some(1),
+        plan: Some("pro"),
+        ..base
+    }));
+    assert!(aggregate.record(&RequestUsage {
+        status: 502,
+        latency_ms: 20_000,
+        user: Some(1),
+        ..base
+    }));
+    assert!(aggregate.record(&request("a", "GET /y")));
+    assert!(aggregate.record(&request("b", "GET /x")));
+    assert!(aggregate.record(&RequestUsage {
+        date: "2026-11-27",
+        ..base
+    }));
+    assert_eq!(aggregate.len(), 4);
+    let records = aggregate.drain(100);
+    assert!(aggregate.is_empty());
+    let first = &records[0];
+    assert_eq!(
+        (
+            first.tenant.as_str(),
+            first.endpoint.as_str(),
+            first.date.as_str()
+        ),
+        ("a", "GET /x", "2026-11-26")
+    );
+    assert_eq!(first.plan.as_deref(), Some("pro"));
+    assert_eq!(
+        (first.requests, first.bytes_in, first.bytes_out),
+        (3, 30, 300)
+    );
+    assert_eq!((first.errors_4xx, first.errors_5xx), (1, 1));
+    assert_eq!(first.latency_ms_sum, 20_033);
+    let mut buckets = [0; LATENCY_BUCKETS];
+    buckets[0] = 1;
+    buckets[3] = 1;
+    buckets[11] = 1;
+    assert_eq!(first.latency_buckets, buckets);
+    assert_eq!(first.users, vec![1]);
+    for record in &records {
+        record.validate().unwrap();
+    }
+}
+
+#[test]
+fn a_full_aggregate_drops_and_counts() {
+    let mut aggregate = UsageAggregate::new(2);
+    assert!(aggregate.record(&request("a", "1")));
+    assert!(aggregate.record(&request("a", "2")));
+    assert!(!aggregate.record(&request("a", "3")));
+    assert!(!aggregate.record(&request("b", "1")));
+    // Existing keys still count.
+    assert!(aggregate.record(&request("a", "1")));
+    assert_eq!(aggregate.take_dropped(), 2);
+    assert_eq!(aggregate.take_dropped(), 0);
+    // Draining part makes room; the rest stays and keeps counting.
+    let first = aggregate.drain(1);
+    assert_eq!((first.len(), first[0].requests), (1, 2));
+    assert!(aggregate.record(&request("a", "2")));
+    assert!(aggregate.record(&request("a", "3")));
+    let rest = aggregate.drain(10);
+    assert_eq!(rest.len(), 2);
+    assert_eq!((rest[0].endpoint.as_str(), rest[0].requests), ("2", 2));
+    assert_eq!((rest[1].endpoint.as_str(), rest[1].requests), ("3", 1));
+}
+
+#[test]
+fn many_users_open_a_second_record_for_the_key() {
+    let mut aggregate = UsageAggregate::new(10);
+    for user in 0..(MAX_RECORD_USERS as u64 + 10) {
+        let usage = RequestUsage {
+            user: Some(user),
+            ..request("a", "e")
+        };
+        assert!(aggregate.record(&usage));
+        // A user already in the first record still goes to the open one.
+        assert!(aggregate.record(&usage));
+    }
+    let records = aggregate.drain(10);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].users.len(), MAX_RECORD_USERS);
+    assert_eq!(records[1].users.len(), 10);
+    let requests: u64 = records.iter().map(|r| r.requests).sum();
+    assert_eq!(requests, 2 * (MAX_RECORD_USERS as u64 + 10));
+    for record in &records {
+        record.validate().unwrap();
+    }
+}

@@ -1,0 +1,351 @@
+//! The tenant usage API: `GET /v1/usage/{daily,period,endpoints,users}`, JSON, read from the
+//! usage database (what the flush job wrote; see [`crate::usage::query`]).
+//!
+//! **Who may read what.** `Authorization: Bearer <API key>` (a key of the filter
+//! configuration's `tenants`, [`crate::tenants`]) reads that key's tenant only; `?tenant=`
+//! naming another tenant is 403 `forbidden`. `Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>`
+//! reads any tenant, named by `?tenant=` (required). No or an unknown credential is 401
+//! `unauthorized`; without `TOLLGATE_FILTER_CONFIG` only the admin token is served (others:
+//! 503 `no_tenants`). Credentials are compared as SHA-256 hashes in constant time and never
+//! logged or echoed.
+//!
+//! **Parameters** (anything else is 400 `invalid_parameter` naming it): `days` (1 to
+//! [`MAX_DAYS`], default [`DEFAULT_DAYS`]: the last `days` UTC days, today included), `top`
+//! (`/endpoints` only, 1 to [`MAX_TOP`], default [`DEFAULT_TOP`]), `tenant`.
+//!
+//! - `/daily`: per day requests, bytes in/out, 4xx, 5xx and active users (every day listed,
+//!   zeros included), oldest first, and the totals.
+//! - `/period`: the current calendar month so far against the plan's quota,
+//!   `requests_per_minute × 60 × 24 × days in the month` (plans have no monthly quota yet:
+//!   `quota_source: "requests_per_minute"`), and the percentage used (2 decimals).
+//! - `/endpoints`: the `top` endpoints by calls with their error rate (4xx + 5xx over
+//!   requests) and latency mean and p50/p95/p99 estimated from the merged histogram
+//!   ([`crate::usage::query`] documents the method).
+//! - `/users`: active users per day (the day's distinct JWT subjects).
+
+mod access;
+
+use std::sync::Arc;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use tollgate_filter::usage::format_date;
+
+use self::access::prepare;
+use crate::Clock;
+use crate::db::Database;
+use crate::metrics::Metrics;
+use crate::tenants::{Hash, Tenants, hash};
+use crate::usage::query::{self, Counts};
+
+/// Days when `days` is not given.
+pub const DEFAULT_DAYS: u32 = 30;
+/// The most days one request may ask for.
+pub const MAX_DAYS: u32 = 366;
+/// Endpoints when `top` is not given.
+pub const DEFAULT_TOP: usize = 10;
+/// The most endpoints one request may ask for.
+pub const MAX_TOP: usize = 1_000;
+
+/// What the usage API shares.
+#[derive(Clone)]
+pub struct QueryState {
+    /// The usage database.
+    pub database: Database,
+    /// The tenant registry (`None`: no `TOLLGATE_FILTER_CONFIG`, only the admin token works).
+    pub tenants: Option<Arc<Tenants>>,
+    /// The SHA-256 hash of `TOLLGATE_ADMIN_TOKEN`, if set.
+    pub admin_token: Option<Hash>,
+    /// The exported metrics.
+    pub metrics: Arc<Metrics>,
+    /// The clock ("today").
+    pub clock: Clock,
+}
+
+impl QueryState {
+    /// State over `database`; `admin_token` is hashed at once (an empty one counts as unset).
+    pub fn new(
+        database: Database,
+        tenants: Option<Tenants>,
+        admin_token: Option<&str>,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> Self {
+        QueryState {
+            database,
+            tenants: tenants.map(Arc::new),
+            admin_token: admin_token.filter(|t| !t.is_empty()).map(hash),
+            metrics,
+            clock,
+        }
+    }
+}
+
+/// Why a usage query failed: JSON `{"error", "message"}`.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// No or an unknown credential (`unauthorized`, 401).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A tenant key asking for another tenant (`forbidden`, 403).
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A bad query parameter, named (`invalid_parameter`, 400).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// No tenant registry, and not the admin token (`no_tenants`, 503).
+    #[error(
+        "no tenant registry: the sidecar has no TOLLGATE_FILTER_CONFIG, so only the admin \
+         token is served"
+    )]
+    NoTenants,
+    /// The database failed (`database_unavailable`, 503; the cause is logged).
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Not a GET (`method_not_allowed`, 405).
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+}
+
+impl QueryError {
+    /// The stable `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            QueryError::Unauthorized(_) => "unauthorized",
+            QueryError::Forbidden(_) => "forbidden",
+            QueryError::InvalidParameter(_) => "invalid_parameter",
+            QueryError::NoTenants => "no_tenants",
+            QueryError::Database(_) => "database_unavailable",
+            QueryError::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            QueryError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            QueryError::Forbidden(_) => StatusCode::FORBIDDEN,
+            QueryError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            QueryError::NoTenants | QueryError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        let message = match &self {
+            QueryError::Database(cause) => {
+                tracing::error!(error = %cause, "usage query failed");
+                "the usage database cannot answer now; retry later".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let body = Json(json!({ "error": self.code(), "message": message }));
+        if matches!(self, QueryError::Unauthorized(_)) {
+            (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (self.status(), body).into_response()
+        }
+    }
+}
+
+/// The usage API's routes, with their state.
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .route("/v1/usage/daily", only_get(get(daily)))
+        .route("/v1/usage/period", only_get(get(period)))
+        .route("/v1/usage/endpoints", only_get(get(endpoints)))
+        .route("/v1/usage/users", only_get(get(users)))
+        .with_state(state)
+}
+
+fn only_get(route: MethodRouter<QueryState>) -> MethodRouter<QueryState> {
+    route.fallback(|State(state): State<QueryState>| async move {
+        counted(&state, Err::<Json<Value>, _>(QueryError::MethodNotAllowed))
+    })
+}
+
+fn counted(
+    state: &QueryState,
+    answer: Result<Json<Value>, QueryError>,
+) -> Result<Json<Value>, QueryError> {
+    if let Err(error) = &answer {
+        state.metrics.error(error.code());
+    }
+    answer
+}
+
+fn today(state: &QueryState) -> i64 {
+    ((state.clock)() / 86_400_000_000_000) as i64
+}
+
+fn counters(counts: &Counts) -> Value {
+    json!({
+        "requests": counts.requests,
+        "bytes_in": counts.bytes_in,
+        "bytes_out": counts.bytes_out,
+        "errors_4xx": counts.errors_4xx,
+        "errors_5xx": counts.errors_5xx,
+    })
+}
+
+async fn daily(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, QueryError> {
+    let answer = async {
+        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
+        let dates = query::date_range(today(&state), params.days.unwrap_or(DEFAULT_DAYS));
+        let (from, to) = bounds(&dates);
+        let rows = query::daily_rows(&state.database, &scope.tenant, &from, &to).await?;
+        let users = query::active_users(&state.database, &scope.tenant, &from, &to).await?;
+        let mut totals = Counts::default();
+        let series: Vec<Value> = query::per_day(&rows, &dates)
+            .into_iter()
+            .map(|(date, counts)| {
+                totals.add(&counts);
+                let mut day = json!({
+                    "date": date,
+                    "active_users": users.get(&date).copied().unwrap_or(0),
+                });
+                if let (Some(day), Value::Object(more)) = (day.as_object_mut(), counters(&counts)) {
+                    day.extend(more);
+                }
+                day
+            })
+            .collect();
+        Ok(Json(json!({
+            "tenant": scope.tenant,
+            "from": from,
+            "to": to,
+            "days": series,
+            "totals": counters(&totals),
+        })))
+    };
+    counted(&state, answer.await)
+}
+
+fn bounds(dates: &[String]) -> (String, String) {
+    (
+        dates.first().cloned().unwrap_or_default(),
+        dates.last().cloned().unwrap_or_default(),
+    )
+}
+
+async fn period(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, QueryError> {
+    let answer = async {
+        let (scope, _) = prepare(&state, &headers, raw.as_deref(), &["tenant"])?;
+        let today = today(&state);
+        let (start, length) = query::month_of(today);
+        let (from, to) = (format_date(start), format_date(today));
+        let rows = query::daily_rows(&state.database, &scope.tenant, &from, &to).await?;
+        let requests = rows
+            .iter()
+            .fold(0u64, |sum, row| sum.saturating_add(row.counts.requests));
+        let plan = scope.info.as_ref();
+        let quota = plan.map(|p| {
+            p.requests_per_minute
+                .saturating_mul(60 * 24)
+                .saturating_mul(u64::from(length))
+        });
+        let percent = quota
+            .filter(|&q| q > 0)
+            .map(|q| query::round(requests as f64 * 100.0 / q as f64, 2));
+        Ok(Json(json!({
+            "tenant": scope.tenant,
+            "plan": plan.map(|p| p.plan.as_str()),
+            "period": {
+                "start": from,
+                "end": format_date(start + i64::from(length) - 1),
+                "today": to,
+                "days": length,
+                "days_elapsed": today - start + 1,
+            },
+            "requests": requests,
+            "requests_per_minute": plan.map(|p| p.requests_per_minute),
+            "quota": quota,
+            "quota_source": plan.map(|_| "requests_per_minute"),
+            "remaining": quota.map(|q| q.saturating_sub(requests)),
+            "percent_used": percent,
+        })))
+    };
+    counted(&state, answer.await)
+}
+
+async fn endpoints(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, QueryError> {
+    let answer = async {
+        let allowed = ["days", "top", "tenant"];
+        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &allowed)?;
+        let dates = query::date_range(today(&state), params.days.unwrap_or(DEFAULT_DAYS));
+        let (from, to) = bounds(&dates);
+        let rows = query::daily_rows(&state.database, &scope.tenant, &from, &to).await?;
+        let top = query::top_endpoints(&rows, params.top.unwrap_or(DEFAULT_TOP));
+        let list: Vec<Value> = top
+            .iter()
+            .map(|(endpoint, c)| {
+                let errors = c.errors_4xx.saturating_add(c.errors_5xx);
+                let share = |n: u64| {
+                    (c.requests > 0).then(|| query::round(n as f64 / c.requests as f64, 4))
+                };
+                let p = |percent| query::percentile(&c.latency_buckets, percent);
+                json!({
+                    "endpoint": endpoint,
+                    "requests": c.requests,
+                    "errors_4xx": c.errors_4xx,
+                    "errors_5xx": c.errors_5xx,
+                    "error_rate": share(errors),
+                    "latency_ms": {
+                        "mean": share(c.latency_ms_sum),
+                        "p50": p(50).map(|v| query::round(v, 2)),
+                        "p95": p(95).map(|v| query::round(v, 2)),
+                        "p99": p(99).map(|v| query::round(v, 2)),
+                    },
+                })
+            })
+            .collect();
+        Ok(Json(json!({
+            "tenant": scope.tenant,
+            "from": from,
+            "to": to,
+            "endpoints": list,
+        })))
+    };
+    counted(&state, answer.await)
+}
+
+async fn users(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, QueryError> {
+    let answer = async {
+        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
+        let dates = query::date_range(today(&state), params.days.unwrap_or(DEFAULT_DAYS));
+        let (from, to) = bounds(&dates);
+        let users = query::active_users(&state.database, &scope.tenant, &from, &to).await?;
+        let series: Vec<Value> = dates
+            .iter()
+            .map(|date| json!({ "date": date, "users": users.get(date).copied().unwrap_or(0) }))
+            .collect();
+        Ok(Json(json!({
+            "tenant": scope.tenant,
+            "from": from,
+            "to": to,
+            "days": series,
+        })))
+    };
+    counted(&state, answer.await)
+}

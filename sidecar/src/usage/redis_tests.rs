@@ -1,0 +1,153 @@
+//! The Redis usage store against a real Redis (see `tests/support/redis.rs`).
+
+use super::*;
+use crate::usage::contract::{self, NOW, TODAY, batch, record};
+
+// The storage tests load this file too; each copy is private to its module.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../tests/support/redis.rs"]
+mod test_redis;
+
+use test_redis::{TestCluster, TestRedis};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_contract() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    contract::run_all(|| {
+        RedisUsageStore::new(redis.url())
+            .unwrap()
+            .with_prefix(redis.unique_prefix())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_contract_on_a_cluster() {
+    let Some(cluster) = TestCluster::start() else {
+        return;
+    };
+    let n = std::cell::Cell::new(0);
+    contract::run_all(|| {
+        n.set(n.get() + 1);
+        RedisUsageStore::new_cluster(&cluster.urls())
+            .unwrap()
+            .with_prefix(format!("usage-test-{}-{}", std::process::id(), n.get()))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn keys_are_as_documented() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let prefix = redis.unique_prefix();
+    let store = RedisUsageStore::new(redis.url())
+        .unwrap()
+        .with_prefix(prefix.clone());
+    let mut r = record("acme", TODAY, "GET /api/reports", 2);
+    r.users = vec![1, 2];
+    store.ingest(&batch(5, 1, vec![r]), NOW).await.unwrap();
+    let mut raw = Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let live = format!("{prefix}:{{acme}}:{TODAY}:GET /api/reports");
+    assert_eq!(store.live_key("acme", TODAY, "GET /api/reports"), live);
+    let requests: u64 = redis::cmd("HGET")
+        .arg(&live)
+        .arg("requests")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(requests, 2);
+    let plan: String = redis::cmd("HGET")
+        .arg(&live)
+        .arg("plan")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(plan, "pro");
+    let users: u64 = redis::cmd("PFCOUNT")
+        .arg(format!("{prefix}:{{acme}}:users:{TODAY}"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(users, 2);
+    let mut dirty: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}:{{acme}}:dirty"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    dirty.sort();
+    assert_eq!(
+        dirty,
+        [live.clone(), format!("{prefix}:{{acme}}:users:{TODAY}")]
+    );
+    let seq: String = redis::cmd("GET")
+        .arg(format!("{prefix}:{{acme}}:seq:0000000000000005"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(seq, "00000000000000000001");
+    let tenants: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(format!("{prefix}:dirty-tenants"))
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(tenants, ["acme"]);
+    // Staging renames the live hash under the flush id.
+    assert_eq!(store.stage("acme", "f1").await.unwrap(), ["f1"]);
+    let staged = format!("{prefix}:{{acme}}:flush:f1:{TODAY}:GET /api/reports");
+    let exists: (bool, bool) = redis::pipe()
+        .cmd("EXISTS")
+        .arg(&live)
+        .cmd("EXISTS")
+        .arg(&staged)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(exists, (false, true));
+    store.release("acme", "f1").await.unwrap();
+    let left: bool = redis::cmd("EXISTS")
+        .arg(&staged)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(!left);
+}
+
+/// A sidecar that died between a tenant's script and the `SADD` of the dirty tenants: the
+/// filter's retry is a duplicate, but it repeats the `SADD`, so the flush finds the usage.
+#[tokio::test]
+async fn a_retry_after_a_crash_before_the_dirty_tenant_sadd_finds_the_usage() {
+    let Some(redis) = TestRedis::start() else {
+        return;
+    };
+    let prefix = redis.unique_prefix();
+    let store = RedisUsageStore::new(redis.url())
+        .unwrap()
+        .with_prefix(prefix.clone());
+    let delivery = batch(3, 1, vec![record("acme", TODAY, "e", 4)]);
+    store.ingest(&delivery, NOW).await.unwrap();
+    let mut raw = Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // As if the SADD had never run.
+    redis::cmd("DEL")
+        .arg(store.dirty_tenants_key())
+        .query_async::<()>(&mut raw)
+        .await
+        .unwrap();
+    assert!(store.dirty_tenants().await.unwrap().is_empty());
+    let retry = store.ingest(&delivery, NOW).await.unwrap();
+    assert_eq!((retry.applied, retry.duplicate), (0, 1));
+    assert_eq!(store.dirty_tenants().await.unwrap(), ["acme"]);
+    let (rows, _) = contract::drain(&store, "acme").await;
+    assert_eq!(rows[0].counters.requests, 4);
+}

@@ -119,3 +119,29 @@ def test_concurrent_checks_travel_in_batches_and_stay_exact(start_envoy, sidecar
     assert statuses.count(429) == 28, [str(r) for r in responses]
     assert sidecar.decisions() == 48
     assert sidecar.metric("tollgate_errors_total") == 0
+
+
+def test_queued_checks_never_wait_past_the_timeout(start_envoy):
+    # A silent sidecar and eight requests at once on one worker: one call goes out, the other
+    # checks queue behind it. Each request still gets its 503 once ITS timeout_ms is up — a
+    # queued check is not given a fresh timeout when its call finally goes.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        cfg = policy.config(
+            policy.rule("s", "fixed_window", 100, "1h", scope="strict"),
+            sidecar=sidecar_config(timeout_ms=500),
+            failure_mode="closed",
+        )
+        envoy = start_envoy(config.tollgate(cfg, sidecar_port=silent.getsockname()[1]))
+
+        def timed(_):
+            started = time.monotonic()
+            resp = envoy.get("/")
+            return resp.status, time.monotonic() - started
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(timed, range(8)))
+    assert [status for status, _ in results] == [503] * 8, results
+    # Twice the timeout would be 1.0 s.
+    assert max(elapsed for _, elapsed in results) < 0.85, results

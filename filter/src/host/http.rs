@@ -82,7 +82,7 @@ impl HttpContext for Request {
         };
         let failed = worker
             .calls
-            .send_own(&sidecar, self.context_id, &stream.checks);
+            .send_own(&sidecar, self.context_id, &stream.checks, now);
         for (_, index) in failed {
             stream.checks.answer(index, None);
         }
@@ -179,7 +179,7 @@ pub fn flush_checks(worker: &mut Worker, now: Nanos) {
     let Some(sidecar) = worker.policy.sidecar.clone() else {
         return;
     };
-    for (context_id, index) in worker.calls.flush(&sidecar) {
+    for (context_id, index) in worker.calls.flush(&sidecar, now) {
         if let Some(stream) = sidecar::deliver(worker, context_id, index, None) {
             settle_elsewhere(worker, &stream, now);
         }

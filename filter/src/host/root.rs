@@ -211,9 +211,14 @@ impl Worker {
         let Some(batch) = sync.next_batch(&self.policy, now) else {
             return;
         };
-        self.sync_call = serde_json::to_vec(&batch)
-            .ok()
-            .and_then(|body| sidecar::call(sidecar, SYNC_PATH, &body));
+        self.sync_call = serde_json::to_vec(&batch).ok().and_then(|body| {
+            sidecar::call(
+                sidecar,
+                SYNC_PATH,
+                &body,
+                std::time::Duration::from_millis(sidecar.timeout_ms),
+            )
+        });
         if self.sync_call.is_none() {
             sync.failed();
         }

@@ -29,8 +29,10 @@ use crate::protocol::{
     MAX_CHECK_BATCH,
 };
 
-/// Calls a worker keeps out at once before checks queue up for a batch.
-pub const MAX_CALLS: usize = 2;
+/// Calls a worker keeps out at once before checks queue up for a batch. One: under load the
+/// queue then fills while the call is out and the next call carries all of it (measured:
+/// one Envoy worker serves ≈ 10k strict req/s with 1, ≈ 8k with 2 or 4 — see BENCHMARKS.md).
+pub const MAX_CALLS: usize = 1;
 
 /// The sidecar's answer to one check, so far.
 #[derive(Clone, Copy, Debug)]
@@ -197,10 +199,15 @@ type Targets = Vec<(u32, usize)>;
 /// One check's answer for its `(context, check index)`; `None` when the call failed.
 type Delivery = ((u32, usize), Option<CheckResponse>);
 
+/// A check waiting for a call: `(context, check index, check, deadline)` — the deadline is
+/// `timeout_ms` after the request asked, so that queueing never makes it wait longer.
+type Queued = (u32, usize, CheckRequest, Nanos);
+
 /// A worker's strict checks waiting to be sent, and its calls out.
 #[derive(Debug, Default)]
 pub struct Calls {
-    queue: Vec<(u32, usize, CheckRequest)>,
+    /// Checks waiting for a call: `(context, check index, check, deadline)`.
+    queue: Vec<Queued>,
     out: HashMap<u32, Targets>,
 }
 
@@ -209,15 +216,22 @@ impl Calls {
     /// [`MAX_CALLS`] calls are out (the answer comes back to that request's context, which
     /// waits for it), else queues them for [`Calls::flush`]. Returns the checks whose call the
     /// host refused.
-    pub fn send_own(&mut self, sidecar: &Sidecar, context_id: u32, checks: &Checks) -> Targets {
+    pub fn send_own(
+        &mut self,
+        sidecar: &Sidecar,
+        context_id: u32,
+        checks: &Checks,
+        now: Nanos,
+    ) -> Targets {
+        let deadline = now.saturating_add(sidecar.timeout_ms.saturating_mul(1_000_000));
         let own = checks
             .calls
             .iter()
             .enumerate()
-            .map(|(index, call)| (context_id, index, call.check.request.clone()))
+            .map(|(index, call)| (context_id, index, call.check.request.clone(), deadline))
             .collect();
         if self.out.len() < MAX_CALLS {
-            self.dispatch(sidecar, own)
+            self.dispatch(sidecar, own, now)
         } else {
             self.queue.extend(own);
             Vec::new()
@@ -233,29 +247,45 @@ impl Calls {
     /// Only from the root context's callbacks: an answer goes back to the context that made
     /// the call, and the root is the one context sure to outlive it. Returns the checks whose
     /// call the host refused.
-    pub fn flush(&mut self, sidecar: &Sidecar) -> Targets {
+    pub fn flush(&mut self, sidecar: &Sidecar, now: Nanos) -> Targets {
         let mut failed = Vec::new();
         while !self.queue.is_empty() && self.out.len() < MAX_CALLS {
             let take = self.queue.len().min(MAX_CHECK_BATCH);
-            let batch: Vec<(u32, usize, CheckRequest)> = self.queue.drain(..take).collect();
-            failed.extend(self.dispatch(sidecar, batch));
+            let batch: Vec<Queued> = self.queue.drain(..take).collect();
+            failed.extend(self.dispatch(sidecar, batch, now));
         }
         failed
     }
 
-    /// One call for `batch`; its targets back if the host refused it.
-    fn dispatch(&mut self, sidecar: &Sidecar, batch: Vec<(u32, usize, CheckRequest)>) -> Targets {
-        let targets: Targets = batch.iter().map(|&(ctx, index, _)| (ctx, index)).collect();
+    /// One call for `batch`, given until the earliest of its deadlines; its targets back if
+    /// that has passed already or the host refused the call.
+    fn dispatch(&mut self, sidecar: &Sidecar, batch: Vec<Queued>, now: Nanos) -> Targets {
+        let targets: Targets = batch
+            .iter()
+            .map(|&(ctx, index, _, _)| (ctx, index))
+            .collect();
+        let deadline = batch.iter().map(|q| q.3).min().unwrap_or(now);
+        let left = deadline.saturating_sub(now) / 1_000_000;
+        if left == 0 {
+            return targets;
+        }
         let (path, body) = match batch.as_slice() {
-            [(_, _, single)] => (CHECK_PATH, serde_json::to_vec(single)),
+            [(_, _, single, _)] => (CHECK_PATH, serde_json::to_vec(single)),
             _ => (
                 CHECKS_PATH,
                 serde_json::to_vec(&CheckBatch {
-                    checks: batch.into_iter().map(|(_, _, request)| request).collect(),
+                    checks: batch
+                        .into_iter()
+                        .map(|(_, _, request, _)| request)
+                        .collect(),
                 }),
             ),
         };
-        match body.ok().and_then(|body| call(sidecar, path, &body)) {
+        let timeout = Duration::from_millis(left);
+        match body
+            .ok()
+            .and_then(|body| call(sidecar, path, &body, timeout))
+        {
             Some(token) => {
                 self.out.insert(token, targets);
                 Vec::new()
@@ -308,8 +338,9 @@ pub fn deliver(
     }
 }
 
-/// POSTs the JSON `body` to the sidecar's `path`; the call's token, or `None` if the host refused.
-pub fn call(sidecar: &Sidecar, path: &str, body: &[u8]) -> Option<u32> {
+/// POSTs the JSON `body` to the sidecar's `path`, given `timeout`; the call's token, or `None`
+/// if the host refused.
+pub fn call(sidecar: &Sidecar, path: &str, body: &[u8], timeout: Duration) -> Option<u32> {
     hostcalls::dispatch_http_call(
         &sidecar.cluster,
         vec![
@@ -320,7 +351,7 @@ pub fn call(sidecar: &Sidecar, path: &str, body: &[u8]) -> Option<u32> {
         ],
         Some(body),
         vec![],
-        Duration::from_millis(sidecar.timeout_ms),
+        timeout,
     )
     .ok()
 }

@@ -46,6 +46,18 @@ def tollgate_refusing():
     return config
 
 
+def tollgate_metering():
+    """(u) (d) with usage metering on: a sidecar is configured (usage is on by default then) and
+    every request is metered; the sidecar cluster points at a closed port, so the once-a-second
+    batches fail and are kept: what is measured is the per-request cost of metering."""
+    config = tollgate_serving()
+    config["sidecar"] = {"cluster": SIDECAR_CLUSTER, "timeout_ms": 100}
+    return config
+
+
+SIDECAR_CLUSTER = "tollgate_sidecar"
+
+
 def _wasm_filter(name, root_id, wasm_path, configuration):
     return {
         "name": "envoy.filters.http.wasm",
@@ -101,6 +113,7 @@ def http_filters(name, noop_wasm, tollgate_wasm):
         "c": [_wasm_filter("noop", "noop", noop_wasm, "")],
         "d": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_serving()))],
         "e": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_refusing()))],
+        "u": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_metering()))],
     }[name]
     router = {
         "name": "envoy.filters.http.router",
@@ -132,9 +145,19 @@ def bootstrap(name, port, admin_port, noop_wasm, tollgate_wasm):
         },
         "http_filters": http_filters(name, noop_wasm, tollgate_wasm),
     }
+    clusters = []
+    if name == "u":
+        clusters.append({
+            "name": SIDECAR_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "0.1s",
+            "load_assignment": {"cluster_name": SIDECAR_CLUSTER, "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": address(9)}}]}]},
+        })
     return {
         "admin": {"address": address(admin_port)},
         "static_resources": {
+            "clusters": clusters,
             "listeners": [{
                 "name": "bench",
                 "address": address(port),

@@ -116,7 +116,7 @@ def measure(name, requests, work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--configs", default="abcde")
+    parser.add_argument("--configs", default="abcde")  # also u: (d) with usage metering
     parser.add_argument("--probes", action="store_true", help="measure single host calls instead")
     args = parser.parse_args()
     names = ["c"] + [f"probe:{p}" for p in PROBES] if args.probes else list(args.configs)
@@ -135,7 +135,8 @@ def main():
             print(f"| {name.removeprefix('probe:')} | {count:,} | {count - counts['c']:+,} |")
         return
     labels = {"a": "no filter", "b": "native local_ratelimit", "c": "do-nothing Rust wasm filter",
-              "d": "Tollgate, 3 local rules, never refuses", "e": "Tollgate, refusing every request"}
+              "d": "Tollgate, 3 local rules, never refuses", "e": "Tollgate, refusing every request",
+              "u": "(d) with usage metering"}
     print("| config | instructions / request | over (a) | over (c) | (c) ÷ config |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, count in counts.items():
@@ -143,6 +144,9 @@ def main():
         over_c = f"{count - counts['c']:+,}" if "c" in counts else ""
         ratio = f"{counts['c'] / count:.0%}" if "c" in counts else ""
         print(f"| ({name}) {labels[name]} | {count:,} | {over_a} | {over_c} | {ratio} |")
+    if "d" in counts and "u" in counts:
+        print(f"usage metering adds {counts['u'] - counts['d']:+,} instructions per request "
+              f"({(counts['u'] - counts['d']) / counts['d']:+.1%} of (d))")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ use std::future::Future;
 use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::State;
 
+pub(crate) use self::redis::connection::Connection as RedisConnection;
 pub use self::redis::{CAS_SCRIPT, NODES_SCRIPT, RedisStore, SEQ_SCRIPT, redact_url};
 pub use memory::MemoryStore;
 

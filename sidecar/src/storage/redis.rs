@@ -59,7 +59,7 @@
 //! [`RedisStore::with_latency`] (`tollgate_redis_seconds`), failures and timeouts included.
 
 mod batches;
-mod connection;
+pub(crate) mod connection;
 mod turns;
 mod update;
 
@@ -67,9 +67,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use metrics::Histogram;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterConfig};
-use redis::{Client, RedisError, Script};
+use redis::{RedisError, Script};
 use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::State;
 
@@ -139,24 +137,7 @@ impl RedisStore {
     ///
     /// Must be called inside a Tokio runtime.
     pub fn new(url: &str) -> Result<Self, StoreError> {
-        // The client's parse errors may quote the URL, password included: not echoed.
-        let client = Client::open(url).map_err(|_| {
-            StoreError::Unavailable(format!(
-                "{} is not a Redis URL (redis://[user:password@]host[:port][/db])",
-                redact_url(url)
-            ))
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            // Each failed request starts a new attempt anyway; retrying inside one attempt
-            // would only make requests wait longer while Redis is down.
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(10))
-            .set_max_delay(Duration::from_millis(100));
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(RedisStore::with_connection(Connection::Single(connection)))
+        Connection::single(url, TIMEOUT).map(RedisStore::with_connection)
     }
 
     /// A store on the Redis Cluster reachable through the seed nodes in `urls` (comma
@@ -165,40 +146,7 @@ impl RedisStore {
     ///
     /// Must be called inside a Tokio runtime.
     pub fn new_cluster(urls: &str) -> Result<Self, StoreError> {
-        let seeds: Vec<&str> = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|url| !url.is_empty())
-            .collect();
-        let shown = || {
-            seeds
-                .iter()
-                .map(|url| redact_url(url))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        if seeds.is_empty() {
-            return Err(StoreError::Unavailable(
-                "no Redis Cluster seed node (redis://host:port[,redis://host:port…])".into(),
-            ));
-        }
-        // As in `new`: the client's parse errors may quote a URL, password included.
-        let client = ClusterClient::builder(seeds.iter().copied())
-            .retries(1)
-            .min_retry_wait(10)
-            .max_retry_wait(100)
-            .build()
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "{} is not a list of Redis Cluster seed URLs (redis://host:port,…)",
-                    shown()
-                ))
-            })?;
-        let config = ClusterConfig::new()
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT);
-        let connection = client.get_pending_async_connection_with_config(config);
-        Ok(RedisStore::with_connection(Connection::Cluster(connection)))
+        Connection::cluster(urls, TIMEOUT).map(RedisStore::with_connection)
     }
 
     fn with_connection(connection: Connection) -> Self {

@@ -50,10 +50,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, Script, Value};
+use redis::{RedisError, Script, Value};
 use tollgate_filter::Nanos;
 use tollgate_filter::usage::{UsageBatch, UsageRecord};
 
@@ -63,47 +60,12 @@ pub use self::scripts::{INGEST_SCRIPT, RELEASE_SCRIPT, SNAPSHOT_SCRIPT, STAGE_SC
 use super::{
     Counters, Ingested, MAX_AGE_DAYS, Snapshot, StoreError, UsageRow, UsageStore, by_tenant,
 };
-use crate::storage::{SENDER_TTL, redact_url};
+use crate::storage::{RedisConnection as Connection, SENDER_TTL};
 
 /// How long a command or connection attempt may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
 const NANOS_PER_MILLI: u64 = 1_000_000;
 const DAY_MS: u64 = 86_400_000;
-
-/// One Redis or a Redis Cluster.
-#[derive(Clone)]
-enum Connection {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Connection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Connection::Single(c) => c.req_packed_command(cmd),
-            Connection::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Connection::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Connection::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Connection::Single(c) => c.get_db(),
-            Connection::Cluster(c) => c.get_db(),
-        }
-    }
-}
 
 /// A [`UsageStore`] in Redis (see the module docs for keys and scripts).
 pub struct RedisUsageStore {
@@ -119,34 +81,12 @@ impl RedisUsageStore {
     /// A store on the Redis at `url`; connects lazily (a Redis that is down makes operations
     /// fail, never this call). Must be called inside a Tokio runtime.
     pub fn new(url: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|_| {
-            StoreError::Unavailable(format!("{} is not a Redis URL", redact_url(url)))
-        })?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT))
-            .set_number_of_retries(1);
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        Ok(Self::with_connection(Connection::Single(connection)))
+        Connection::single(url, TIMEOUT).map(Self::with_connection)
     }
 
     /// A store on the Redis Cluster reachable through the comma-separated seed `urls`.
     pub fn new_cluster(urls: &str) -> Result<Self, StoreError> {
-        let seeds: Vec<&str> = urls
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .collect();
-        let client = ClusterClient::builder(seeds.iter().copied())
-            .retries(1)
-            .build()
-            .map_err(|_| StoreError::Unavailable("not a list of Redis Cluster seed URLs".into()))?;
-        let config = ClusterConfig::new()
-            .set_connection_timeout(TIMEOUT)
-            .set_response_timeout(TIMEOUT);
-        let connection = client.get_pending_async_connection_with_config(config);
-        Ok(Self::with_connection(Connection::Cluster(connection)))
+        Connection::cluster(urls, TIMEOUT).map(Self::with_connection)
     }
 
     fn with_connection(connection: Connection) -> Self {

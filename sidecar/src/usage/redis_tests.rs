@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::usage::contract::{self, NOW, TODAY, batch, record};
+use redis::Client;
 
 // The storage tests load this file too; each copy is private to its module.
 #[allow(clippy::duplicate_mod)]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::storage::contract;
+use redis::Client;
 
 #[path = "../../../tests/support/redis.rs"]
 mod test_redis;

@@ -18,7 +18,7 @@
 //! };
 //! assert!(aggregate.record(&request));
 //! assert!(aggregate.record(&RequestUsage { status: 503, ..request }));
-//! let batch = UsageBatch { sender: 1, seq: 1, records: aggregate.drain(1024) };
+//! let batch = UsageBatch { sender: 1, seq: 1, records: aggregate.drain(1024), requests: vec![] };
 //! batch.validate().unwrap();
 //! assert_eq!((batch.records[0].requests, batch.records[0].errors_5xx), (2, 1));
 //! assert_eq!(batch.records[0].latency_buckets[1], 2); // 5 ms < 7 ms ≤ 10 ms
@@ -35,6 +35,9 @@ pub const USAGE_PATH: &str = "/v1/usage";
 
 /// The most records one [`UsageBatch`] may carry.
 pub const MAX_USAGE_RECORDS: usize = 1024;
+
+/// The most request log entries one [`UsageBatch`] may carry.
+pub const MAX_LOG_ENTRIES: usize = 4096;
 
 /// The longest tenant id, endpoint label and plan name (bytes).
 pub const MAX_LABEL_LEN: usize = 128;
@@ -76,6 +79,36 @@ pub struct UsageBatch {
     pub seq: u64,
     /// At most [`MAX_USAGE_RECORDS`] records.
     pub records: Vec<UsageRecord>,
+    /// The detailed request log: one entry per request, oldest first, at most
+    /// [`MAX_LOG_ENTRIES`]; sent only when the filter's `usage.request_log` is on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RequestLogEntry>,
+}
+
+/// One request of the detailed request log (`usage.request_log`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestLogEntry {
+    /// When the request arrived: Unix milliseconds.
+    pub time_ms: u64,
+    /// The tenant's id (same rules as [`UsageRecord::tenant`]).
+    pub tenant: String,
+    /// The endpoint label (same rules as [`UsageRecord::endpoint`]).
+    pub endpoint: String,
+    /// The response status (100 to 599; 0 when the stream ended without a response).
+    pub status: u16,
+    /// Request bytes received.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Response bytes sent.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Duration in milliseconds.
+    #[serde(default)]
+    pub latency_ms: u64,
+    /// The hashed JWT subject, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<u64>,
 }
 
 /// Usage of one `(tenant, date, endpoint)` in one batch.
@@ -154,8 +187,62 @@ impl UsageBatch {
                 reason,
             })?;
         }
+        if self.requests.len() > MAX_LOG_ENTRIES {
+            return Err(UsageError {
+                field: "requests".into(),
+                reason: format!("must hold at most {MAX_LOG_ENTRIES} entries"),
+            });
+        }
+        for (n, entry) in self.requests.iter().enumerate() {
+            entry.validate().map_err(|(field, reason)| UsageError {
+                field: format!("requests[{n}].{field}"),
+                reason,
+            })?;
+        }
         Ok(())
     }
+}
+
+impl RequestLogEntry {
+    /// Checks one entry; the error is `(field, reason)`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        check_label("tenant", &self.tenant, true)?;
+        check_label("endpoint", &self.endpoint, false)?;
+        if self.status != 0 && !(100..=599).contains(&self.status) {
+            return Err(("status", "must be 100 to 599, or 0 for no response".into()));
+        }
+        for (field, value) in [
+            ("bytes_in", self.bytes_in),
+            ("bytes_out", self.bytes_out),
+            ("latency_ms", self.latency_ms),
+            ("time_ms", self.time_ms),
+        ] {
+            if value > MAX_RECORD_COUNT {
+                return Err((field, format!("must be at most {MAX_RECORD_COUNT}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a tenant id (`braces`: `{` and `}` refused too), plan or endpoint label.
+fn check_label(
+    field: &'static str,
+    text: &str,
+    braces: bool,
+) -> Result<(), (&'static str, String)> {
+    if text.is_empty() || text.len() > MAX_LABEL_LEN {
+        return Err((field, format!("must be 1 to {MAX_LABEL_LEN} bytes long")));
+    }
+    if text.chars().any(char::is_control) || (braces && text.contains(['{', '}'])) {
+        let what = if braces {
+            "control characters, '{' or '}'"
+        } else {
+            "control characters"
+        };
+        return Err((field, format!("must not contain {what}")));
+    }
+    Ok(())
 }
 
 impl UsageRecord {
@@ -179,20 +266,7 @@ impl UsageRecord {
 
     /// Checks one record; the error is `(field, reason)`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let label = |field: &'static str, text: &str, braces: bool| {
-            if text.is_empty() || text.len() > MAX_LABEL_LEN {
-                return Err((field, format!("must be 1 to {MAX_LABEL_LEN} bytes long")));
-            }
-            if text.chars().any(char::is_control) || (braces && text.contains(['{', '}'])) {
-                let what = if braces {
-                    "control characters, '{' or '}'"
-                } else {
-                    "control characters"
-                };
-                return Err((field, format!("must not contain {what}")));
-            }
-            Ok(())
-        };
+        let label = check_label;
         label("tenant", &self.tenant, true)?;
         if let Some(plan) = &self.plan {
             label("plan", plan, false)?;

@@ -31,6 +31,7 @@ fn error_of(bad: UsageRecord) -> String {
         sender: 1,
         seq: 1,
         records: vec![record(), bad],
+        requests: Vec::new(),
     };
     batch.validate().unwrap_err().to_string()
 }
@@ -78,6 +79,7 @@ fn batches_round_trip_and_refuse_unknown_fields() {
         sender: 7,
         seq: 9,
         records: vec![record()],
+        requests: Vec::new(),
     };
     batch.validate().unwrap();
     let json = serde_json::to_string(&batch).unwrap();
@@ -151,6 +153,7 @@ fn each_mistake_is_named_with_its_record() {
         sender: 1,
         seq: 1,
         records: vec![record(); MAX_USAGE_RECORDS + 1],
+        requests: Vec::new(),
     };
     assert_eq!(
         batch.validate().unwrap_err().to_string(),

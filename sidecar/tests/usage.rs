@@ -104,6 +104,7 @@ fn batches(requests: &[Sent], sender: u64, seq: &AtomicU64, per_batch: usize) ->
             sender,
             seq: seq.fetch_add(1, Ordering::Relaxed),
             records: aggregate.drain(per_batch),
+            requests: Vec::new(),
         });
     }
     out

@@ -127,6 +127,7 @@ async fn usage_route_counts_batches_and_records() {
             sender: 9,
             seq,
             records: (0..seq).map(|n| record("acme", &format!("e{n}"))).collect(),
+            requests: Vec::new(),
         })
         .collect();
     let records = 6;

@@ -39,6 +39,7 @@ fn batch(seq: u64) -> UsageBatch {
         sender: 1,
         seq,
         records: vec![record],
+        requests: Vec::new(),
     }
 }
 

@@ -124,6 +124,7 @@ impl UsageOut {
                     sender: self.sender,
                     seq,
                     records: self.aggregate.drain(MAX_USAGE_RECORDS),
+                    requests: Vec::new(),
                 }
             }
         };

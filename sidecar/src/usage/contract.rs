@@ -30,6 +30,7 @@ pub(crate) fn batch(sender: u64, seq: u64, records: Vec<UsageRecord>) -> UsageBa
         sender,
         seq,
         records,
+        requests: Vec::new(),
     }
 }
 

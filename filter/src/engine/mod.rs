@@ -24,6 +24,28 @@ pub use slots::{SharedStore, SlotTable, StoreError};
 /// The largest batch a worker leases at once.
 pub const MAX_LEASE: u64 = 1024;
 
+/// Below this many spare permits (what the bucket could admit beyond the request's own) no
+/// worker leases: a permit leased by one worker cannot be spent by another, so near the limit
+/// a lease idle on one worker would make another refuse a request the bucket still had room
+/// for. Small buckets (a free plan's burst of 10) thus stay exact across workers, at the price
+/// of one shared-data round trip per request.
+pub const LEASE_FLOOR: u64 = 64;
+
+/// A lease takes at most this fraction (1/n) of the spare permits, so what one idle worker
+/// can hold back from the others stays small beside what is left.
+pub const LEASE_SHARE: u64 = 8;
+
+/// The most permits a request costing `cost` may lease when `available` are available now and
+/// the worker would like `wanted`: `cost` alone unless [`LEASE_FLOOR`] are spare.
+pub fn lease_max(cost: u64, wanted: u64, available: u64) -> u64 {
+    let spare = available.saturating_sub(cost);
+    if spare < LEASE_FLOOR {
+        return cost;
+    }
+    let batches = (spare / LEASE_SHARE / cost.max(1)).max(1);
+    wanted.min(cost.saturating_mul(batches)).max(cost)
+}
+
 /// One rule's question about one request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ask {
@@ -134,6 +156,11 @@ impl Limiter {
                 cleanly = old
                     .as_ref()
                     .is_none_or(|old| alg.return_lease(quota, state, now, old));
+                let max = if max > ask.cost {
+                    lease_max(ask.cost, max, alg.available(quota, state, now))
+                } else {
+                    max
+                };
                 alg.lease(quota, state, now, ask.cost, max, hold_back)
             },
         );

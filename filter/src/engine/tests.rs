@@ -67,6 +67,50 @@ fn two_workers_hammering_a_token_bucket_get_its_whole_burst() {
     assert_eq!(admitted, 200);
 }
 
+proptest! {
+    /// A bucket with fewer than LEASE_FLOOR spare permits is never leased, so in any
+    /// interleaving of two workers the first refusal comes exactly after `burst` admissions
+    /// (nothing refills within the test): no permit sits idle in the other worker's lease.
+    #[test]
+    fn small_buckets_are_exact_across_workers(
+        order in proptest::collection::vec(0usize..2, 1..120),
+        burst in 1u64..=LEASE_FLOOR,
+        algorithm in prop_oneof![
+            Just(Algorithm::FixedWindow),
+            Just(Algorithm::TokenBucket),
+            Just(Algorithm::SlidingWindowCounter),
+            Just(Algorithm::SlidingWindowLog),
+        ],
+    ) {
+        let mut store = MemStore::default();
+        let mut workers = [Limiter::new(1024, 64), Limiter::new(1024, 64)];
+        let ask = Ask { key: 5, algorithm, quota: Quota::new(burst, 3600 * crate::SECOND, burst, 0), cost: 1 };
+        let mut admitted = 0;
+        for (i, worker) in order.iter().enumerate() {
+            let outcome = workers[*worker].acquire(&mut store, &ask, MINUTE + i as u64 * 1_000);
+            if outcome.admitted {
+                admitted += 1;
+            } else {
+                prop_assert_eq!(admitted, burst, "refused at {} with room left", i);
+            }
+        }
+        prop_assert!(admitted <= burst);
+    }
+}
+
+#[test]
+fn lease_size_follows_the_spare_permits() {
+    assert_eq!(lease_max(1, 100, 10), 1, "too few spare: no lease");
+    assert_eq!(lease_max(1, 100, LEASE_FLOOR), 1);
+    assert_eq!(
+        lease_max(1, 100, LEASE_FLOOR + 1),
+        LEASE_FLOOR / LEASE_SHARE
+    );
+    assert_eq!(lease_max(1, 5, 10_000), 5, "never more than wanted");
+    assert_eq!(lease_max(3, 300, 3 + 80), 9, "whole batches of the cost");
+    assert_eq!(lease_max(u64::MAX, u64::MAX, u64::MAX), u64::MAX);
+}
+
 #[test]
 fn leases_make_most_requests_local() {
     let mut store = MemStore::default();
@@ -182,7 +226,8 @@ proptest! {
     fn interleaved_workers_keep_the_token_bucket_promise(
         order in proptest::collection::vec((0usize..2, 0u64..40), 1..400),
         limit in 1u64..40,
-        burst in 1u64..40,
+        // Up to well past LEASE_FLOOR, so that leases are made and spent late.
+        burst in 1u64..(3 * LEASE_FLOOR),
     ) {
         let mut store = MemStore::default();
         let mut workers = [Limiter::new(1024, 64), Limiter::new(1024, 64)];

@@ -134,6 +134,60 @@ pub struct Settings {
         global = true
     )]
     pub max_buckets: usize,
+
+    /// Write the detailed request log: the per-request entries the filter sends when its
+    /// `usage.request_log` is on go into the usage database's `api_request_log` (PostgreSQL:
+    /// partitioned by day, written with COPY; SQLite: one table), asynchronously and in
+    /// batches, never delaying `POST /v1/usage`. Off (the default): entries are not written,
+    /// only counted in `tollgate_request_log_entries_total{outcome="disabled"}`.
+    /// (`on`/`true`/`yes`/`1` or `off`/`false`/`no`/`0`.)
+    #[arg(long, env = "TOLLGATE_REQUEST_LOG", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub request_log: bool,
+
+    /// Days of the request log kept before today (UTC); older days are dropped (PostgreSQL:
+    /// their partitions; SQLite: their rows), checked at start and when the day changes.
+    #[arg(long, env = "TOLLGATE_REQUEST_LOG_RETENTION_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..=3660), global = true)]
+    pub request_log_retention_days: u32,
+
+    /// The most request log entries written at once (one COPY, or one SQLite transaction).
+    #[arg(long, env = "TOLLGATE_REQUEST_LOG_BATCH", default_value_t = 1_000,
+          value_parser = positive, global = true)]
+    pub request_log_batch: usize,
+
+    /// Queued request log entries are written at least this often (`500ms`, `1s`, `10s`),
+    /// sooner when a full batch waits.
+    #[arg(long, env = "TOLLGATE_REQUEST_LOG_FLUSH_INTERVAL", default_value = "1s",
+          value_parser = parse_duration, global = true)]
+    pub request_log_flush_interval: Duration,
+
+    /// The most request log entries waiting to be written; beyond it new entries are dropped
+    /// (counted in `tollgate_request_log_entries_total{outcome="dropped"}` and logged).
+    #[arg(long, env = "TOLLGATE_REQUEST_LOG_QUEUE", default_value_t = 100_000,
+          value_parser = positive, global = true)]
+    pub request_log_queue: usize,
+}
+
+impl Settings {
+    /// The request log's settings.
+    pub fn request_log(&self) -> crate::usage::request_log::RequestLogSettings {
+        crate::usage::request_log::RequestLogSettings {
+            enabled: self.request_log,
+            retention_days: self.request_log_retention_days,
+            batch_entries: self.request_log_batch,
+            flush_interval: self.request_log_flush_interval,
+            queue_entries: self.request_log_queue,
+        }
+    }
+}
+
+/// Parses a positive integer.
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) | Err(_) => Err(format!("{text:?} is not a positive integer")),
+        Ok(n) => Ok(n),
+    }
 }
 
 /// Parses a positive duration: an integer and a unit `ms`, `s`, `m`, `h` or `d`.
@@ -200,5 +254,42 @@ mod tests {
         .unwrap();
         assert_eq!(cli.command, Some(Command::Migrate));
         assert_eq!(cli.settings.database_url.as_deref(), Some("sqlite://x.db"));
+    }
+
+    #[test]
+    fn the_request_log_is_off_by_default() {
+        let cli = Cli::try_parse_from(["tollgate-sidecar"]).unwrap();
+        assert_eq!(
+            cli.settings.request_log(),
+            crate::usage::request_log::RequestLogSettings::default()
+        );
+        let cli = Cli::try_parse_from([
+            "tollgate-sidecar",
+            "--request-log",
+            "--request-log-retention-days",
+            "7",
+            "--request-log-batch",
+            "50",
+            "--request-log-flush-interval",
+            "250ms",
+            "--request-log-queue",
+            "500",
+        ])
+        .unwrap();
+        let settings = cli.settings.request_log();
+        assert!(settings.enabled);
+        assert_eq!(settings.retention_days, 7);
+        assert_eq!(settings.batch_entries, 50);
+        assert_eq!(settings.flush_interval, Duration::from_millis(250));
+        assert_eq!(settings.queue_entries, 500);
+        for bad in [
+            ["--request-log-retention-days", "0"],
+            ["--request-log-batch", "0"],
+            ["--request-log-queue", "-1"],
+            ["--request-log-flush-interval", "1"],
+        ] {
+            let args = ["tollgate-sidecar", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 }

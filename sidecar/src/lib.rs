@@ -4,7 +4,8 @@
 //! admitted in batches (`POST /v1/sync`), which the sidecar adds into the same buckets, exactly
 //! once per batch, answering with the global totals and how many nodes share them. Usage
 //! batches (`POST /v1/usage`, [`app_with_usage`]) are aggregated per tenant, day and endpoint
-//! and flushed into the usage database exactly once ([`usage`]).
+//! and flushed into the usage database exactly once ([`usage`]); their optional per-request
+//! entries go into the detailed request log ([`usage::request_log`], `TOLLGATE_REQUEST_LOG`).
 //!
 //! [`app`] builds the HTTP API over any [`CounterStore`]; `main` only parses the
 //! configuration and serves it. Tested without a socket:
@@ -104,15 +105,28 @@ impl<S: CounterStore> AppState<S> {
     }
 }
 
-/// The sidecar's HTTP API with usage metering (`POST /v1/usage`) into `usage`.
+/// The sidecar's HTTP API with usage metering (`POST /v1/usage`) into `usage`; request log
+/// entries are not written (counted as `disabled`: see [`app_with_request_log`]).
 pub fn app_with_usage<S: CounterStore, U: usage::UsageStore>(
     state: AppState<S>,
     usage: Arc<U>,
+) -> Router {
+    let log = usage::request_log::RequestLog::disabled(Arc::clone(&state.metrics));
+    app_with_request_log(state, usage, log)
+}
+
+/// [`app_with_usage`] with the batches' request log entries handed to `request_log`
+/// ([`usage::request_log::spawn`], which should count into `state.metrics`).
+pub fn app_with_request_log<S: CounterStore, U: usage::UsageStore>(
+    state: AppState<S>,
+    usage: Arc<U>,
+    request_log: usage::request_log::RequestLog,
 ) -> Router {
     let usage = routes::usage::UsageState {
         store: usage,
         metrics: Arc::clone(&state.metrics),
         clock: state.clock,
+        request_log,
     };
     app(state).merge(routes::usage::router(usage))
 }

@@ -14,6 +14,8 @@
 //! | `tollgate_nodes` | gauge | nodes that synced in the last 10 s, as of the latest batch |
 //! | `tollgate_usage_batches_total{outcome}` | counter | usage batches, `applied` (some record counted) or `duplicate` (none) |
 //! | `tollgate_usage_records_total` | counter | usage records counted (duplicates excluded) |
+//! | `tollgate_request_log_entries_total{outcome}` | counter | request log entries: `written`, `dropped` (queue full), `failed` (database refused), `out_of_range` (day outside the retention or too far ahead), `disabled` (`TOLLGATE_REQUEST_LOG` off) |
+//! | `tollgate_request_log_queue` | gauge | request log entries waiting to be written |
 //! | `tollgate_redis_seconds` | histogram | every Redis round trip of the counter store (50 µs to 100 ms buckets) |
 
 use std::collections::HashMap;
@@ -47,6 +49,8 @@ const NODES: &str = "tollgate_nodes";
 const REDIS_SECONDS: &str = "tollgate_redis_seconds";
 const USAGE_BATCHES: &str = "tollgate_usage_batches_total";
 const USAGE_RECORDS: &str = "tollgate_usage_records_total";
+const REQUEST_LOG_ENTRIES: &str = "tollgate_request_log_entries_total";
+const REQUEST_LOG_QUEUE: &str = "tollgate_request_log_queue";
 /// How many store updates between two upkeeps of the recorder (see [`Metrics::decision`]).
 const UPKEEP_EVERY: u64 = 4096;
 static METADATA: Metadata<'static> =
@@ -61,6 +65,42 @@ pub struct SyncCounts {
     pub hits: u64,
     /// Entries whose hits were a window old or more, not counted.
     pub expired: u64,
+}
+
+/// What became of request log entries (the `outcome` of `tollgate_request_log_entries_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogOutcome {
+    /// Written into `api_request_log`.
+    Written,
+    /// Not queued: the queue was full.
+    Dropped,
+    /// The database refused them (after retries), or was down at shutdown.
+    Failed,
+    /// Their day is older than the retention or further ahead than the partitions.
+    OutOfRange,
+    /// The request log is off.
+    Disabled,
+}
+
+impl LogOutcome {
+    const ALL: [LogOutcome; 5] = [
+        LogOutcome::Written,
+        LogOutcome::Dropped,
+        LogOutcome::Failed,
+        LogOutcome::OutOfRange,
+        LogOutcome::Disabled,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            LogOutcome::Written => "written",
+            LogOutcome::Dropped => "dropped",
+            LogOutcome::Failed => "failed",
+            LogOutcome::OutOfRange => "out_of_range",
+            LogOutcome::Disabled => "disabled",
+        }
+    }
 }
 
 /// The counters one sidecar exports.
@@ -81,6 +121,9 @@ pub struct Metrics {
     /// Usage batches: applied, duplicate.
     usage_batches: [Counter; 2],
     usage_records: Counter,
+    /// Request log entries, by [`LogOutcome`] (in [`LogOutcome::ALL`] order).
+    request_log: [Counter; 5],
+    request_log_queue: Gauge,
 }
 
 impl Default for Metrics {
@@ -158,6 +201,19 @@ impl Metrics {
             counter(USAGE_BATCHES, outcome("duplicate")),
         ];
         let usage_records = counter(USAGE_RECORDS, vec![]);
+        describe(
+            REQUEST_LOG_ENTRIES,
+            "Request log entries by outcome (written, dropped: queue full, failed: database \
+             refused, out_of_range: no partition for their day, disabled: TOLLGATE_REQUEST_LOG off).",
+        );
+        recorder.describe_gauge(
+            REQUEST_LOG_QUEUE.into(),
+            None,
+            SharedString::const_str("Request log entries waiting to be written."),
+        );
+        let request_log = LogOutcome::ALL.map(|o| counter(REQUEST_LOG_ENTRIES, outcome(o.label())));
+        let request_log_queue =
+            recorder.register_gauge(&Key::from_static_name(REQUEST_LOG_QUEUE), &METADATA);
         let nodes = recorder.register_gauge(&Key::from_static_name(NODES), &METADATA);
         let redis_seconds =
             recorder.register_histogram(&Key::from_static_name(REDIS_SECONDS), &METADATA);
@@ -175,6 +231,8 @@ impl Metrics {
             updates: AtomicU64::new(0),
             usage_batches,
             usage_records,
+            request_log,
+            request_log_queue,
         }
     }
 
@@ -263,6 +321,19 @@ impl Metrics {
             applied.increment(1);
         }
         self.usage_records.increment(records);
+    }
+
+    /// Counts `entries` request log entries with `outcome`.
+    pub fn request_log(&self, outcome: LogOutcome, entries: u64) {
+        if let Some(counter) = self.request_log.get(outcome as usize) {
+            counter.increment(entries);
+        }
+    }
+
+    /// Sets the number of request log entries waiting to be written.
+    pub fn request_log_queue(&self, entries: u64) {
+        // Queue lengths are far below 2^53, so the conversion is exact.
+        self.request_log_queue.set(entries as f64);
     }
 
     /// Sets the number of nodes that synced lately.

@@ -12,8 +12,9 @@ use crate::routes::usage_query::QueryState;
 use crate::storage::{CounterStore, MemoryStore, RedisStore, StoreError, redact_url};
 use crate::tenants::Tenants;
 use crate::usage::flush::{self, FlushError, FlushReport};
+use crate::usage::request_log;
 use crate::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
-use crate::{AppState, app, app_with_usage_queries, system_clock};
+use crate::{AppState, app, app_with_request_log, system_clock};
 
 /// Binds `settings.listen` and serves until a shutdown signal, letting in-flight requests
 /// finish. Counters live in Redis when `settings.redis_url` is set, else in this process.
@@ -25,7 +26,9 @@ pub async fn serve(settings: &Settings) -> std::io::Result<()> {
 /// [`serve`] with usage metering: `POST /v1/usage` into the usage store ([`usage_store`]),
 /// flushed into `database` every `settings.flush_interval` and once more on shutdown, and the
 /// tenant usage API (`GET /v1/usage/…`) reading `database`, its tenants from
-/// `settings.filter_config` (a bad file: an error before listening).
+/// `settings.filter_config` (a bad file: an error before listening). With
+/// `settings.request_log` on, the batches' request log entries are written into `database` by
+/// [`request_log::spawn`]'s writer, which writes what is queued on shutdown.
 pub async fn serve_with_database(settings: &Settings, database: Database) -> std::io::Result<()> {
     serve_with(settings, Some(database)).await
 }
@@ -137,6 +140,12 @@ async fn run<S: CounterStore>(
         state.clock,
         stopped,
     );
+    let (log, log_job) = request_log::spawn(
+        settings.request_log(),
+        database.clone(),
+        Arc::clone(&state.metrics),
+        state.clock,
+    );
     let queries = QueryState::new(
         database.clone(),
         tenants,
@@ -144,9 +153,15 @@ async fn run<S: CounterStore>(
         Arc::clone(&state.metrics),
         state.clock,
     );
-    let served = axum::serve(listener, app_with_usage_queries(state, usage, queries))
+    let api =
+        app_with_request_log(state, usage, log).merge(crate::routes::usage_query::router(queries));
+    let served = axum::serve(listener, api)
         .with_graceful_shutdown(shutdown_signal())
         .await;
+    // No request is left to queue entries: write what is queued.
+    if let Some(log_job) = log_job {
+        log_job.shutdown().await;
+    }
     // Stop the flush job, which flushes once more first.
     let _ = stop.send(true);
     if let Err(error) = job.await {

@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use serde_json::json;
 use support::api::post;
 use tollgate_filter::usage::{USAGE_PATH, UsageBatch, UsageRecord};
+use tollgate_sidecar::routes::usage::MAX_USAGE_BODY_BYTES;
 use tollgate_sidecar::storage::MemoryStore;
 use tollgate_sidecar::usage::{MemoryUsageStore, RedisUsageStore, UsageStore};
 use tollgate_sidecar::{AppState, app_with_usage};
@@ -92,7 +93,7 @@ async fn usage_route_errors_name_the_field() {
     );
     let huge = format!(
         r#"{{"sender":1,"seq":1,"records":[],"pad":"{}"}}"#,
-        "x".repeat(1 << 20)
+        "x".repeat(MAX_USAGE_BODY_BYTES)
     );
     let (status, answer) = post(&app, USAGE_PATH, huge).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{answer}");

@@ -8,6 +8,13 @@
 //! [`MAX_AGE_DAYS`](crate::usage::MAX_AGE_DAYS) days old or in the future. A store failure is a
 //! 503: the filter keeps the batch and sends it again unchanged, which counts only what was not
 //! counted yet.
+//!
+//! The batch's request log entries (`requests`) go to the [`RequestLog`] once its records were
+//! ingested: queued without waiting, written later by its own task, so the log never delays or
+//! fails the answer. A batch that was entirely a duplicate (`applied == 0`, `duplicate > 0`) is
+//! a resend whose entries were queued the first time: they are not queued again (the residual
+//! double-logging cases are in [`crate::usage::request_log`]). A batch the store could not
+//! ingest (503) queues nothing: the filter sends it again.
 
 use std::sync::Arc;
 
@@ -20,10 +27,12 @@ use tollgate_filter::usage::{USAGE_PATH, UsageBatch, UsageResponse};
 use crate::Clock;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::usage::request_log::RequestLog;
 use crate::usage::{UsageStore, check_dates};
 
-/// The largest `POST /v1/usage` body accepted: 1024 records of up to about 1 KiB each.
-pub const MAX_USAGE_BODY_BYTES: usize = 1024 * 1024;
+/// The largest `POST /v1/usage` body accepted: 1024 records of up to about 1 KiB each, plus
+/// 4096 request log entries of up to about 420 bytes each (both limits of the protocol).
+pub const MAX_USAGE_BODY_BYTES: usize = 3 * 1024 * 1024;
 
 /// What the usage route shares.
 pub struct UsageState<U> {
@@ -33,6 +42,8 @@ pub struct UsageState<U> {
     pub metrics: Arc<Metrics>,
     /// The clock (Unix nanoseconds) dates are checked against.
     pub clock: Clock,
+    /// Where the batches' request log entries go.
+    pub request_log: RequestLog,
 }
 
 impl<U> Clone for UsageState<U> {
@@ -41,6 +52,7 @@ impl<U> Clone for UsageState<U> {
             store: Arc::clone(&self.store),
             metrics: Arc::clone(&self.metrics),
             clock: self.clock,
+            request_log: self.request_log.clone(),
         }
     }
 }
@@ -80,7 +92,8 @@ async fn apply<U: UsageStore>(
     state: &UsageState<U>,
     body: Result<Json<UsageBatch>, JsonRejection>,
 ) -> Result<UsageResponse, ApiError> {
-    let Json(batch) = body.map_err(|e| ApiError::from_json_rejection(e, MAX_USAGE_BODY_BYTES))?;
+    let Json(mut batch) =
+        body.map_err(|e| ApiError::from_json_rejection(e, MAX_USAGE_BODY_BYTES))?;
     batch
         .validate()
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
@@ -90,6 +103,11 @@ async fn apply<U: UsageStore>(
     let ingested = state.store.ingest(&batch, now).await?;
     let duplicate = ingested.applied == 0 && ingested.duplicate > 0;
     state.metrics.usage_batch(ingested.applied, duplicate);
+    if !duplicate {
+        state
+            .request_log
+            .submit(std::mem::take(&mut batch.requests));
+    }
     Ok(UsageResponse {
         applied: ingested.applied,
         duplicate: ingested.duplicate,

@@ -1,5 +1,6 @@
-//! The tenant usage API: `GET /v1/usage/{daily,period,endpoints,users}`, JSON, read from the
-//! usage database (what the flush job wrote; see [`crate::usage::query`]).
+//! The tenant usage API: `GET /v1/usage/{daily,period,endpoints,users,requests}`, JSON, read
+//! from the usage database (what the flush job wrote, see [`crate::usage::query`]; and the
+//! request log, [`crate::usage::request_log`]).
 //!
 //! **Who may read what.** `Authorization: Bearer <API key>` (a key of the filter
 //! configuration's `tenants`, [`crate::tenants`]) reads that key's tenant only; `?tenant=`
@@ -11,7 +12,8 @@
 //!
 //! **Parameters** (anything else is 400 `invalid_parameter` naming it): `days` (1 to
 //! [`MAX_DAYS`], default [`DEFAULT_DAYS`]: the last `days` UTC days, today included), `top`
-//! (`/endpoints` only, 1 to [`MAX_TOP`], default [`DEFAULT_TOP`]), `tenant`.
+//! (`/endpoints` only, 1 to [`MAX_TOP`], default [`DEFAULT_TOP`]), `limit` (`/requests` only,
+//! 1 to [`MAX_LIMIT`], default [`DEFAULT_LIMIT`]), `tenant`.
 //!
 //! - `/daily`: per day requests, bytes in/out, 4xx, 5xx and active users (every day listed,
 //!   zeros included), oldest first, and the totals.
@@ -22,6 +24,8 @@
 //!   requests) and latency mean and p50/p95/p99 estimated from the merged histogram
 //!   ([`crate::usage::query`] documents the method).
 //! - `/users`: active users per day (the day's distinct JWT subjects).
+//! - `/requests`: the latest `limit` requests of the detailed request log, newest first (time,
+//!   endpoint, status, bytes, latency, user hash); empty while `TOLLGATE_REQUEST_LOG` is off.
 
 mod access;
 
@@ -41,6 +45,7 @@ use crate::db::Database;
 use crate::metrics::Metrics;
 use crate::tenants::{Hash, Tenants, hash};
 use crate::usage::query::{self, Counts};
+use crate::usage::request_log;
 
 /// Days when `days` is not given.
 pub const DEFAULT_DAYS: u32 = 30;
@@ -50,6 +55,10 @@ pub const MAX_DAYS: u32 = 366;
 pub const DEFAULT_TOP: usize = 10;
 /// The most endpoints one request may ask for.
 pub const MAX_TOP: usize = 1_000;
+/// Logged requests when `limit` is not given.
+pub const DEFAULT_LIMIT: u32 = 100;
+/// The most logged requests one request may ask for.
+pub const MAX_LIMIT: u32 = 1_000;
 
 /// What the usage API shares.
 #[derive(Clone)]
@@ -160,6 +169,7 @@ pub fn router(state: QueryState) -> Router {
         .route("/v1/usage/period", only_get(get(period)))
         .route("/v1/usage/endpoints", only_get(get(endpoints)))
         .route("/v1/usage/users", only_get(get(users)))
+        .route("/v1/usage/requests", only_get(get(requests)))
         .with_state(state)
 }
 
@@ -345,6 +355,38 @@ async fn users(
             "from": from,
             "to": to,
             "days": series,
+        })))
+    };
+    counted(&state, answer.await)
+}
+
+async fn requests(
+    State(state): State<QueryState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, QueryError> {
+    let answer = async {
+        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["limit", "tenant"])?;
+        let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+        let entries = request_log::latest(&state.database, &scope.tenant, limit).await?;
+        let list: Vec<Value> = entries
+            .iter()
+            .map(|entry| {
+                json!({
+                    "time_ms": entry.time_ms,
+                    "endpoint": entry.endpoint,
+                    "status": entry.status,
+                    "bytes_in": entry.bytes_in,
+                    "bytes_out": entry.bytes_out,
+                    "latency_ms": entry.latency_ms,
+                    "user": entry.user,
+                })
+            })
+            .collect();
+        Ok(Json(json!({
+            "tenant": scope.tenant,
+            "limit": limit,
+            "requests": list,
         })))
     };
     counted(&state, answer.await)

@@ -15,6 +15,7 @@ pub mod flush;
 mod memory;
 pub mod query;
 mod redis;
+pub mod request_log;
 pub mod sink;
 
 use std::future::Future;

@@ -5,7 +5,7 @@
 use axum::http::{HeaderMap, header};
 use tollgate_filter::usage::MAX_LABEL_LEN;
 
-use super::{MAX_DAYS, MAX_TOP, QueryError, QueryState};
+use super::{MAX_DAYS, MAX_LIMIT, MAX_TOP, QueryError, QueryState};
 use crate::tenants::{TenantInfo, hash, same_hash};
 
 /// Who is asking.
@@ -86,6 +86,7 @@ fn authorize(
 pub(super) struct Params {
     pub(super) days: Option<u32>,
     pub(super) top: Option<usize>,
+    pub(super) limit: Option<u32>,
     pub(super) tenant: Option<String>,
 }
 
@@ -116,6 +117,13 @@ fn params(raw: Option<&str>, allowed: &[&str]) -> Result<Params, QueryError> {
             "top" => {
                 let top = number(&name, &value, MAX_TOP as u64)? as usize;
                 if out.top.replace(top).is_some() {
+                    return Err(repeated());
+                }
+            }
+            "limit" => {
+                let limit = number(&name, &value, u64::from(MAX_LIMIT))?;
+                let limit = u32::try_from(limit).unwrap_or(MAX_LIMIT);
+                if out.limit.replace(limit).is_some() {
                     return Err(repeated());
                 }
             }
@@ -200,9 +208,21 @@ mod tests {
             ("days=1&days=2", "days: given more than once"),
             ("top=5", "top: unknown parameter"),
             ("tenant=", "tenant: must be a tenant id"),
+            ("limit=5", "limit: unknown parameter"),
         ] {
             let error = params(Some(raw), &["days", "tenant"]).err().unwrap();
             assert!(error.to_string().contains(needle), "{raw}: {error}");
+        }
+        let p = params(Some("limit=1000"), &["limit"]).unwrap();
+        assert_eq!(p.limit, Some(1_000));
+        for raw in ["limit=0", "limit=1001", "limit=x"] {
+            let error = params(Some(raw), &["limit"]).err().unwrap();
+            assert!(
+                error
+                    .to_string()
+                    .contains("is not an integer from 1 to 1000"),
+                "{raw}: {error}"
+            );
         }
     }
 }

@@ -87,6 +87,22 @@ def test_strict_refusal_refunds_the_local_rules(start_envoy, sidecar):
     assert statuses == [200, 200, 429], statuses
 
 
+def test_a_strict_refusal_refunds_the_other_strict_rules(start_envoy, sidecar):
+    # Two strict rules on one request: "narrow" refuses, so "wide"'s permit, taken in the same
+    # call, goes back on the sidecar (the checks travel as one group).
+    cfg = strict_config(
+        policy.rule("wide", "fixed_window", 4, "1h", scope="strict"),
+        policy.rule("narrow", "fixed_window", 1, "1h", scope="strict", match={"path_prefix": "/narrow"}),
+    )
+    envoy = start_envoy(config.tollgate(cfg, sidecar_port=sidecar.port))
+    statuses = http.statuses(http.burst(envoy.port, 3, path="/narrow"))
+    assert statuses == [200, 429, 429], statuses
+    # Only the first request spent a permit of "wide": three more fit.
+    statuses = http.statuses(http.burst(envoy.port, 4, path="/"))
+    assert statuses == [200, 200, 200, 429], statuses
+    assert sidecar.decisions(rule="wide", outcome="refunded") == 2, sidecar.metrics()
+
+
 def test_sidecar_that_never_answers_times_out(start_envoy):
     # A socket that accepts connections (the kernel's backlog) but never answers.
     with socket.socket() as silent:

@@ -153,6 +153,7 @@ pub fn check_request(rule: &Rule, ask: &Ask) -> CheckRequest {
         burst: Some(ask.quota.burst),
         queue: ask.quota.queue,
         cost: ask.cost,
+        group: None,
     }
 }
 

@@ -118,6 +118,11 @@ pub struct CheckRequest {
     /// Permits this request takes (≥ 1, default 1).
     #[serde(default = "one")]
     pub cost: u64,
+    /// Checks of one [`CheckBatch`] with the same `group` are one request's: when any of them
+    /// is refused, the sidecar gives back what the others took (the request is refused as a
+    /// whole, so their permits were never used). Absent: the check stands alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u32>,
 }
 
 const fn one() -> u64 {
@@ -254,6 +259,22 @@ impl CheckBatch {
     }
 }
 
+/// How many of the first of `queued` checks one [`CheckBatch`] carries: at most `max`, and
+/// never one request's checks (the same `request` id) split between two batches — the sidecar
+/// refunds a [`CheckRequest::group`] as a whole only when it sees all of it. (A request with
+/// more than `max` checks, which no policy makes, would be split.)
+pub fn batch_end<T>(queued: &[T], max: usize, request: impl Fn(&T) -> u32) -> usize {
+    let end = queued.len().min(max);
+    let (Some(next), Some(taken)) = (queued.get(end), queued.get(..end)) else {
+        return end;
+    };
+    let next = request(next);
+    match taken.iter().rposition(|q| request(q) != next) {
+        Some(last_other) => last_other + 1,
+        None => end,
+    }
+}
+
 /// The answers to a [`CheckBatch`], in its order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -380,6 +401,7 @@ mod tests {
             burst: Some(20),
             queue: 0,
             cost: 2,
+            group: None,
         }
     }
 
@@ -391,6 +413,23 @@ mod tests {
             serde_json::from_str::<CheckRequest>(&json).unwrap(),
             request()
         );
+        assert!(!json.contains("group"), "a lone check says nothing of groups: {json}");
+        let grouped = CheckRequest {
+            group: Some(7),
+            ..request()
+        };
+        let json = serde_json::to_string(&grouped).unwrap();
+        assert_eq!(serde_json::from_str::<CheckRequest>(&json).unwrap(), grouped);
+    }
+
+    #[test]
+    fn batches_never_split_a_request() {
+        let ids = |q: &u32| *q;
+        assert_eq!(batch_end(&[1, 1, 2, 2, 2], 4, ids), 2, "request 2 waits whole");
+        assert_eq!(batch_end(&[1, 1, 2, 2, 3], 4, ids), 4);
+        assert_eq!(batch_end(&[1, 2], 4, ids), 2, "everything fits");
+        assert_eq!(batch_end(&[5, 5, 5, 5, 5], 4, ids), 4, "a group larger than a batch");
+        assert_eq!(batch_end::<u32>(&[], 4, ids), 0);
     }
 
     #[test]

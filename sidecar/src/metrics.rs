@@ -5,7 +5,7 @@
 //!
 //! | metric | type | what it counts |
 //! | --- | --- | --- |
-//! | `tollgate_decisions_total{rule, outcome}` | counter | `strict` checks, `admitted` or `refused` |
+//! | `tollgate_decisions_total{rule, outcome}` | counter | `strict` checks, `admitted` or `refused`; `refunded`: admitted, then given back because another check of the same request was refused |
 //! | `tollgate_errors_total{kind}` | counter | failed requests by stable error code |
 //! | `tollgate_sync_batches_total{outcome}` | counter | `global` sync batches, `applied` or `duplicate` |
 //! | `tollgate_sync_entries_total` | counter | entries of applied batches |
@@ -266,6 +266,18 @@ impl Metrics {
         };
         counter.increment(1);
         self.upkeep_after(1);
+    }
+
+    /// Counts one admitted decision of `rule` given back because another check of the same
+    /// request was refused (`outcome="refunded"`; it stays counted as admitted too).
+    pub fn refunded(&self, rule: &str) {
+        let known = self
+            .decisions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(rule);
+        let rule = if known { rule } else { OTHER_RULE };
+        self.counter(DECISIONS, rule, "refunded").increment(1);
     }
 
     /// Counts `updates` store updates, and runs the recorder's upkeep every [`UPKEEP_EVERY`]:

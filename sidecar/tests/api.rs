@@ -348,6 +348,7 @@ async fn concurrent_checks_on_one_key_admit_exactly_the_limit() {
             burst: None,
             queue: LIMIT - 1, // leaky bucket: one now, the rest queued
             cost: 1,
+            group: None,
         };
         let body = serde_json::to_string(&request).unwrap();
         let calls: Vec<_> = (0..CALLS)
@@ -424,4 +425,9 @@ async fn checks_bad_batches_get_a_json_4xx_and_decide_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checks_concurrent_batches_admit_exactly_the_limit() {
     checks::concurrent_batches_admit_exactly_the_limit(&memory_app()).await;
+}
+
+#[tokio::test]
+async fn checks_a_refused_request_gives_back_what_its_other_checks_took() {
+    checks::a_refused_request_gives_back_what_its_other_checks_took(&memory_app()).await;
 }

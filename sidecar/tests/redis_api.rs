@@ -111,6 +111,7 @@ async fn admit_exactly_the_limit(new_app: impl Fn() -> Router) {
             burst: None,
             queue: LIMIT - 1, // leaky bucket: one now, the rest queued
             cost: 1,
+            group: None,
         };
         let body = serde_json::to_string(&request).unwrap();
         let calls: Vec<_> = (0..CALLS)

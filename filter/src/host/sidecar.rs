@@ -26,7 +26,7 @@ use crate::headers::HeaderList;
 use crate::policy::{FailureMode, Sidecar};
 use crate::protocol::{
     CHECK_PATH, CHECKS_PATH, CheckBatch, CheckBatchResponse, CheckRequest, CheckResponse,
-    MAX_CHECK_BATCH,
+    MAX_CHECK_BATCH, batch_end,
 };
 
 /// Calls a worker keeps out at once before checks queue up for a batch. One: under load the
@@ -224,11 +224,20 @@ impl Calls {
         now: Nanos,
     ) -> Targets {
         let deadline = now.saturating_add(sidecar.timeout_ms.saturating_mul(1_000_000));
+        // Several checks of one request travel as a group: one refused, the others' permits
+        // go back on the sidecar.
+        let group = (checks.calls.len() > 1).then_some(context_id);
         let own = checks
             .calls
             .iter()
             .enumerate()
-            .map(|(index, call)| (context_id, index, call.check.request.clone(), deadline))
+            .map(|(index, call)| {
+                let request = CheckRequest {
+                    group,
+                    ..call.check.request.clone()
+                };
+                (context_id, index, request, deadline)
+            })
             .collect();
         if self.out.len() < MAX_CALLS {
             self.dispatch(sidecar, own, now)
@@ -250,7 +259,7 @@ impl Calls {
     pub fn flush(&mut self, sidecar: &Sidecar, now: Nanos) -> Targets {
         let mut failed = Vec::new();
         while !self.queue.is_empty() && self.out.len() < MAX_CALLS {
-            let take = self.queue.len().min(MAX_CHECK_BATCH);
+            let take = batch_end(&self.queue, MAX_CHECK_BATCH, |q| q.0);
             let batch: Vec<Queued> = self.queue.drain(..take).collect();
             failed.extend(self.dispatch(sidecar, batch, now));
         }

@@ -46,11 +46,14 @@ async fn decide<S: CounterStore>(
 }
 
 /// A validated check: its bucket and how to decide it.
+#[derive(Clone)]
 pub(crate) struct Check {
     key: CounterKey,
     algorithm: Algorithm,
     quota: Quota,
     cost: u64,
+    /// The request the check belongs to within its batch ([`CheckRequest::group`]).
+    pub(crate) group: Option<u32>,
 }
 
 impl Check {
@@ -58,6 +61,7 @@ impl Check {
     pub(crate) fn new(request: CheckRequest) -> Result<Self, ProtocolError> {
         Ok(Check {
             quota: request.quota()?,
+            group: request.group,
             algorithm: Algorithm::from(request.algorithm),
             cost: request.cost,
             key: CounterKey {
@@ -86,6 +90,24 @@ impl Check {
     /// The check's bucket.
     pub(crate) fn key(&self) -> &CounterKey {
         &self.key
+    }
+
+    /// Gives back the permits this check took at `granted_at` (another check of its request
+    /// was refused). Exact as far as the algorithm can tell (see [`Algorithm::refund`]).
+    pub(crate) async fn refund<S: CounterStore>(
+        &self,
+        store: &S,
+        granted_at: Nanos,
+        now: Nanos,
+    ) -> Result<(), StoreError> {
+        store
+            .update(&self.key, now, |state| {
+                self.algorithm
+                    .refund(&self.quota, state, now, granted_at, self.cost);
+                let idle_at = self.idle_at(state);
+                ((), Write::State { idle_at })
+            })
+            .await
     }
 
     /// Decides the check at `now` in one atomic update of its bucket, and counts the decision

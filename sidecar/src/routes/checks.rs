@@ -22,7 +22,7 @@
 //!   Checks decided before the failure keep what they took (as a `/v1/check` whose answer is
 //!   lost does): a failure never admits more than the limit, at worst it under-admits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
@@ -78,6 +78,13 @@ async fn decide_all<S: CounterStore>(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let now = (app.clock)();
+    // Checks that belong to a request with others (several strict rules): kept to refund.
+    let grouped: Vec<(usize, Check)> = checks
+        .iter()
+        .enumerate()
+        .filter(|(_, check)| check.group.is_some())
+        .map(|(n, check)| (n, check.clone()))
+        .collect();
     let mut results: Vec<Option<CheckResponse>> = vec![None; checks.len()];
     // Owned items, as in `/v1/sync`: a stream of futures borrowing from the batch would not
     // be `Send`.
@@ -91,6 +98,8 @@ async fn decide_all<S: CounterStore>(
             }
         }
     }
+    drop(decided);
+    refund_refused_groups(app, &grouped, &results, now).await?;
     Ok(CheckBatchResponse {
         // Every group answered every one of its checks: nothing is left `None`.
         results: results.into_iter().flatten().collect(),
@@ -98,6 +107,34 @@ async fn decide_all<S: CounterStore>(
 }
 
 /// One bucket's checks (in the batch's order) and their places in the batch.
+/// Gives back what the admitted checks of a refused request took: `grouped` are the batch's
+/// checks that share a [`Check::group`] with others, by their place in the batch. The answers
+/// stay as decided (the filter refuses the request anyway); the refunds are counted in
+/// `tollgate_decisions_total{outcome="refunded"}`.
+async fn refund_refused_groups<S: CounterStore>(
+    app: &AppState<S>,
+    grouped: &[(usize, Check)],
+    results: &[Option<CheckResponse>],
+    now: Nanos,
+) -> Result<(), StoreError> {
+    let admitted = |n: usize| results.get(n).and_then(Option::as_ref).map(|r| r.admitted);
+    let refused: HashSet<u32> = grouped
+        .iter()
+        .filter(|(n, _)| admitted(*n) == Some(false))
+        .filter_map(|(_, check)| check.group)
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    for (n, check) in grouped {
+        if admitted(*n) == Some(true) && check.group.is_some_and(|g| refused.contains(&g)) {
+            check.refund(&*app.store, now, now).await?;
+            app.metrics.refunded(&check.key().rule);
+        }
+    }
+    Ok(())
+}
+
 struct Group {
     places: Vec<usize>,
     checks: Vec<Check>,
@@ -156,6 +193,7 @@ mod tests {
             burst: None,
             queue: 0,
             cost: 1,
+            group: None,
         })
         .unwrap()
     }

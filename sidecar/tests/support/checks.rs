@@ -39,6 +39,71 @@ pub async fn all(new_app: impl Fn() -> Router) {
     mixed_buckets_are_each_decided_in_order(&new_app()).await;
     bad_batches_get_a_json_4xx_and_decide_nothing(&new_app()).await;
     concurrent_batches_admit_exactly_the_limit(&new_app()).await;
+    a_refused_request_gives_back_what_its_other_checks_took(&new_app()).await;
+}
+
+/// One request with two strict rules: `wide` (limit 3) admits, `narrow` (limit 1, spent)
+/// refuses, so the request is refused and `wide`'s permit goes back. Checks
+/// without a group, or whose group was admitted whole, keep what they took.
+pub async fn a_refused_request_gives_back_what_its_other_checks_took(app: &Router) {
+    // (Not the leaky bucket: it gives back only the latest grant of an instant, and then
+    // decides conservatively until its queue drains — filter/src/algorithm/leaky_bucket.rs.)
+    for algorithm in [
+        "fixed_window",
+        "token_bucket",
+        "sliding_window_log",
+        "sliding_window_counter",
+    ] {
+        let rule = |name: &str, limit: u64, group: Option<u32>| {
+            let mut check = json!({ "rule": format!("{name}-{algorithm}"), "key": 1,
+                "algorithm": algorithm, "limit": limit, "window_ns": HOUR });
+            if let Some(group) = group {
+                check["group"] = json!(group);
+            }
+            check
+        };
+        // Spend narrow's only permit, in a group admitted whole: nothing given back.
+        assert_eq!(
+            admitted(app, &[rule("narrow", 1, Some(1)), rule("wide", 3, Some(1))]).await,
+            [true, true],
+            "{algorithm}"
+        );
+        // Refused as a whole, twice: wide's permits go back each time.
+        for group in [2, 3] {
+            assert_eq!(
+                admitted(
+                    app,
+                    &[rule("wide", 3, Some(group)), rule("narrow", 1, Some(group))]
+                )
+                .await,
+                [true, false],
+                "{algorithm}"
+            );
+        }
+        // wide has 2 of its 3 left (one spent by the first request only).
+        let single = [rule("wide", 3, None)];
+        assert_eq!(admitted(app, &single).await, [true], "{algorithm}");
+        assert_eq!(admitted(app, &single).await, [true], "{algorithm}");
+        assert_eq!(
+            admitted(app, &single).await,
+            [false],
+            "{algorithm}: a refund too many"
+        );
+        // Without a group nothing is given back.
+        assert_eq!(
+            admitted(app, &[rule("alone", 1, None), rule("narrow", 1, None)]).await,
+            [true, false],
+            "{algorithm}"
+        );
+        assert_eq!(
+            admitted(app, &[rule("alone", 1, None)]).await,
+            [false],
+            "{algorithm}"
+        );
+    }
+    let (_, metrics) = get(app, "/metrics").await;
+    let line = r#"tollgate_decisions_total{rule="wide-token_bucket",outcome="refunded"} 2"#;
+    assert!(metrics.contains(line), "{line} not in\n{metrics}");
 }
 
 pub async fn a_batch_on_one_bucket_admits_the_first_ones(app: &Router) {

@@ -413,22 +413,36 @@ mod tests {
             serde_json::from_str::<CheckRequest>(&json).unwrap(),
             request()
         );
-        assert!(!json.contains("group"), "a lone check says nothing of groups: {json}");
+        assert!(
+            !json.contains("group"),
+            "a lone check says nothing of groups: {json}"
+        );
         let grouped = CheckRequest {
             group: Some(7),
             ..request()
         };
         let json = serde_json::to_string(&grouped).unwrap();
-        assert_eq!(serde_json::from_str::<CheckRequest>(&json).unwrap(), grouped);
+        assert_eq!(
+            serde_json::from_str::<CheckRequest>(&json).unwrap(),
+            grouped
+        );
     }
 
     #[test]
     fn batches_never_split_a_request() {
         let ids = |q: &u32| *q;
-        assert_eq!(batch_end(&[1, 1, 2, 2, 2], 4, ids), 2, "request 2 waits whole");
+        assert_eq!(
+            batch_end(&[1, 1, 2, 2, 2], 4, ids),
+            2,
+            "request 2 waits whole"
+        );
         assert_eq!(batch_end(&[1, 1, 2, 2, 3], 4, ids), 4);
         assert_eq!(batch_end(&[1, 2], 4, ids), 2, "everything fits");
-        assert_eq!(batch_end(&[5, 5, 5, 5, 5], 4, ids), 4, "a group larger than a batch");
+        assert_eq!(
+            batch_end(&[5, 5, 5, 5, 5], 4, ids),
+            4,
+            "a group larger than a batch"
+        );
         assert_eq!(batch_end::<u32>(&[], 4, ids), 0);
     }
 

@@ -46,12 +46,19 @@ def tollgate_refusing():
     return config
 
 
-def tollgate_metering():
+def tollgate_metering(request_log=False):
     """(u) (d) with usage metering on: a sidecar is configured (usage is on by default then) and
-    every request is metered; the sidecar cluster points at a closed port, so the once-a-second
-    batches fail and are kept: what is measured is the per-request cost of metering."""
+    every request is metered. What is measured is the per-request cost of metering, so no batch
+    goes out during the run: the interval is the longest allowed (60 s; a callgrind run sends
+    its 400 requests within seconds of start-up), and the sidecar cluster points at a closed
+    port anyway. (At the default 1 s interval a callgrind run, ~100x slower than Envoy, would
+    charge one batch per ~150 requests instead of one per thousands at real rates.)
+    `request_log`: also keep the detailed request log (`usage.request_log`)."""
     config = tollgate_serving()
     config["sidecar"] = {"cluster": SIDECAR_CLUSTER, "timeout_ms": 100}
+    config["usage"] = {"interval_ms": 60_000}
+    if request_log:
+        config["usage"]["request_log"] = True
     return config
 
 
@@ -114,6 +121,7 @@ def http_filters(name, noop_wasm, tollgate_wasm):
         "d": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_serving()))],
         "e": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_refusing()))],
         "u": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_metering()))],
+        "l": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_metering(True)))],
     }[name]
     router = {
         "name": "envoy.filters.http.router",
@@ -146,7 +154,7 @@ def bootstrap(name, port, admin_port, noop_wasm, tollgate_wasm):
         "http_filters": http_filters(name, noop_wasm, tollgate_wasm),
     }
     clusters = []
-    if name == "u":
+    if name in ("u", "l"):
         clusters.append({
             "name": SIDECAR_CLUSTER,
             "type": "STATIC",

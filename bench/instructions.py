@@ -13,8 +13,14 @@ bound. Fixed-window leases (a whole window) are unaffected.
 With --probes it measures instead what single host calls cost: the probe filter
 (bench/probe-filter) makes one kind of call per request, compared with the do-nothing filter.
 
+Configurations u and l are (d) with usage metering, without and with the request log; no usage
+batch goes out while they are measured (their usage stats are printed to show it), so what they
+add over (d) is the per-request cost. --tollgate-wasm measures another build of the filter
+(e.g. a variant kept aside) instead of target/'s.
+
 Run from the repository root after scripts/setup:
     .venv/bin/python bench/instructions.py [--requests 300] [--configs abcde] [--probes]
+    .venv/bin/python bench/instructions.py --configs du      # usage metering's cost
 (about a minute per configuration, two at a time; needs valgrind: apt-get install -y valgrind).
 """
 
@@ -58,12 +64,12 @@ def filters(name):
     return [probe] + configs.http_filters("a", "", "")
 
 
-def measure(name, requests, work):
+def measure(name, requests, work, tollgate_wasm=None):
     port, admin = free_ports(2)
     path = os.path.join(work, f"envoy-{name}.json")
     bootstrap = configs.bootstrap(name if len(name) == 1 else "a", port, admin,
                                   os.path.join(WASM, "tollgate_noop_filter.wasm"),
-                                  os.path.join(WASM, "tollgate_filter.wasm"))
+                                  tollgate_wasm or os.path.join(WASM, "tollgate_filter.wasm"))
     chain = filters(name)
     if chain is not None:
         listener = bootstrap["static_resources"]["listeners"][0]
@@ -97,8 +103,15 @@ def measure(name, requests, work):
         send(100)
         subprocess.run(["callgrind_control", "-z", str(envoy.pid)], check=True, capture_output=True)
         statuses.clear()
+        started = time.monotonic()
         send(requests)
         subprocess.run(["callgrind_control", "-d", str(envoy.pid)], check=True, capture_output=True)
+        print(f"({name}) {requests} requests measured in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        if name in ("u", "l"):
+            # Fair against (d) only if no batch went out (or failed) during the run.
+            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats?filter=tollgate.usage", timeout=30) as r:
+                stats = r.read().decode().split()
+            print(f"({name}) {' '.join(stats) or 'no usage stats yet'}", file=sys.stderr)
         expected = 429 if name == "e" else 200
         if set(statuses) != {expected}:
             raise RuntimeError(f"({name}) expected only {expected}, got {sorted(set(statuses))}")
@@ -116,8 +129,10 @@ def measure(name, requests, work):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
-    parser.add_argument("--configs", default="abcde")  # also u: (d) with usage metering
+    # also u: (d) with usage metering; l: (u) with the request log
+    parser.add_argument("--configs", default="abcde")
     parser.add_argument("--probes", action="store_true", help="measure single host calls instead")
+    parser.add_argument("--tollgate-wasm", help="measure this build of the filter instead of target/'s")
     args = parser.parse_args()
     names = ["c"] + [f"probe:{p}" for p in PROBES] if args.probes else list(args.configs)
     if not shutil.which("valgrind"):
@@ -125,7 +140,7 @@ def main():
     work = tempfile.mkdtemp(prefix="tollgate-instructions-")
     try:
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            counts = dict(zip(names, pool.map(lambda n: measure(n, args.requests, work), names)))
+            counts = dict(zip(names, pool.map(lambda n: measure(n, args.requests, work, args.tollgate_wasm), names)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if args.probes:
@@ -136,7 +151,7 @@ def main():
         return
     labels = {"a": "no filter", "b": "native local_ratelimit", "c": "do-nothing Rust wasm filter",
               "d": "Tollgate, 3 local rules, never refuses", "e": "Tollgate, refusing every request",
-              "u": "(d) with usage metering"}
+              "u": "(d) with usage metering", "l": "(u) with the request log"}
     print("| config | instructions / request | over (a) | over (c) | (c) ÷ config |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, count in counts.items():
@@ -144,9 +159,10 @@ def main():
         over_c = f"{count - counts['c']:+,}" if "c" in counts else ""
         ratio = f"{counts['c'] / count:.0%}" if "c" in counts else ""
         print(f"| ({name}) {labels[name]} | {count:,} | {over_a} | {over_c} | {ratio} |")
-    if "d" in counts and "u" in counts:
-        print(f"usage metering adds {counts['u'] - counts['d']:+,} instructions per request "
-              f"({(counts['u'] - counts['d']) / counts['d']:+.1%} of (d))")
+    for name in ("u", "l"):
+        if "d" in counts and name in counts:
+            print(f"({name}) adds {counts[name] - counts['d']:+,} instructions per request over (d) "
+                  f"({(counts[name] - counts['d']) / counts['d']:+.1%} of (d))")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@ the request totals equal Envoy's own downstream_rq_* counters for the same run."
 from __future__ import annotations
 
 import datetime
+import http.server
+import json
 import sqlite3
+import threading
 import time
 
 from harness import config, policy
@@ -146,3 +149,88 @@ def test_a_sidecar_gone_for_ten_seconds_loses_nothing(start_envoy, own_redis_ser
         envoy.wait_tollgate_counter("usage", "failures", 1)
     finally:
         sidecar.stop()
+
+
+class StandInSidecar:
+    """A stand-in for the sidecar's `POST /v1/usage` that keeps every body it is sent and
+    fails the first one (500): the filter must send that batch again unchanged."""
+
+    def __init__(self):
+        self.bodies: list[bytes] = []
+        bodies = self.bodies
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["content-length"]))
+                assert self.path == "/v1/usage", self.path
+                bodies.append(body)
+                if len(bodies) == 1:
+                    self.send_response(500)
+                    answer = b'{"error":"internal"}'
+                else:
+                    self.send_response(200)
+                    answer = json.dumps({"applied": len(json.loads(body)["records"]), "duplicate": 0}).encode()
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_request_log_sends_one_entry_per_request_exactly_once(start_envoy):
+    # usage.request_log on: every metered request travels as one entry in the same
+    # exactly-once batches as the aggregates; a batch that failed is sent again byte for byte.
+    filter_config = usage_config()
+    filter_config["usage"] = {"interval_ms": 200, "request_log": True}
+    routes = [r for r in ROUTES if "route" not in r]  # Envoy answers every route itself
+    with StandInSidecar() as sidecar:
+        envoy = start_envoy(config.tollgate(filter_config, routes=routes, sidecar_port=sidecar.port))
+        client = envoy.client()
+        started_ms = int(time.time() * 1000)
+        sent = [("/api/reports/a", FREE, 200), ("/missing", PRO, 404), ("/broken", PRO, 503),
+                ("/api/reports/b", FREE, 200), ("/anonymous", {}, 200)]
+        for path, headers, status in sent:
+            assert client.get(path, headers).status == status
+        ended_ms = int(time.time() * 1000)
+
+        def delivered() -> list[dict]:
+            # Only batches the stand-in accepted (every body after the first).
+            return [json.loads(b) for b in list(sidecar.bodies)[1:]]
+
+        until(lambda: sum(len(b.get("requests", [])) for b in delivered()), lambda n: n >= 4, 20,
+              "4 request log entries delivered")
+        time.sleep(0.6)  # a few more intervals: nothing is sent twice
+        bodies = list(sidecar.bodies)
+        assert bodies[1] == bodies[0], "the failed batch was not resent unchanged"
+        batches = [json.loads(b) for b in bodies[1:]]
+        seqs = [(b["sender"], b["seq"]) for b in batches]
+        assert len(set(seqs)) == len(seqs), seqs
+        entries = [e for b in batches for e in b.get("requests", [])]
+        got = sorted((e["tenant"], e["endpoint"], e["status"], e["bytes_in"], e["bytes_out"]) for e in entries)
+        assert got == sorted([
+            ("t-free", "GET reports", 200, 0, 100),
+            ("t-free", "GET reports", 200, 0, 100),
+            ("t-pro", "GET *", 404, 0, 7),
+            ("t-pro", "GET *", 503, 0, 0),
+        ]), entries
+        for entry in entries:
+            assert started_ms - 1 <= entry["time_ms"] <= ended_ms + 1, (entry, started_ms, ended_ms)
+            assert 0 <= entry["latency_ms"] <= ended_ms - started_ms + 1, entry
+        # The aggregates of the same requests came in the same batches.
+        assert sum(r["requests"] for b in batches for r in b["records"]) == 4
+        assert envoy.tollgate_counter("usage", "log_dropped") == 0
+        assert envoy.tollgate_counter("usage", "dropped") == 0

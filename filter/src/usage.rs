@@ -24,8 +24,6 @@
 //! assert_eq!(batch.records[0].latency_buckets[1], 2); // 5 ms < 7 ms ≤ 10 ms
 //! ```
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::Nanos;
@@ -38,6 +36,12 @@ pub const MAX_USAGE_RECORDS: usize = 1024;
 
 /// The most request log entries one [`UsageBatch`] may carry.
 pub const MAX_LOG_ENTRIES: usize = 4096;
+
+/// The largest JSON body of one [`UsageBatch`] a filter sends (bytes): the sidecar accepts
+/// 3 MiB, and a batch with [`MAX_USAGE_RECORDS`] records full of users, or
+/// [`MAX_LOG_ENTRIES`] entries with the longest labels, could be more; such a batch is cut
+/// short and the rest goes in the next one.
+pub const MAX_BATCH_BYTES: usize = 3 * 1024 * 1024 - 64 * 1024;
 
 /// The longest tenant id, endpoint label and plan name (bytes).
 pub const MAX_LABEL_LEN: usize = 128;
@@ -368,155 +372,9 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// What the filter knows about one finished request (in `on_log`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RequestUsage<'a> {
-    /// The tenant.
-    pub tenant: &'a str,
-    /// The tenant's plan, when known.
-    pub plan: Option<&'a str>,
-    /// The UTC day of the request ([`utc_date`]).
-    pub date: &'a str,
-    /// The endpoint label.
-    pub endpoint: &'a str,
-    /// The response status.
-    pub status: u16,
-    /// Request bytes.
-    pub bytes_in: u64,
-    /// Response bytes.
-    pub bytes_out: u64,
-    /// Duration in milliseconds.
-    pub latency_ms: u64,
-    /// The hashed JWT subject, when there is one.
-    pub user: Option<u64>,
-}
+mod buffer;
 
-/// A worker's usage since its last batch: records keyed by `(tenant, date, endpoint)`, at most
-/// `capacity` of them. A request that would need a record beyond that is dropped and counted
-/// ([`UsageAggregate::take_dropped`]), never silently lost.
-#[derive(Clone, Debug, Default)]
-pub struct UsageAggregate {
-    records: Vec<UsageRecord>,
-    /// Key → index of the key's open record (the latest; earlier ones are full of users).
-    open: HashMap<(String, String, String), usize>,
-    capacity: usize,
-    dropped: u64,
-}
-
-impl UsageAggregate {
-    /// An empty aggregate holding at most `capacity` records.
-    pub fn new(capacity: usize) -> Self {
-        UsageAggregate {
-            capacity,
-            ..UsageAggregate::default()
-        }
-    }
-
-    /// Records held.
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Whether no record is held.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
-
-    /// Adds one request; `false` when it needed a new record and the aggregate is full (the
-    /// request is then counted as dropped).
-    pub fn record(&mut self, request: &RequestUsage<'_>) -> bool {
-        let Some(index) = self.open_record(request) else {
-            self.dropped = self.dropped.saturating_add(1);
-            return false;
-        };
-        let Some(record) = self.records.get_mut(index) else {
-            self.dropped = self.dropped.saturating_add(1);
-            return false;
-        };
-        record.requests = record.requests.saturating_add(1);
-        record.bytes_in = record.bytes_in.saturating_add(request.bytes_in);
-        record.bytes_out = record.bytes_out.saturating_add(request.bytes_out);
-        match request.status {
-            400..=499 => record.errors_4xx = record.errors_4xx.saturating_add(1),
-            500..=599 => record.errors_5xx = record.errors_5xx.saturating_add(1),
-            _ => {}
-        }
-        record.latency_ms_sum = record.latency_ms_sum.saturating_add(request.latency_ms);
-        if let Some(bucket) = record
-            .latency_buckets
-            .get_mut(latency_bucket(request.latency_ms))
-        {
-            *bucket = bucket.saturating_add(1);
-        }
-        if let Some(plan) = request.plan
-            && record.plan.as_deref() != Some(plan)
-        {
-            record.plan = Some(plan.into());
-        }
-        if let Some(user) = request.user
-            && !record.users.contains(&user)
-        {
-            record.users.push(user);
-        }
-        true
-    }
-
-    /// The index of the record `request` goes to, opening one if needed (`None`: full).
-    fn open_record(&mut self, request: &RequestUsage<'_>) -> Option<usize> {
-        let key = (
-            request.tenant.to_owned(),
-            request.date.to_owned(),
-            request.endpoint.to_owned(),
-        );
-        if let Some(&index) = self.open.get(&key) {
-            let record = self.records.get(index)?;
-            let user_fits = request.user.is_none_or(|user| {
-                record.users.len() < MAX_RECORD_USERS || record.users.contains(&user)
-            });
-            let count_fits = record.requests < MAX_RECORD_COUNT
-                && record.bytes_in.saturating_add(request.bytes_in) <= MAX_RECORD_COUNT
-                && record.bytes_out.saturating_add(request.bytes_out) <= MAX_RECORD_COUNT
-                && record.latency_ms_sum.saturating_add(request.latency_ms) <= MAX_RECORD_COUNT;
-            if user_fits && count_fits {
-                return Some(index);
-            }
-        }
-        if self.records.len() >= self.capacity {
-            return None;
-        }
-        self.records.push(UsageRecord::new(
-            request.tenant,
-            request.plan,
-            request.date,
-            request.endpoint,
-        ));
-        let index = self.records.len() - 1;
-        self.open.insert(key, index);
-        Some(index)
-    }
-
-    /// Takes up to `max` records out (for one [`UsageBatch`]); the rest stay for the next.
-    pub fn drain(&mut self, max: usize) -> Vec<UsageRecord> {
-        let take = max.min(self.records.len());
-        let taken: Vec<UsageRecord> = self.records.drain(..take).collect();
-        // Re-index what stays: only the latest record of each key is open.
-        self.open.clear();
-        for (index, record) in self.records.iter().enumerate() {
-            let key = (
-                record.tenant.clone(),
-                record.date.clone(),
-                record.endpoint.clone(),
-            );
-            self.open.insert(key, index);
-        }
-        taken
-    }
-
-    /// Requests dropped because the aggregate was full, since the last call (then reset).
-    pub fn take_dropped(&mut self) -> u64 {
-        std::mem::take(&mut self.dropped)
-    }
-}
+pub use buffer::{RequestLog, RequestUsage, UsageAggregate, UsageBuffer};
 
 #[cfg(test)]
 #[path = "usage_tests.rs"]

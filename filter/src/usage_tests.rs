@@ -259,3 +259,157 @@ fn many_users_open_a_second_record_for_the_key() {
         record.validate().unwrap();
     }
 }
+
+#[test]
+fn a_request_finds_its_record_by_borrowed_key() {
+    let mut aggregate = UsageAggregate::new(10);
+    let (tenant, endpoint) = (String::from("a"), String::from("GET /x"));
+    assert!(aggregate.record(&request(&tenant, &endpoint)));
+    assert!(aggregate.record(&request(&tenant.clone(), &endpoint.clone())));
+    // The parts are compared one by one: moving a byte between them is another key.
+    assert!(aggregate.record(&request("aG", "ET /x")));
+    assert!(aggregate.record(&request("aGET /", "x")));
+    let records = aggregate.drain(10);
+    let counts: Vec<(&str, &str, u64)> = records
+        .iter()
+        .map(|r| (r.tenant.as_str(), r.endpoint.as_str(), r.requests))
+        .collect();
+    assert_eq!(
+        counts,
+        [("a", "GET /x", 2), ("aG", "ET /x", 1), ("aGET /", "x", 1)]
+    );
+}
+
+#[test]
+fn labels_the_sidecar_would_refuse_are_dropped_and_counted() {
+    let mut aggregate = UsageAggregate::new(10);
+    let long = "t".repeat(MAX_LABEL_LEN + 1);
+    for (tenant, endpoint) in [("{a}", "e"), ("a\n", "e"), (long.as_str(), "e"), ("a", "")] {
+        assert!(!aggregate.record(&request(tenant, endpoint)), "{tenant:?}");
+    }
+    assert!(!aggregate.record(&RequestUsage {
+        plan: Some("bad\u{7}"),
+        ..request("a", "e")
+    }));
+    assert_eq!(aggregate.take_dropped(), 5);
+    assert!(aggregate.is_empty());
+    let mut log = RequestLog::new(10);
+    assert!(!log.push(&request("{a}", "e"), 1));
+    assert!(!log.push(&request("a", ""), 1));
+    assert_eq!((log.len(), log.take_dropped()), (0, 2));
+}
+
+#[test]
+fn the_request_log_keeps_entries_in_order_and_counts_what_overflows() {
+    let mut log = RequestLog::new(3);
+    assert!(log.is_empty());
+    for (n, status) in [(1u64, 200u16), (2, 404), (3, 999), (4, 500)] {
+        let usage = RequestUsage {
+            status,
+            user: Some(n),
+            latency_ms: n,
+            ..request("a", "GET *")
+        };
+        assert_eq!(log.push(&usage, 1_764_115_200_000 + n), n <= 3);
+    }
+    assert_eq!(log.take_dropped(), 1);
+    assert_eq!(log.take_dropped(), 0);
+    let first = log.drain(2);
+    assert_eq!(log.len(), 1);
+    assert_eq!(
+        first[0],
+        RequestLogEntry {
+            time_ms: 1_764_115_200_001,
+            tenant: "a".into(),
+            endpoint: "GET *".into(),
+            status: 200,
+            bytes_in: 10,
+            bytes_out: 100,
+            latency_ms: 1,
+            user: Some(1),
+        }
+    );
+    assert_eq!(first[1].status, 404);
+    let rest = log.drain(10);
+    // Not a status (100 to 599): logged as "no response", so the batch stays valid.
+    assert_eq!((rest[0].time_ms, rest[0].status), (1_764_115_200_003, 0));
+    for entry in first.iter().chain(&rest) {
+        entry.validate().unwrap();
+    }
+}
+
+#[test]
+fn batches_carry_records_and_log_entries_together_and_number_only_what_is_sent() {
+    let mut buffer = UsageBuffer::new(7, 100, Some(2 * MAX_LOG_ENTRIES));
+    assert!(buffer.next_batch().is_none());
+    for n in 0..(MAX_LOG_ENTRIES as u64 + 5) {
+        let full = buffer.record(&request("a", "GET *"), n);
+        assert_eq!(full, n + 1 >= MAX_LOG_ENTRIES as u64);
+    }
+    let first = buffer.next_batch().unwrap();
+    assert_eq!((first.sender, first.seq), (7, 1));
+    assert_eq!(first.records[0].requests, MAX_LOG_ENTRIES as u64 + 5);
+    assert_eq!(first.requests.len(), MAX_LOG_ENTRIES);
+    assert_eq!(first.requests[0].time_ms, 0);
+    first.validate().unwrap();
+    // The rest of the log goes next, oldest first, even without records.
+    let second = buffer.next_batch().unwrap();
+    assert_eq!((second.seq, second.records.len()), (2, 0));
+    let times: Vec<u64> = second.requests.iter().map(|e| e.time_ms).collect();
+    assert_eq!(
+        times,
+        (MAX_LOG_ENTRIES as u64..MAX_LOG_ENTRIES as u64 + 5).collect::<Vec<_>>()
+    );
+    assert!(buffer.next_batch().is_none());
+    buffer.record(&request("a", "GET *"), 9);
+    assert_eq!(buffer.next_batch().unwrap().seq, 3);
+    assert_eq!(buffer.take_dropped(), (0, 0));
+}
+
+#[test]
+fn without_the_request_log_batches_are_as_before() {
+    let mut buffer = UsageBuffer::new(7, 1, None);
+    assert!(!buffer.record(&request("a", "1"), 5));
+    assert!(!buffer.record(&request("a", "2"), 6)); // full: dropped
+    assert_eq!(buffer.take_dropped(), (1, 0));
+    let batch = buffer.next_batch().unwrap();
+    assert!(batch.requests.is_empty());
+    let json = serde_json::to_string(&batch).unwrap();
+    assert!(!json.contains("\"requests\":["), "{json}");
+}
+
+#[test]
+fn a_batch_never_exceeds_the_body_the_sidecar_accepts() {
+    let tenant = "t".repeat(MAX_LABEL_LEN);
+    let endpoint = "\"".repeat(MAX_LABEL_LEN); // escapes to twice its length
+    let mut buffer = UsageBuffer::new(1, 2 * MAX_USAGE_RECORDS, Some(2 * MAX_LOG_ENTRIES));
+    for n in 0..MAX_USAGE_RECORDS as u64 {
+        let date = format_date(20_000 + (n % 16) as i64);
+        let endpoint = format!("{}{n}", &endpoint[..MAX_LABEL_LEN - 4]);
+        for user in 0..MAX_RECORD_USERS as u64 {
+            let usage = RequestUsage {
+                user: Some(u64::MAX - user),
+                plan: Some(&tenant),
+                date: &date,
+                bytes_in: MAX_RECORD_COUNT / 512,
+                ..request(&tenant, &endpoint)
+            };
+            buffer.aggregate.record(&usage);
+        }
+        buffer
+            .log
+            .as_mut()
+            .unwrap()
+            .push(&request(&tenant, &endpoint), u64::MAX);
+    }
+    let mut sent = (0, 0);
+    while let Some(batch) = buffer.next_batch() {
+        let json = serde_json::to_vec(&batch).unwrap();
+        assert!(json.len() <= MAX_BATCH_BYTES, "{} bytes", json.len());
+        batch.validate().unwrap();
+        sent.0 += batch.records.len();
+        sent.1 += batch.requests.len();
+    }
+    assert_eq!(sent, (MAX_USAGE_RECORDS, MAX_USAGE_RECORDS));
+    assert_eq!(buffer.take_dropped(), (0, 0));
+}

@@ -13,12 +13,12 @@ use super::abi;
 use super::facts::{self, RequestHeaders};
 use super::root::Worker;
 use super::sidecar::{self, Checks, Stream};
-use super::usage::Meter;
+use super::usage::{self, Meter};
 use super::{now, store::HostShared};
-use crate::decision::{self, Decision, Facts, Verdict};
+use crate::decision::{self, Facts, Verdict};
 use crate::engine::Ask;
 use crate::headers::{self, HeaderList, RuleStatus};
-use crate::policy::{Policy, Scope};
+use crate::policy::Scope;
 use crate::reply::{self, Refusal};
 use crate::{Nanos, SECOND};
 
@@ -113,12 +113,12 @@ impl HttpContext for Request {
                     let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
                 }
             }
-            if let Some(meter) = stream.meter.as_mut() {
-                meter.status = hostcalls::get_map_value(MapType::HttpResponseHeaders, ":status")
-                    .ok()
-                    .flatten()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(meter.status);
+            // The status of the filter's own reply is known; any other is read (the one host
+            // call metering adds to a request).
+            if let Some(meter) = stream.meter.as_mut()
+                && meter.status == 0
+            {
+                meter.status = usage::response_status();
             }
         }
         Action::Continue
@@ -272,6 +272,11 @@ fn local_reply(
         headers.push(("retry-after", retry));
     }
     stream.replied = hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_ok();
+    if stream.replied
+        && let Some(meter) = stream.meter.as_mut()
+    {
+        meter.status = u16::try_from(status).unwrap_or(0);
+    }
 }
 
 /// Gathers what the policy needs about the request and decides it.
@@ -332,50 +337,22 @@ fn decide(worker: &mut Worker, now: Nanos, meter: &mut Option<Meter>) -> Verdict
         now,
         &mut worker.decision,
     );
-    if worker.policy.usage.is_some()
-        && let Some(tenant) = facts.tenant
-    {
-        *meter = Some(Meter {
-            tenant: tenant.to_owned(),
-            plan: facts
-                .plan
-                .and_then(|p| worker.policy.plans.get(p))
-                .map(|p| p.name.clone()),
-            endpoint: endpoint_label(&worker.policy, &worker.decision, facts.method),
-            start: now,
-            user: jwt
-                .as_ref()
-                .and_then(|j| j.claim("sub"))
-                .map(|sub| FixedState::with_seed(worker.seed).hash_one(sub)),
-            ..Meter::default()
-        });
+    if let (Some(usage), Some(tenant)) = (worker.usage.as_ref(), facts.tenant) {
+        let mut metered = usage.meter(
+            &worker.policy,
+            &worker.decision,
+            tenant,
+            facts.plan,
+            facts.method,
+            now,
+        );
+        metered.user = jwt
+            .as_ref()
+            .and_then(|j| j.claim("sub"))
+            .map(|sub| FixedState::with_seed(worker.seed).hash_one(sub));
+        *meter = Some(metered);
     }
     worker.decision.verdict
-}
-
-/// The request's endpoint label: its method (one of the standard ones, else `OTHER`) and the
-/// name of the first applicable rule that matches on the path, else `*` — never the raw path,
-/// so the number of labels is bounded by the configuration.
-fn endpoint_label(policy: &Policy, decision: &Decision, method: &str) -> String {
-    const METHODS: [&str; 9] = [
-        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
-    ];
-    let method = METHODS
-        .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or("OTHER");
-    let rule = decision
-        .results
-        .iter()
-        .map(|r| r.rule)
-        .chain(decision.pending.iter().map(|p| p.rule))
-        .filter_map(|index| policy.rules.get(index))
-        .find(|rule| rule.matcher.path_prefix.is_some() || rule.matcher.path_exact.is_some());
-    match rule {
-        Some(rule) => format!("{method} {}", rule.name),
-        None => format!("{method} *"),
-    }
 }
 
 fn render_headers(worker: &Worker, now: Nanos, out: &mut HeaderList) {

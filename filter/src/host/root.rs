@@ -64,8 +64,8 @@ pub struct Worker {
     pub calls: Calls,
     /// Usage on its way to the sidecar (policies with `usage` on).
     pub usage: Option<UsageOut>,
-    /// `tollgate.usage.{batches,failures,dropped}`.
-    usage_ids: [Option<u32>; 3],
+    /// `tollgate.usage.{batches,failures,dropped,log_dropped}`.
+    usage_ids: [Option<u32>; 4],
     /// Requests waiting for `strict` answers, by HTTP context.
     pub waiting: hashbrown::HashMap<u32, Rc<RefCell<Stream>>>,
 }
@@ -94,16 +94,18 @@ impl Worker {
         } else {
             [None; 3]
         };
-        let usage_ids = if policy.usage.is_some() {
-            ["batches", "failures", "dropped"]
-                .map(|what| abi::define_counter(&format!("tollgate.usage.{what}")))
-        } else {
-            [None; 3]
+        let usage_ids = match policy.usage {
+            Some(usage) => ["batches", "failures", "dropped", "log_dropped"].map(|what| {
+                (what != "log_dropped" || usage.request_log)
+                    .then(|| abi::define_counter(&format!("tollgate.usage.{what}")))
+                    .flatten()
+            }),
+            None => [None; 4],
         };
         Worker {
-            usage: policy
-                .usage
-                .map(|u| UsageOut::new(random(now ^ 1), u.interval_ms, now)),
+            usage: policy.usage.map(|u| {
+                UsageOut::new(random(now ^ 1), u.interval_ms, u.request_log, &policy, now)
+            }),
             usage_ids,
             sync: syncs.then(|| Sync::new(random(now), node_id(now), now)),
             next_sync: now,
@@ -287,7 +289,12 @@ impl Worker {
         }
         if let Some(usage) = self.usage.as_mut() {
             let stats = usage.stats;
-            let values = [stats.batches, stats.failures, stats.dropped];
+            let values = [
+                stats.batches,
+                stats.failures,
+                stats.dropped,
+                stats.log_dropped,
+            ];
             for (value, id) in values.into_iter().zip(self.usage_ids) {
                 if let (Some(id), true) = (id, value > 0) {
                     abi::increment(id, value);
@@ -295,8 +302,14 @@ impl Worker {
             }
             if stats.dropped > 0 {
                 warn!(
-                    "{} requests could not be metered: the usage buffer was full (sidecar gone too long?)",
+                    "{} requests could not be metered: the usage buffer was full (sidecar gone too long?) or their tenant id is not a usable label",
                     stats.dropped
+                );
+            }
+            if stats.log_dropped > 0 {
+                warn!(
+                    "{} requests could not be kept for the request log: its buffer was full (sidecar gone too long?)",
+                    stats.log_dropped
                 );
             }
             usage.stats = Default::default();

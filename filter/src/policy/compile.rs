@@ -83,7 +83,16 @@ fn usage(
     has_sidecar: bool,
 ) -> Result<Option<Usage>, ConfigError> {
     let enabled = raw.as_ref().and_then(|u| u.enabled).unwrap_or(has_sidecar);
+    let request_log = raw.as_ref().and_then(|u| u.request_log).unwrap_or(false);
     if !enabled {
+        if request_log {
+            return Err(at(
+                "usage.request_log".into(),
+                "the request log is sent with usage: turn usage on (a `sidecar` and \
+                 usage.enabled not false) or set request_log to false"
+                    .into(),
+            ));
+        }
         return Ok(None);
     }
     if !has_sidecar {
@@ -94,12 +103,15 @@ fn usage(
     }
     let interval_ms = ranged(
         "usage.interval_ms",
-        raw.and_then(|u| u.interval_ms).unwrap_or(1_000),
+        raw.as_ref().and_then(|u| u.interval_ms).unwrap_or(1_000),
         10,
         60_000,
         " milliseconds",
     )?;
-    Ok(Some(Usage { interval_ms }))
+    Ok(Some(Usage {
+        interval_ms,
+        request_log,
+    }))
 }
 
 /// An error at `path`.

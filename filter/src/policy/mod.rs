@@ -55,6 +55,9 @@ pub struct Policy {
 pub struct Usage {
     /// How often each worker sends what it aggregated.
     pub interval_ms: u64,
+    /// Whether each request is also sent one by one, for the detailed request log (off by
+    /// default; when off it costs nothing per request).
+    pub request_log: bool,
 }
 
 /// A plan and its limits.

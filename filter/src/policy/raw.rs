@@ -33,6 +33,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawUsage {
     pub enabled: Option<bool>,
     pub interval_ms: Option<u64>,
+    pub request_log: Option<bool>,
 }
 
 /// One entry of `rules`.

@@ -272,3 +272,45 @@ fn keys_in_paths_are_quoted_when_they_would_not_read_as_one_segment() {
         "tenants.\"key.with.dots\".plan: unknown plan \"gold\" (use one of free, pro, enterprise)"
     );
 }
+
+#[test]
+fn usage_is_on_with_a_sidecar_and_the_request_log_off_by_default() {
+    let sidecar = json!({ "cluster": "tollgate_sidecar" });
+    let policy = compile(json!({ "rules": [], "sidecar": sidecar })).unwrap();
+    assert_eq!(
+        policy.usage,
+        Some(Usage {
+            interval_ms: 1_000,
+            request_log: false
+        })
+    );
+    let config = json!({ "rules": [], "sidecar": sidecar, "usage": { "request_log": true } });
+    assert_eq!(
+        compile(config).unwrap().usage,
+        Some(Usage {
+            interval_ms: 1_000,
+            request_log: true
+        })
+    );
+    let off = json!({ "rules": [], "sidecar": sidecar, "usage": { "request_log": false } });
+    assert!(!compile(off).unwrap().usage.unwrap().request_log);
+}
+
+#[test]
+fn the_request_log_needs_usage_and_a_boolean() {
+    assert_eq!(
+        error(json!({ "rules": [], "usage": { "enabled": false, "request_log": true } })),
+        "usage.request_log: the request log is sent with usage: turn usage on (a `sidecar` and \
+         usage.enabled not false) or set request_log to false"
+    );
+    assert_eq!(
+        error(json!({ "rules": [], "usage": { "request_log": true } })),
+        "usage.request_log: the request log is sent with usage: turn usage on (a `sidecar` and \
+         usage.enabled not false) or set request_log to false"
+    );
+    let sidecar = json!({ "cluster": "tollgate_sidecar" });
+    assert_eq!(
+        error(json!({ "rules": [], "sidecar": sidecar, "usage": { "request_log": "yes" } })),
+        "usage.request_log: expected a boolean, found string \"yes\""
+    );
+}

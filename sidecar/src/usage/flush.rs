@@ -15,6 +15,10 @@
 //! 3. **Release** ([`UsageStore::release`]): delete the snapshot. When all are gone,
 //!    [`UsageStore::finish`] the tenant.
 //!
+//! A few tenants go through these steps at once ([`CONCURRENT_TENANTS`]); each tenant's steps
+//! stay in this order, and tenants share nothing (keys, flush ids, transactions), so the
+//! argument below holds per tenant whatever the others do.
+//!
 //! Why a crash anywhere neither loses nor double-counts:
 //!
 //! - *Before or during step 1*: staging is one atomic script; either the aggregates are still
@@ -41,6 +45,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{StreamExt, stream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tollgate_filter::Nanos;
@@ -48,6 +53,10 @@ use tollgate_filter::Nanos;
 use super::sink::{self, Applied};
 use super::{StoreError, UsageStore, new_flush_id};
 use crate::db::Database;
+
+/// Tenants flushed at once (each holds one database connection during its commit; the pool
+/// has five).
+const CONCURRENT_TENANTS: usize = 4;
 
 /// A test hook: where [`flush_with`] stops, as if the process died right there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +112,35 @@ pub async fn flush_with<S: UsageStore>(
     now: Nanos,
     fail: Option<FailAfter>,
 ) -> Result<FlushReport, FlushError> {
+    // Tenants are independent (their own keys, flush ids and transactions), so several are
+    // flushed at once into PostgreSQL. SQLite has one writer anyway; an injected stop flushes
+    // one tenant at a time, so that it stops exactly there.
+    let width = match database {
+        Database::Postgres(_) if fail.is_none() => CONCURRENT_TENANTS,
+        _ => 1,
+    };
+    let mut flushes = stream::iter(store.dirty_tenants().await?)
+        .map(|tenant| flush_tenant(store, database, now, fail, tenant))
+        .buffer_unordered(width);
+    let mut report = FlushReport::default();
+    while let Some(one) = flushes.next().await {
+        let one = one?;
+        report.tenants += one.tenants;
+        report.applied += one.applied;
+        report.already_applied += one.already_applied;
+        report.rows += one.rows;
+    }
+    Ok(report)
+}
+
+/// Steps 1–3 for one tenant (see the module docs).
+async fn flush_tenant<S: UsageStore>(
+    store: &S,
+    database: &Database,
+    now: Nanos,
+    fail: Option<FailAfter>,
+    tenant: String,
+) -> Result<FlushReport, FlushError> {
     let stop = |step| {
         if fail == Some(step) {
             Err(FlushError::Injected(step))
@@ -110,26 +148,26 @@ pub async fn flush_with<S: UsageStore>(
             Ok(())
         }
     };
-    let mut report = FlushReport::default();
-    for tenant in store.dirty_tenants().await? {
-        report.tenants += 1;
-        let ids = store.stage(&tenant, &new_flush_id(now)).await?;
-        stop(FailAfter::Stage)?;
-        for id in ids {
-            let snapshot = store.snapshot(&tenant, &id).await?;
-            match sink::apply(database, &snapshot).await? {
-                Applied::Now => {
-                    report.applied += 1;
-                    report.rows += snapshot.rows.len() as u64;
-                }
-                Applied::Before => report.already_applied += 1,
+    let mut report = FlushReport {
+        tenants: 1,
+        ..FlushReport::default()
+    };
+    let ids = store.stage(&tenant, &new_flush_id(now)).await?;
+    stop(FailAfter::Stage)?;
+    for id in ids {
+        let snapshot = store.snapshot(&tenant, &id).await?;
+        match sink::apply(database, &snapshot).await? {
+            Applied::Now => {
+                report.applied += 1;
+                report.rows += snapshot.rows.len() as u64;
             }
-            stop(FailAfter::Commit)?;
-            store.release(&tenant, &id).await?;
-            stop(FailAfter::Release)?;
+            Applied::Before => report.already_applied += 1,
         }
-        store.finish(&tenant).await?;
+        stop(FailAfter::Commit)?;
+        store.release(&tenant, &id).await?;
+        stop(FailAfter::Release)?;
     }
+    store.finish(&tenant).await?;
     Ok(report)
 }
 

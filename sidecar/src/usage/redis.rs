@@ -23,13 +23,18 @@
 //!
 //! # Ingestion
 //!
-//! Per tenant of a batch, [`INGEST_SCRIPT`] checks the tenant's mark for the sender and either
-//! applies every record of the tenant and moves the mark to `seq`, or does nothing (a
-//! duplicate). Redis runs a script whole, so "applied and marked" is one step; a crash of the
-//! sidecar between two tenants' scripts leaves some applied, and the filter's retry of the
-//! same `(sender, seq)` applies exactly the others.
+//! Batches are applied in groups (group commit, `redis/ingest.rs`): concurrently arriving
+//! batches (one per sender) are merged per live hash, and per tenant ONE [`INGEST_SCRIPT`]
+//! call checks the marks of all the group's batches for that tenant and either adds the merged
+//! deltas and moves every mark to its batch's `seq`, or — when some mark is already there (a
+//! duplicate) — writes nothing and names the stale batches, and is called again with the
+//! others merged. So per `(sender, seq, tenant)` the records and the mark are still written in
+//! one step, exactly as if each batch had its own script; a crash of the sidecar between two
+//! tenants' scripts leaves some applied, and the filter's retry of the same `(sender, seq)`
+//! applies exactly the others. Only non-zero counters are written. A batch is answered only
+//! once its group is in Redis.
 //!
-//! Then one `SADD usage:dirty-tenants` of every tenant of the batch — the one cross-slot step,
+//! Then one `SADD usage:dirty-tenants` of every tenant of the group — the one cross-slot step,
 //! hence outside the scripts. It comes *after* them and is made for duplicates too, which
 //! makes it safe: the flush removes a tenant from the set *before* staging it, so usage
 //! written by a script after a stage is always followed by its own `SADD` and found by the
@@ -47,20 +52,19 @@
 //! tenant sets, so the next flush finds its leftovers.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures_util::future::try_join_all;
 use redis::{RedisError, Script, Value};
 use tollgate_filter::Nanos;
-use tollgate_filter::usage::{UsageBatch, UsageRecord};
+use tollgate_filter::usage::UsageBatch;
 
+mod ingest;
 mod scripts;
 
 pub use self::scripts::{INGEST_SCRIPT, RELEASE_SCRIPT, SNAPSHOT_SCRIPT, STAGE_SCRIPT};
-use super::{
-    Counters, Ingested, MAX_AGE_DAYS, Snapshot, StoreError, UsageRow, UsageStore, by_tenant,
-};
-use crate::storage::{RedisConnection as Connection, SENDER_TTL};
+use super::{Counters, Ingested, Snapshot, StoreError, UsageRow, UsageStore};
+use crate::storage::RedisConnection as Connection;
 
 /// How long a command or connection attempt may take.
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -69,12 +73,30 @@ const DAY_MS: u64 = 86_400_000;
 
 /// A [`UsageStore`] in Redis (see the module docs for keys and scripts).
 pub struct RedisUsageStore {
+    shared: Arc<Shared>,
+    /// The group committer's queue, started by the first batch (inside its runtime).
+    queue: OnceLock<ingest::Queue>,
+}
+
+/// What the store and its group committer share.
+#[derive(Clone)]
+struct Shared {
     connection: Connection,
     ingest: Script,
     stage: Script,
     snapshot: Script,
     release: Script,
     prefix: String,
+}
+
+impl Shared {
+    fn tenant_base(&self, tenant: &str) -> String {
+        format!("{}:{{{tenant}}}:", self.prefix)
+    }
+
+    fn dirty_tenants_key(&self) -> String {
+        format!("{}:dirty-tenants", self.prefix)
+    }
 }
 
 impl RedisUsageStore {
@@ -91,24 +113,31 @@ impl RedisUsageStore {
 
     fn with_connection(connection: Connection) -> Self {
         RedisUsageStore {
-            connection,
-            ingest: Script::new(INGEST_SCRIPT),
-            stage: Script::new(STAGE_SCRIPT),
-            snapshot: Script::new(SNAPSHOT_SCRIPT),
-            release: Script::new(RELEASE_SCRIPT),
-            prefix: "usage".into(),
+            shared: Arc::new(Shared {
+                connection,
+                ingest: Script::new(INGEST_SCRIPT),
+                stage: Script::new(STAGE_SCRIPT),
+                snapshot: Script::new(SNAPSHOT_SCRIPT),
+                release: Script::new(RELEASE_SCRIPT),
+                prefix: "usage".into(),
+            }),
+            queue: OnceLock::new(),
         }
     }
 
     /// The same store with keys under `prefix` instead of `usage` (no braces in it).
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
+    pub fn with_prefix(self, prefix: impl Into<String>) -> Self {
+        let mut shared = Shared::clone(&self.shared);
+        shared.prefix = prefix.into();
+        RedisUsageStore {
+            shared: Arc::new(shared),
+            queue: OnceLock::new(),
+        }
     }
 
     /// `usage:{t}:`, the start of every key of tenant `t`.
     pub fn tenant_base(&self, tenant: &str) -> String {
-        format!("{}:{{{tenant}}}:", self.prefix)
+        self.shared.tenant_base(tenant)
     }
 
     /// The live hash of `(tenant, date, endpoint)`.
@@ -118,87 +147,33 @@ impl RedisUsageStore {
 
     /// The set of tenants with live changes.
     pub fn dirty_tenants_key(&self) -> String {
-        format!("{}:dirty-tenants", self.prefix)
+        self.shared.dirty_tenants_key()
     }
 
     /// The set of tenants whose flush has started and not finished.
     pub fn flushing_tenants_key(&self) -> String {
-        format!("{}:flushing-tenants", self.prefix)
-    }
-
-    async fn ingest_tenant(
-        &self,
-        sender: u64,
-        seq: u64,
-        tenant: &str,
-        records: &[&UsageRecord],
-    ) -> Result<bool, StoreError> {
-        let base = self.tenant_base(tenant);
-        let mut invocation = self.ingest.prepare_invoke();
-        invocation
-            .key(format!("{base}seq:{sender:016x}"))
-            .key(format!("{base}dirty"));
-        invocation
-            .arg(format!("{seq:020}"))
-            .arg(SENDER_TTL / NANOS_PER_MILLI)
-            .arg((MAX_AGE_DAYS as u64 + 2) * DAY_MS)
-            .arg(records.len());
-        for record in records {
-            invocation
-                .key(format!("{base}{}:{}", record.date, record.endpoint))
-                .key(format!("{base}users:{}", record.date));
-            for value in Counters::from(*record).values() {
-                invocation.arg(value);
-            }
-            invocation
-                .arg(record.plan.as_deref().unwrap_or(""))
-                .arg(record.users.len());
-            for user in &record.users {
-                invocation.arg(format!("{user:016x}"));
-            }
-        }
-        let mut connection = self.connection.clone();
-        let fresh: u8 = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(unavailable)?;
-        Ok(fresh == 1)
+        format!("{}:flushing-tenants", self.shared.prefix)
     }
 
     async fn ingest_async(&self, batch: &UsageBatch) -> Result<Ingested, StoreError> {
-        let groups = by_tenant(batch);
-        let tenants: Vec<String> = groups.iter().map(|(t, _)| (*t).to_owned()).collect();
-        // One script per tenant, all in flight at once on the multiplexed connection (a
-        // batch holds at most 1024 records, so at most that many tenants).
-        let mut calls = Vec::with_capacity(groups.len());
-        for (tenant, records) in &groups {
-            calls.push(self.ingest_tenant(batch.sender, batch.seq, tenant, records));
-        }
-        let fresh = try_join_all(calls).await?;
-        let results = fresh
+        let queue = self
+            .queue
+            .get_or_init(|| ingest::start(Arc::clone(&self.shared)));
+        let parts = ingest::submit(&self.shared, queue, batch).await?;
+        Ok(parts
             .into_iter()
-            .zip(groups.iter().map(|(_, records)| records.len() as u64));
-        if !tenants.is_empty() {
-            let mut connection = self.connection.clone();
-            redis::cmd("SADD")
-                .arg(self.dirty_tenants_key())
-                .arg(&tenants)
-                .query_async::<()>(&mut connection)
-                .await
-                .map_err(unavailable)?;
-        }
-        Ok(results.fold(Ingested::default(), |mut sum, (fresh, n)| {
-            if fresh {
-                sum.applied += n;
-            } else {
-                sum.duplicate += n;
-            }
-            sum
-        }))
+            .fold(Ingested::default(), |mut sum, (fresh, n)| {
+                if fresh {
+                    sum.applied += n;
+                } else {
+                    sum.duplicate += n;
+                }
+                sum
+            }))
     }
 
     async fn stage_async(&self, tenant: &str, flush_id: &str) -> Result<Vec<String>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.shared.connection.clone();
         redis::cmd("SADD")
             .arg(self.flushing_tenants_key())
             .arg(tenant)
@@ -212,7 +187,8 @@ impl RedisUsageStore {
             .await
             .map_err(unavailable)?;
         let base = self.tenant_base(tenant);
-        self.stage
+        self.shared
+            .stage
             .key(format!("{base}dirty"))
             .key(format!("{base}staging"))
             .key(format!("{base}flush:{flush_id}"))
@@ -227,8 +203,9 @@ impl RedisUsageStore {
     async fn snapshot_async(&self, tenant: &str, flush_id: &str) -> Result<Snapshot, StoreError> {
         let base = self.tenant_base(tenant);
         let staged_base = format!("{base}flush:{flush_id}:");
-        let mut connection = self.connection.clone();
+        let mut connection = self.shared.connection.clone();
         let answer: Value = self
+            .shared
             .snapshot
             .key(format!("{base}flush:{flush_id}"))
             .invoke_async(&mut connection)
@@ -296,7 +273,7 @@ impl UsageStore for RedisUsageStore {
     }
 
     fn dirty_tenants(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
-        let mut connection = self.connection.clone();
+        let mut connection = self.shared.connection.clone();
         async move {
             let mut tenants = Vec::new();
             for key in [self.dirty_tenants_key(), self.flushing_tenants_key()] {
@@ -335,8 +312,8 @@ impl UsageStore for RedisUsageStore {
         flush_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         let base = self.tenant_base(tenant);
-        let mut connection = self.connection.clone();
-        let mut invocation = self.release.prepare_invoke();
+        let mut connection = self.shared.connection.clone();
+        let mut invocation = self.shared.release.prepare_invoke();
         invocation
             .key(format!("{base}flush:{flush_id}"))
             .key(format!("{base}staging"))
@@ -350,7 +327,7 @@ impl UsageStore for RedisUsageStore {
     }
 
     fn finish(&self, tenant: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let mut connection = self.connection.clone();
+        let mut connection = self.shared.connection.clone();
         let command = redis::cmd("SREM")
             .arg(self.flushing_tenants_key())
             .arg(tenant)
@@ -364,7 +341,7 @@ impl UsageStore for RedisUsageStore {
     }
 
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let mut connection = self.connection.clone();
+        let mut connection = self.shared.connection.clone();
         async move {
             redis::cmd("PING")
                 .query_async::<String>(&mut connection)

@@ -6,7 +6,9 @@
 //! PostgreSQL the second insert waits for the first transaction and then sees its row) — the
 //! transaction is rolled back and nothing is added. Otherwise every row is added with an
 //! additive upsert (`requests = api_usage_daily.requests + excluded.requests`, the latency
-//! histogram element by element), the day's distinct users with `GREATEST`/`max` (a running
+//! histogram element by element) — many rows per statement: PostgreSQL unnests column arrays
+//! (`INSERT … SELECT … FROM UNNEST($2::text[], …)`, [`POSTGRES_CHUNK`] rows at a time), SQLite
+//! takes multi-row `VALUES` ([`SQLITE_CHUNK`] rows, under its parameter limit), the day's distinct users with `GREATEST`/`max` (a running
 //! HyperLogLog count, not an increment), and the whole commits at once.
 
 use sqlx::{Postgres, Sqlite, Transaction};
@@ -108,8 +110,18 @@ fn additions() -> String {
         .join(", ")
 }
 
-/// The upsert of one row, `$n` placeholders for PostgreSQL or `?` for SQLite.
-fn upsert(postgres: bool) -> String {
+/// Rows per PostgreSQL statement: one `UNNEST` of arrays, whatever the count (chunks only
+/// bound one statement's size).
+const POSTGRES_CHUNK: usize = 5_000;
+
+/// Rows per SQLite statement: [`SQLITE_PARAMS_PER_ROW`] parameters each, under the bundled
+/// SQLite's limit of 32,766 (`SQLITE_MAX_VARIABLE_NUMBER` since 3.32).
+const SQLITE_CHUNK: usize = 2_000;
+const SQLITE_PARAMS_PER_ROW: usize = 11;
+
+/// `plan = …, requests = api_usage_daily.requests + excluded.requests, …, latency_buckets =
+/// <element by element>, updated_at = <now>`: what a conflicting row gets.
+fn on_conflict(postgres: bool) -> String {
     let sum_buckets = (0..LATENCY_BUCKETS)
         .map(|i| {
             if postgres {
@@ -127,27 +139,56 @@ fn upsert(postgres: bool) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let (values, buckets, now) = if postgres {
-        (
-            "$1, $2::date, $3, $4, $5, $6, $7, $8, $9, $10, $11, now()",
-            format!("ARRAY[{sum_buckets}]"),
-            "now()",
-        )
+    let (buckets, now) = if postgres {
+        (format!("ARRAY[{sum_buckets}]"), "now()")
     } else {
         (
-            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
             format!("json_array({sum_buckets})"),
             "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
         )
     };
     format!(
-        "INSERT INTO api_usage_daily (tenant_id, date, endpoint, plan, requests, bytes_in, \
-         bytes_out, errors_4xx, errors_5xx, latency_ms_sum, latency_buckets, updated_at) \
-         VALUES ({values}) \
-         ON CONFLICT (tenant_id, date, endpoint) DO UPDATE SET \
+        "ON CONFLICT (tenant_id, date, endpoint) DO UPDATE SET \
          plan = CASE WHEN excluded.plan = '' THEN api_usage_daily.plan ELSE excluded.plan END, \
          {}, latency_buckets = {buckets}, updated_at = {now}",
         additions()
+    )
+}
+
+const COLUMNS: &str = "INSERT INTO api_usage_daily (tenant_id, date, endpoint, plan, requests, \
+                       bytes_in, bytes_out, errors_4xx, errors_5xx, latency_ms_sum, \
+                       latency_buckets, updated_at)";
+
+/// PostgreSQL: every row of a chunk in one statement, column arrays unnested (`$1` the tenant,
+/// `$2`–`$4` text arrays, `$5`–`$10` the counters, `$11`–`$22` the histogram by element).
+fn postgres_upsert() -> String {
+    let buckets: Vec<String> = (0..LATENCY_BUCKETS).map(|i| format!("t.l{i}")).collect();
+    let bucket_args: Vec<String> = (0..LATENCY_BUCKETS)
+        .map(|i| format!("${}::int8[]", 11 + i))
+        .collect();
+    format!(
+        "{COLUMNS} SELECT $1, t.date::date, t.endpoint, t.plan, t.requests, t.bytes_in, \
+         t.bytes_out, t.errors_4xx, t.errors_5xx, t.latency_ms_sum, ARRAY[{}]::int8[], now() \
+         FROM UNNEST($2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[], $7::int8[], \
+         $8::int8[], $9::int8[], $10::int8[], {}) AS t(date, endpoint, plan, requests, \
+         bytes_in, bytes_out, errors_4xx, errors_5xx, latency_ms_sum, {}) {}",
+        buckets.join(", "),
+        bucket_args.join(", "),
+        (0..LATENCY_BUCKETS)
+            .map(|i| format!("l{i}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        on_conflict(true)
+    )
+}
+
+/// SQLite: `rows` rows of [`SQLITE_PARAMS_PER_ROW`] `?` each in one statement.
+fn sqlite_upsert(rows: usize) -> String {
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))";
+    format!(
+        "{COLUMNS} VALUES {} {}",
+        vec![row; rows].join(", "),
+        on_conflict(false)
     )
 }
 
@@ -155,33 +196,48 @@ async fn postgres_rows(
     tx: &mut Transaction<'_, Postgres>,
     snapshot: &Snapshot,
 ) -> Result<(), sqlx::Error> {
-    let sql = upsert(true);
-    for row in &snapshot.rows {
-        let [requests, bytes_in, bytes_out, e4, e5, latency] = scalars(row)?;
-        sqlx::query(&sql)
-            .bind(&snapshot.tenant)
-            .bind(&row.date)
-            .bind(&row.endpoint)
-            .bind(&row.plan)
-            .bind(requests)
-            .bind(bytes_in)
-            .bind(bytes_out)
-            .bind(e4)
-            .bind(e5)
-            .bind(latency)
-            .bind(buckets(row)?)
-            .execute(&mut **tx)
-            .await?;
+    let sql = postgres_upsert();
+    for chunk in snapshot.rows.chunks(POSTGRES_CHUNK) {
+        let mut text: [Vec<&str>; 3] = Default::default();
+        let mut counters: [Vec<i64>; 6] = Default::default();
+        let mut histogram: [Vec<i64>; LATENCY_BUCKETS] = Default::default();
+        for row in chunk {
+            for (column, value) in text.iter_mut().zip([&row.date, &row.endpoint, &row.plan]) {
+                column.push(value);
+            }
+            for (column, value) in counters.iter_mut().zip(scalars(row)?) {
+                column.push(value);
+            }
+            for (column, value) in histogram.iter_mut().zip(buckets(row)?) {
+                column.push(value);
+            }
+        }
+        let mut query = sqlx::query(&sql).bind(&snapshot.tenant);
+        for column in &text {
+            query = query.bind(column);
+        }
+        for column in counters.iter().chain(&histogram) {
+            query = query.bind(column);
+        }
+        query.execute(&mut **tx).await?;
     }
-    for (date, users) in &snapshot.users {
+    if !snapshot.users.is_empty() {
+        let (dates, users): (Vec<&str>, Vec<i64>) = snapshot
+            .users
+            .iter()
+            .map(|(date, users)| Ok((date.as_str(), integer(*users)?)))
+            .collect::<Result<Vec<_>, sqlx::Error>>()?
+            .into_iter()
+            .unzip();
         sqlx::query(
             "INSERT INTO api_active_users_daily (tenant_id, date, users) \
-             VALUES ($1, $2::date, $3) ON CONFLICT (tenant_id, date) DO UPDATE SET \
+             SELECT $1, t.date::date, t.users FROM UNNEST($2::text[], $3::int8[]) AS t(date, users) \
+             ON CONFLICT (tenant_id, date) DO UPDATE SET \
              users = GREATEST(api_active_users_daily.users, excluded.users), updated_at = now()",
         )
         .bind(&snapshot.tenant)
-        .bind(date)
-        .bind(integer(*users)?)
+        .bind(dates)
+        .bind(users)
         .execute(&mut **tx)
         .await?;
     }
@@ -192,25 +248,28 @@ async fn sqlite_rows(
     tx: &mut Transaction<'_, Sqlite>,
     snapshot: &Snapshot,
 ) -> Result<(), sqlx::Error> {
-    let sql = upsert(false);
-    for row in &snapshot.rows {
-        let [requests, bytes_in, bytes_out, e4, e5, latency] = scalars(row)?;
-        let buckets = serde_json::to_string(&buckets(row)?)
-            .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-        sqlx::query(&sql)
-            .bind(&snapshot.tenant)
-            .bind(&row.date)
-            .bind(&row.endpoint)
-            .bind(&row.plan)
-            .bind(requests)
-            .bind(bytes_in)
-            .bind(bytes_out)
-            .bind(e4)
-            .bind(e5)
-            .bind(latency)
-            .bind(buckets)
-            .execute(&mut **tx)
-            .await?;
+    const _: () = assert!(SQLITE_CHUNK * SQLITE_PARAMS_PER_ROW <= 32_766);
+    for chunk in snapshot.rows.chunks(SQLITE_CHUNK) {
+        let sql = sqlite_upsert(chunk.len());
+        let mut query = sqlx::query(&sql);
+        for row in chunk {
+            let [requests, bytes_in, bytes_out, e4, e5, latency] = scalars(row)?;
+            let buckets = serde_json::to_string(&buckets(row)?)
+                .map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+            query = query
+                .bind(&snapshot.tenant)
+                .bind(&row.date)
+                .bind(&row.endpoint)
+                .bind(&row.plan)
+                .bind(requests)
+                .bind(bytes_in)
+                .bind(bytes_out)
+                .bind(e4)
+                .bind(e5)
+                .bind(latency)
+                .bind(buckets);
+        }
+        query.execute(&mut **tx).await?;
     }
     for (date, users) in &snapshot.users {
         sqlx::query(
@@ -227,3 +286,13 @@ async fn sqlite_rows(
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#[path = "sink_tests.rs"]
+mod tests;

@@ -1,54 +1,75 @@
 //! The Lua scripts of the Redis usage store (see the parent module for the keys). Each
 //! touches the keys of one tenant only, all under the tenant's hash tag.
 
-/// Applies one tenant's records of a batch unless already applied for the sender.
+/// Applies one tenant's part of a group of batches (see `ingest.rs`) unless a batch of the
+/// group was already applied for its sender.
 ///
-/// - `KEYS[1]`: the mark `usage:{t}:seq:<sender>`; `KEYS[2]`: `usage:{t}:dirty`; then per
-///   record `i` (from 1): `KEYS[2i+1]` its live hash, `KEYS[2i+2]` its day's users HLL.
-/// - `ARGV[1]`: `seq`, 20 digits (compared as two exact 10-digit halves); `ARGV[2]`: the
-///   mark's time to live (ms); `ARGV[3]`: the users HLL's (ms); `ARGV[4]`: the number of
-///   records; then per record the 18 counters in [`COUNTER_FIELDS`](crate::usage::COUNTER_FIELDS) order, the plan (`""`:
-///   none), the number of users and the users.
+/// - `KEYS[1]`: `usage:{t}:dirty`; `KEYS[2..m+1]`: the marks `usage:{t}:seq:<sender>` of the
+///   group's `m` batches (distinct senders); then the `h` live hashes; then the `u` users HLLs.
+/// - `ARGV[1..4]`: `m`, the marks' time to live (ms), the users HLLs' (ms), `h`; `ARGV[5..m+4]`:
+///   each batch's `seq`, 20 digits (compared as two exact 10-digit halves); then per hash its
+///   plan (`""`: none), the number of its non-zero counters and `field, value` pairs; then `u`
+///   and per HLL the number of its users and the users.
 ///
-/// Returns `1` (applied and marked) or `0` (a duplicate: nothing changed but the mark's TTL).
-/// Counters are bounded by the filter's validation so `HINCRBY` cannot overflow midway.
+/// If any mark is already `≥` its batch's `seq`, nothing is written but those marks' TTLs, and
+/// the answer is their positions (1-based, among the `m`): the caller drops those batches and
+/// calls again with the others merged anew. Otherwise every delta is added, every mark set,
+/// and the answer is empty. Counters are bounded by the filter's validation (and a group by
+/// its record count) so `HINCRBY` cannot overflow midway.
 pub const INGEST_SCRIPT: &str = r"
-local last = redis.call('GET', KEYS[1])
-if last then
-  local lh, h = tonumber(string.sub(last, 1, 10)), tonumber(string.sub(ARGV[1], 1, 10))
-  if lh > h or (lh == h and tonumber(string.sub(last, 11)) >= tonumber(string.sub(ARGV[1], 11))) then
-    redis.call('PEXPIRE', KEYS[1], ARGV[2])
-    return 0
-  end
-end
-local fields = {'requests', 'bytes_in', 'bytes_out', 'errors_4xx', 'errors_5xx',
-  'latency_ms_sum', 'lat_0', 'lat_1', 'lat_2', 'lat_3', 'lat_4', 'lat_5', 'lat_6', 'lat_7',
-  'lat_8', 'lat_9', 'lat_10', 'lat_11'}
-local a = 5
-for i = 1, tonumber(ARGV[4]) do
-  local hash, users = KEYS[2 * i + 1], KEYS[2 * i + 2]
-  redis.call('HINCRBY', hash, 'requests', 0)
-  for f = 1, 18 do
-    if ARGV[a] ~= '0' then
-      redis.call('HINCRBY', hash, fields[f], ARGV[a])
+local m = tonumber(ARGV[1])
+local stale = {}
+for i = 1, m do
+  local last, seq = redis.call('GET', KEYS[1 + i]), ARGV[4 + i]
+  if last then
+    local lh, h = tonumber(string.sub(last, 1, 10)), tonumber(string.sub(seq, 1, 10))
+    if lh > h or (lh == h and tonumber(string.sub(last, 11)) >= tonumber(string.sub(seq, 11))) then
+      redis.call('PEXPIRE', KEYS[1 + i], ARGV[2])
+      stale[#stale + 1] = i
     end
-    a = a + 1
   end
-  if ARGV[a] ~= '' then
-    redis.call('HSET', hash, 'plan', ARGV[a])
-  end
-  local n = tonumber(ARGV[a + 1])
-  a = a + 2
-  if n > 0 then
-    redis.call('PFADD', users, unpack(ARGV, a, a + n - 1))
-    redis.call('PEXPIRE', users, ARGV[3])
-    redis.call('SADD', KEYS[2], users)
-    a = a + n
-  end
-  redis.call('SADD', KEYS[2], hash)
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return 1
+if #stale > 0 then
+  return stale
+end
+local hashes = tonumber(ARGV[4])
+local a = 5 + m
+local dirty = {}
+for k = 1, hashes do
+  local hash = KEYS[1 + m + k]
+  local plan, fields = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  if fields == 0 then
+    redis.call('HINCRBY', hash, 'requests', 0)
+  end
+  for f = 1, fields do
+    redis.call('HINCRBY', hash, ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  if plan ~= '' then
+    redis.call('HSET', hash, 'plan', plan)
+  end
+  dirty[#dirty + 1] = hash
+end
+local hlls = tonumber(ARGV[a])
+a = a + 1
+for u = 1, hlls do
+  local key, n = KEYS[1 + m + hashes + u], tonumber(ARGV[a])
+  a = a + 1
+  for s = a, a + n - 1, 1000 do
+    redis.call('PFADD', key, unpack(ARGV, s, math.min(s + 999, a + n - 1)))
+  end
+  redis.call('PEXPIRE', key, ARGV[3])
+  dirty[#dirty + 1] = key
+  a = a + n
+end
+for s = 1, #dirty, 1000 do
+  redis.call('SADD', KEYS[1], unpack(dirty, s, math.min(s + 999, #dirty)))
+end
+for i = 1, m do
+  redis.call('SET', KEYS[1 + i], ARGV[4 + i], 'PX', ARGV[2])
+end
+return {}
 ";
 
 /// Stages a tenant's dirty aggregates under a flush id.

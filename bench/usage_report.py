@@ -1,0 +1,111 @@
+"""The figures of `bench/usage` as Markdown, and their place in BENCHMARKS.md (between the
+markers inside "## Usage metering (usage issue)")."""
+
+import datetime
+import platform
+import statistics
+import subprocess
+
+START = "<!-- bench/usage: figures begin -->"
+END = "<!-- bench/usage: figures end -->"
+
+
+def machine():
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    with open("/proc/loadavg") as f:
+        loadavg = " ".join(f.read().split()[:3])
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"nproc {nproc} · {model} · Linux {platform.release()} · {now} · "
+            f"load average at the end {loadavg}")
+
+
+def _tool(cmd):
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError:
+        return "?"
+    text = (done.stdout + done.stderr).strip()
+    return text.splitlines()[0] if text else "?"
+
+
+def _met(ok):
+    return "met" if ok else "**NOT MET**"
+
+
+def figures(opts, ingest, baseline, flushes, writes_per_record, elapsed):
+    out = [f"**{opts.label}**", ""] if opts.label else []
+    out += [f"Machine: {machine()}.", "",
+            f"Command: `bench/usage` ({opts.runs} interleaved runs × {opts.seconds:g} s per case, "
+            f"{opts.connections} connections, {opts.records} records per batch; {elapsed:.0f} s in all). "
+            f"Tools: {_tool(['redis-server', '--version']).split(' sha=')[0]}; "
+            f"{_tool(['redis-benchmark', '--version'])}; {_tool([usage_postgres_bin(), '--version'])}.", ""]
+    cases = {"shared": (opts.tenants, opts.endpoints), "distinct": (opts.wide_tenants, opts.wide_endpoints)}
+    rows = ["| case | keys | records/s (median) | runs | CPU µs / record: sidecar | Redis | load generator |",
+            "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+    med = {}
+    for case, (tenants, endpoints) in cases.items():
+        rs = [r for r in ingest if r["case"] == case]
+        if not rs:
+            continue
+        med[case] = statistics.median(r["records_per_s"] for r in rs)
+        rows.append(f"| {case} | {tenants * endpoints:,} ({tenants} tenants × {endpoints}) | {med[case]:,.0f} "
+                    f"| {', '.join(format(r['records_per_s'], ',.0f') for r in rs)} "
+                    f"| {statistics.median(r['sidecar_us'] for r in rs):.2f} "
+                    f"| {statistics.median(r['redis_us'] for r in rs):.2f} "
+                    f"| {statistics.median(r['load_us'] for r in rs):.2f} |")
+    out += ["### Ingest: `POST /v1/usage` → Redis (release sidecar, one redis-server, all on loopback)", "", *rows, ""]
+    if baseline:
+        hincrby = statistics.median(b["hincrby_rps"] for b in baseline)
+        per = {case: writes_per_record(*tc) for case, tc in cases.items()}
+        out += ["| baseline (same Redis, same run) | ops/s (median) | Redis CPU µs / op | "
+                "records/s if every record were its own writes |",
+                "| --- | ---: | ---: | ---: |",
+                f"| `redis-benchmark -c {opts.redis_clients} -P 16 -r 100000 HINCRBY` | {hincrby:,.0f} "
+                f"| {statistics.median(b['redis_us'] for b in baseline):.2f} "
+                f"| {hincrby / per['shared']:,.0f} ({per['shared']:.1f} writes per record: non-zero counters + plan) |",
+                ""]
+    if flushes:
+        secs = statistics.median(f["seconds"] for f in flushes)
+        out += ["### Flush: `tollgate-sidecar flush`, Redis → PostgreSQL (throw-away server, default settings)", "",
+                f"{flushes[0]['keys']:,} dirty keys ({opts.flush_tenants} tenants × {opts.flush_endpoints} endpoints), "
+                f"Redis emptied and refilled through the sidecar before each flush; flush 1 inserts every row, "
+                f"the later ones add into existing rows. Checked after each: {flushes[0]['rows']:,} rows in "
+                "`api_usage_daily`, `requests` summing to what was ingested, no dirty tenant left.", "",
+                "| flush | seconds |", "| ---: | ---: |",
+                *[f"| {f['run']} | {f['seconds']:.2f} |" for f in flushes], ""]
+    checks = []
+    if "shared" in med:
+        checks.append(f"- {_met(med['shared'] >= 200_000)}: ≥ 200,000 records/s ingested with Redis "
+                      f"(shared keys): {med['shared']:,.0f}")
+    if flushes:
+        checks.append(f"- {_met(secs <= 10)}: flush of {flushes[0]['keys']:,} dirty keys into PostgreSQL "
+                      f"≤ 10 s: {secs:.2f} s (median)")
+    if checks:
+        out += ["Targets (usage issue 4), on the medians:", "", *checks]
+    return "\n".join(out).rstrip()
+
+
+def usage_postgres_bin():
+    import usage_postgres
+
+    try:
+        return usage_postgres.find_binary("postgres")
+    except Exception:  # noqa: BLE001 — only the version line of the report
+        return "postgres"
+
+
+def rewrite_benchmarks_md(path, figures_md):
+    with open(path) as f:
+        text = f.read()
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"bench/usage: {path} has no figures markers ({START} … {END})")
+    with open(path, "w") as f:
+        f.write(text[:start] + START + "\n\n" + figures_md + "\n\n" + text[end:])
+

@@ -6,6 +6,7 @@ in front of the router.
 """
 
 import json
+import os
 
 # What every load request carries: the path the endpoint rule matches and a configured API key.
 REQUEST_PATH = "/api/items"
@@ -112,6 +113,22 @@ CONFIGS = {
 }
 
 
+def tollgate_fixture(all_local):
+    """(g)/(L): the shared fixture as `bench/sidecar` part 3 runs it (never refusing; its
+    per-tenant rule `global`, or every rule `local`), usage batches held for the run (60 s)."""
+    from sidecar_configs import fixture_never_refusing  # noqa: PLC0415 (bench/ on sys.path)
+    fixture = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+                           "fixtures", "filter-config.json")
+    config = fixture_never_refusing(fixture, all_local=all_local)
+    config["usage"] = {"interval_ms": 60_000}
+    return config
+
+
+def api_key(name):
+    """The `x-api-key` the load of configuration `name` carries."""
+    return "key-ent-0001" if name in ("g", "L") else API_KEY
+
+
 def http_filters(name, noop_wasm, tollgate_wasm):
     """The filter chain for configuration `name` (a–e), router last."""
     chain = {
@@ -122,6 +139,8 @@ def http_filters(name, noop_wasm, tollgate_wasm):
         "e": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_refusing()))],
         "u": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_metering()))],
         "l": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_metering(True)))],
+        "g": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_fixture(False)))],
+        "L": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_fixture(True)))],
     }[name]
     router = {
         "name": "envoy.filters.http.router",
@@ -154,7 +173,7 @@ def bootstrap(name, port, admin_port, noop_wasm, tollgate_wasm):
         "http_filters": http_filters(name, noop_wasm, tollgate_wasm),
     }
     clusters = []
-    if name in ("u", "l"):
+    if name in ("u", "l", "g", "L"):
         clusters.append({
             "name": SIDECAR_CLUSTER,
             "type": "STATIC",

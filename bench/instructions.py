@@ -21,6 +21,7 @@ add over (d) is the per-request cost. --tollgate-wasm measures another build of 
 Run from the repository root after scripts/setup:
     .venv/bin/python bench/instructions.py [--requests 300] [--configs abcde] [--probes]
     .venv/bin/python bench/instructions.py --configs du      # usage metering's cost
+    .venv/bin/python bench/instructions.py --configs gL      # global vs local, the fixture
 (about a minute per configuration, two at a time; needs valgrind: apt-get install -y valgrind).
 """
 
@@ -95,7 +96,7 @@ def measure(name, requests, work, tollgate_wasm=None):
 
         def send(n):
             for _ in range(n):
-                conn.request("GET", configs.REQUEST_PATH, headers={configs.API_KEY_HEADER: configs.API_KEY})
+                conn.request("GET", configs.REQUEST_PATH, headers={configs.API_KEY_HEADER: configs.api_key(name)})
                 response = conn.getresponse()
                 response.read()
                 statuses.append(response.status)
@@ -129,7 +130,8 @@ def measure(name, requests, work, tollgate_wasm=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
-    # also u: (d) with usage metering; l: (u) with the request log
+    # also u: (d) with usage metering; l: (u) with the request log; g/L: the fixture with its
+    # per-tenant rule global / every rule local (bench/sidecar part 3, in instructions)
     parser.add_argument("--configs", default="abcde")
     parser.add_argument("--probes", action="store_true", help="measure single host calls instead")
     parser.add_argument("--tollgate-wasm", help="measure this build of the filter instead of target/'s")
@@ -151,7 +153,8 @@ def main():
         return
     labels = {"a": "no filter", "b": "native local_ratelimit", "c": "do-nothing Rust wasm filter",
               "d": "Tollgate, 3 local rules, never refuses", "e": "Tollgate, refusing every request",
-              "u": "(d) with usage metering", "l": "(u) with the request log"}
+              "u": "(d) with usage metering", "l": "(u) with the request log",
+              "g": "fixture, per-tenant rule global (sync to a closed port)", "L": "fixture, every rule local"}
     print("| config | instructions / request | over (a) | over (c) | (c) ÷ config |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, count in counts.items():
@@ -159,6 +162,9 @@ def main():
         over_c = f"{count - counts['c']:+,}" if "c" in counts else ""
         ratio = f"{counts['c'] / count:.0%}" if "c" in counts else ""
         print(f"| ({name}) {labels[name]} | {count:,} | {over_a} | {over_c} | {ratio} |")
+    if "g" in counts and "L" in counts:
+        print(f"(g) adds {counts['g'] - counts['L']:+,} instructions per request over (L): "
+              f"(L) ÷ (g) = {counts['L'] / counts['g']:.1%}")
     for name in ("u", "l"):
         if "d" in counts and name in counts:
             print(f"({name}) adds {counts[name] - counts['d']:+,} instructions per request over (d) "

@@ -234,3 +234,51 @@ def test_the_request_log_sends_one_entry_per_request_exactly_once(start_envoy):
         assert sum(r["requests"] for b in batches for r in b["records"]) == 4
         assert envoy.tollgate_counter("usage", "log_dropped") == 0
         assert envoy.tollgate_counter("usage", "dropped") == 0
+
+
+def test_the_request_log_lands_in_api_request_log(start_envoy, tmp_path):
+    # The whole path with the real sidecar (TOLLGATE_REQUEST_LOG=on, SQLite, the embedded
+    # default): one row per metered request, as Envoy served it, and none for the anonymous one.
+    workdir = tmp_path / "sidecar"
+    env = {"TOLLGATE_FLUSH_INTERVAL": "1s", "TOLLGATE_REQUEST_LOG": "on",
+           "TOLLGATE_REQUEST_LOG_FLUSH_INTERVAL": "200ms"}
+    sidecar = SidecarProcess(workdir, env=env).start()
+    try:
+        filter_config = usage_config()
+        filter_config["usage"] = {"interval_ms": 200, "request_log": True}
+        routes = [r for r in ROUTES if "route" not in r]  # Envoy answers every route itself
+        envoy = start_envoy(config.tollgate(filter_config, routes=routes, sidecar_port=sidecar.port))
+        client = envoy.client()
+        started_ms = int(time.time() * 1000)
+        for path, headers, status in [("/api/reports/a", FREE, 200), ("/missing", PRO, 404),
+                                      ("/broken", PRO, 503), ("/api/reports/b", FREE, 200),
+                                      ("/anonymous", {}, 200)]:
+            assert client.get(path, headers).status == status
+        ended_ms = int(time.time() * 1000)
+        db = str(workdir / "tollgate.db")
+
+        def logged() -> list[tuple]:
+            try:
+                with sqlite3.connect(db) as conn:
+                    return conn.execute(
+                        "SELECT tenant_id, endpoint, status, bytes_in, bytes_out, time_ms, latency_ms "
+                        "FROM api_request_log ORDER BY time_ms, status").fetchall()
+            except sqlite3.Error:
+                return []
+
+        until(logged, lambda r: len(r) >= 4, 20, "4 rows in api_request_log")
+        time.sleep(1.0)  # more batches and flushes: nothing logged twice
+        found = logged()
+        assert sorted(r[:5] for r in found) == sorted([
+            ("t-free", "GET reports", 200, 0, 100),
+            ("t-free", "GET reports", 200, 0, 100),
+            ("t-pro", "GET *", 404, 0, 7),
+            ("t-pro", "GET *", 503, 0, 0),
+        ]), found
+        for row in found:
+            assert started_ms - 1 <= row[5] <= ended_ms + 1, (row, started_ms, ended_ms)
+        written = sidecar.metric("tollgate_request_log_entries_total", outcome="written")
+        assert written == 4, sidecar.metrics()
+        assert envoy.tollgate_counter("usage", "log_dropped") == 0
+    finally:
+        sidecar.stop()

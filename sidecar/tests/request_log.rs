@@ -12,8 +12,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,6 +24,8 @@ use serde_json::{Value, json};
 use sqlx::Row;
 use support::api::{get, post, send_json};
 use support::postgres::TestPostgres;
+use support::process::http;
+use support::tenants::{ACME_KEY, ADMIN, CONFIG, GLOBEX_KEY, NOW, clock};
 use tollgate_filter::usage::{RequestLogEntry, USAGE_PATH, UsageBatch, UsageRecord};
 use tollgate_sidecar::db::Database;
 use tollgate_sidecar::metrics::Metrics;
@@ -37,28 +38,11 @@ use tollgate_sidecar::usage::request_log::{
 };
 use tollgate_sidecar::{AppState, app_with_request_log};
 
-/// 2026-11-26T12:00:00Z (Unix nanoseconds).
-const NOW: u64 = 1_795_694_400_000_000_000;
 /// 2026-11-26T12:00:00Z (Unix milliseconds).
 const NOW_MS: u64 = NOW / 1_000_000;
 const DAY_MS: u64 = 86_400_000;
 /// 2026-11-26 as days since 1970.
 const TODAY: i64 = 20_783;
-
-const ADMIN: &str = "admin-s3cret";
-const ACME_KEY: &str = "sk_acme_1";
-const GLOBEX_KEY: &str = "sk_globex_1";
-const CONFIG: &str = r#"{
-    "rules": [],
-    "tenants": {
-        "sk_acme_1": { "id": "acme", "plan": "free" },
-        "sk_globex_1": { "id": "globex", "plan": "pro" }
-    }
-}"#;
-
-fn clock() -> u64 {
-    NOW
-}
 
 /// The API over a fresh in-memory usage store, with a request log on `database` as
 /// `settings` say; the metrics it counts into; the writer job (log on only).
@@ -412,24 +396,6 @@ async fn sqlite_meets_the_request_log_contract() {
     contract(Database::connect(Some("sqlite::memory:")).await.unwrap()).await;
 }
 
-/// `HTTP/1.1 method path` to `address`; the status code.
-fn http(address: SocketAddr, method: &str, path: &str, body: &str) -> std::io::Result<u16> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nhost: sidecar\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    response
-        .get(9..12)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {response:?}")))
-}
-
 /// The binary with `TOLLGATE_REQUEST_LOG=on` and an hour between writes: SIGTERM writes what
 /// is queued, into the default SQLite file.
 #[tokio::test]
@@ -453,7 +419,7 @@ async fn sigterm_writes_the_queued_entries() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(http(address, "GET", "/readyz", ""), Ok(200)) {
+    while !matches!(http(address, "GET", "/readyz", ""), Ok((200, _))) {
         assert!(child.try_wait().unwrap().is_none(), "exited");
         assert!(Instant::now() < deadline, "not ready");
         std::thread::sleep(Duration::from_millis(20));
@@ -469,7 +435,7 @@ async fn sigterm_writes_the_queued_entries() {
         })
         .collect();
     let body = serde_json::to_string(&sent).unwrap();
-    assert_eq!(http(address, "POST", USAGE_PATH, &body).unwrap(), 200);
+    assert_eq!(http(address, "POST", USAGE_PATH, &body).unwrap().0, 200);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

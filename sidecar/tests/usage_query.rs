@@ -23,6 +23,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use support::api::send_json;
 use support::postgres::TestPostgres;
+use support::tenants::{ACME_KEY, ADMIN, CONFIG, GLOBEX_KEY, clock};
 use tollgate_filter::usage::LATENCY_BUCKETS;
 use tollgate_sidecar::db::Database;
 use tollgate_sidecar::metrics::Metrics;
@@ -32,23 +33,6 @@ use tollgate_sidecar::tenants::Tenants;
 use tollgate_sidecar::usage::sink;
 use tollgate_sidecar::usage::{Counters, MemoryUsageStore, Snapshot, UsageRow};
 use tollgate_sidecar::{AppState, app_with_usage_queries};
-
-/// 2026-11-26T12:00:00Z.
-const NOW: u64 = 1_795_694_400_000_000_000;
-const ADMIN: &str = "admin-s3cret";
-const ACME_KEY: &str = "sk_acme_1";
-const GLOBEX_KEY: &str = "sk_globex_1";
-const CONFIG: &str = r#"{
-    "rules": [],
-    "tenants": {
-        "sk_acme_1": { "id": "acme", "plan": "free" },
-        "sk_globex_1": { "id": "globex", "plan": "pro" }
-    }
-}"#;
-
-fn clock() -> u64 {
-    NOW
-}
 
 /// A histogram with `counts` in its first buckets (or `[.., n]` at `at`).
 fn buckets(at: &[(usize, u64)]) -> [u64; LATENCY_BUCKETS] {

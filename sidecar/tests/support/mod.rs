@@ -3,5 +3,7 @@
 pub mod api;
 pub mod checks;
 pub mod postgres;
+pub mod process;
 pub mod redis;
 pub mod sync;
+pub mod tenants;

@@ -407,9 +407,7 @@ impl RootContext for Root {
             }
         };
         info!("configured {} rules", policy.rules.len());
-        // The configuration (which holds the tenants' keys) seeds the bucket hashes: the same on
-        // every worker, unknown to clients.
-        let seed = foldhash::quality::FixedState::with_seed(0x746f_6c6c_6761_7465).hash_one(&bytes);
+        let seed = policy.seed;
         let now = now();
         let mut worker = Worker::new(policy, seed, now);
         let first = worker.next_sync.min(now.saturating_add(STATS_EVERY));

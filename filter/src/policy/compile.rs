@@ -40,7 +40,43 @@ const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
 /// Parses and checks the plugin configuration (see [`Policy::from_json`]).
 pub(super) fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
     let raw: Object<RawConfig> = serde_error::parse(bytes)?;
-    Policy::try_from(raw.0)
+    let secret = key_secret(raw.0.key_secret.clone())?;
+    let mut policy = Policy::try_from(raw.0)?;
+    policy.seed = seed(bytes, secret.as_deref());
+    Ok(policy)
+}
+
+/// The longest `key_secret` (bytes).
+const MAX_KEY_SECRET: usize = 1024;
+
+/// `key_secret`: 16 to [`MAX_KEY_SECRET`] bytes when given.
+fn key_secret(secret: Option<String>) -> Result<Option<String>, ConfigError> {
+    match secret {
+        Some(s) if s.len() < 16 || s.len() > MAX_KEY_SECRET => Err(at(
+            "key_secret".into(),
+            format!(
+                "must be 16 to {MAX_KEY_SECRET} bytes long (a random string, the same on every node)"
+            ),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// The seed of the bucket and user hashes ([`Policy::seed`]): from `key_secret` when given,
+/// else from the `rules` alone, as canonical JSON (key order and whitespace do not matter).
+/// Tenants, plans and every other setting can change without resetting a single counter, and
+/// nodes that run the same rules hash alike.
+fn seed(bytes: &[u8], secret: Option<&str>) -> u64 {
+    use std::hash::BuildHasher;
+    let hasher = foldhash::quality::FixedState::with_seed(0x746f_6c6c_6761_7465);
+    if let Some(secret) = secret {
+        return hasher.hash_one(secret.as_bytes());
+    }
+    let rules = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|mut config| config.get_mut("rules").map(serde_json::Value::take))
+        .unwrap_or_default();
+    hasher.hash_one(serde_json::to_vec(&rules).unwrap_or_default())
 }
 
 impl TryFrom<RawConfig> for Policy {
@@ -73,6 +109,7 @@ impl TryFrom<RawConfig> for Policy {
             sidecar,
             state_slots: u32::try_from(state_slots).unwrap_or(u32::MAX),
             usage,
+            seed: 0,
         })
     }
 }

@@ -48,6 +48,9 @@ pub struct Policy {
     pub state_slots: u32,
     /// Usage metering (`None`: off; on by default when there is a sidecar).
     pub usage: Option<Usage>,
+    /// Keys the bucket and user hashes: from `key_secret`, else from the rules (see
+    /// `compile::seed`). The same on every worker and every node with the same rules.
+    pub seed: u64,
 }
 
 /// How usage is sent to the sidecar.

@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub sidecar: Option<Object<RawSidecar>>,
     pub state_slots: Option<u64>,
     pub usage: Option<Object<RawUsage>>,
+    pub key_secret: Option<String>,
 }
 
 /// `usage`.

@@ -314,3 +314,50 @@ fn the_request_log_needs_usage_and_a_boolean() {
         "usage.request_log: expected a boolean, found string \"yes\""
     );
 }
+
+#[test]
+fn the_hash_seed_follows_the_rules_not_the_tenants_nor_the_layout() {
+    let rule = json!({ "name": "per-tenant", "key": ["tenant"], "algorithm": "token_bucket",
+        "limit": "plan", "window": "1m", "burst": 10 });
+    let base = compile(json!({ "rules": [rule.clone()],
+        "tenants": { "key-a-0001": { "id": "a", "plan": "free" } } }))
+    .unwrap()
+    .seed;
+    // A new tenant, a plan change, other settings, another layout: the same buckets.
+    let grown = json!({ "state_slots": 4096,
+        "plans": { "free": { "requests_per_minute": 200 } },
+        "tenants": { "key-a-0001": { "id": "a", "plan": "free" },
+                     "key-b-0001": { "id": "b", "plan": "free" } },
+        "rules": [rule.clone()] });
+    assert_eq!(compile(grown.clone()).unwrap().seed, base);
+    let pretty = serde_json::to_string_pretty(&grown).unwrap();
+    assert_eq!(Policy::from_json(pretty.as_bytes()).unwrap().seed, base);
+    let reordered = r#"{"rules": [{"window": "1m", "burst": 10, "limit": "plan",
+        "algorithm": "token_bucket", "key": ["tenant"], "name": "per-tenant"}]}"#;
+    assert_eq!(Policy::from_json(reordered.as_bytes()).unwrap().seed, base);
+    // Other rules: other buckets.
+    let mut changed = rule.clone();
+    changed["burst"] = json!(20);
+    assert_ne!(compile(json!({ "rules": [changed] })).unwrap().seed, base);
+    // A key secret decides alone, whatever the rules.
+    let secret = "0123456789abcdef0123";
+    let with_secret = compile(json!({ "rules": [rule], "key_secret": secret }))
+        .unwrap()
+        .seed;
+    assert_ne!(with_secret, base);
+    assert_eq!(
+        compile(json!({ "rules": [], "key_secret": secret }))
+            .unwrap()
+            .seed,
+        with_secret
+    );
+}
+
+#[test]
+fn a_short_key_secret_is_refused() {
+    assert_eq!(
+        error(json!({ "rules": [], "key_secret": "short" })),
+        "key_secret: must be 16 to 1024 bytes long (a random string, the same on every node)"
+    );
+    assert!(error(json!({ "rules": [], "key_secret": 7 })).starts_with("key_secret: "));
+}

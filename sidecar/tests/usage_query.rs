@@ -11,8 +11,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 use support::api::send_json;
 use support::postgres::TestPostgres;
+use support::process::request;
 use support::tenants::{ACME_KEY, ADMIN, CONFIG, GLOBEX_KEY, clock};
 use tollgate_filter::usage::LATENCY_BUCKETS;
 use tollgate_sidecar::db::Database;
@@ -456,21 +456,28 @@ fn the_binary_refuses_a_bad_filter_config_and_serves_a_good_one() {
         .unwrap();
     let mut child = start(&dir, &good, &log, address);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !matches!(http(address, "/readyz", None), Ok((200, _))) {
+    while !matches!(request(address, "GET", "/readyz", None, ""), Ok((200, _))) {
         assert!(child.try_wait().unwrap().is_none(), "serve exited");
         assert!(Instant::now() < deadline, "serve is not ready");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (status, body) = http(address, "/v1/usage/period", Some(ACME_KEY)).unwrap();
+    let (status, body) = request(address, "GET", "/v1/usage/period", Some(ACME_KEY), "").unwrap();
     assert_eq!(status, 200, "{body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         (&body["tenant"], &body["plan"]),
         (&json!("acme"), &json!("free"))
     );
-    let (status, _) = http(address, "/v1/usage/users?tenant=globex", Some(ADMIN)).unwrap();
+    let (status, _) = request(
+        address,
+        "GET",
+        "/v1/usage/users?tenant=globex",
+        Some(ADMIN),
+        "",
+    )
+    .unwrap();
     assert_eq!(status, 200);
-    let (status, _) = http(address, "/v1/usage/users", Some("sk_nope")).unwrap();
+    let (status, _) = request(address, "GET", "/v1/usage/users", Some("sk_nope"), "").unwrap();
     assert_eq!(status, 401);
     let killed = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -524,25 +531,4 @@ fn wait(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> 
     let _ = child.kill();
     let _ = child.wait();
     None
-}
-
-/// `GET path` over a fresh connection: status and body.
-fn http(address: SocketAddr, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nhost: sidecar\r\n{auth}connection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .get(9..12)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not HTTP: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, body)| body.to_owned());
-    Ok((status, body))
 }

@@ -13,12 +13,24 @@ pub fn http(
     path: &str,
     body: &str,
 ) -> std::io::Result<(u16, String)> {
+    request(address, method, path, None, body)
+}
+
+/// [`http`], with `authorization: Bearer token` when `token` is given.
+pub fn request(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nhost: sidecar\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+         {auth}content-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut response = String::new();

@@ -117,7 +117,7 @@ def tollgate_fixture(all_local):
     """(g)/(L): the shared fixture as `bench/sidecar` part 3 runs it (never refusing; its
     per-tenant rule `global`, or every rule `local`), usage batches held for the run (60 s)."""
     from sidecar_configs import fixture_never_refusing  # noqa: PLC0415 (bench/ on sys.path)
-    fixture = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared",
+    fixture = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "filter", "tests",
                            "fixtures", "filter-config.json")
     config = fixture_never_refusing(fixture, all_local=all_local)
     config["usage"] = {"interval_ms": 60_000}

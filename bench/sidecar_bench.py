@@ -50,8 +50,8 @@ def parse_args(argv):
     p.add_argument("--redis-benchmark", default="redis-benchmark")
     p.add_argument("--sidecar-bin", default=os.path.join(ROOT, "target", "release", "tollgate-sidecar"))
     p.add_argument("--tollgate-wasm", default=WASM)
-    p.add_argument("--fixture", default=os.path.join(os.path.dirname(ROOT), "shared", "fixtures", "filter-config.json"),
-                   help="part 3's configuration (../shared/fixtures/filter-config.json)")
+    p.add_argument("--fixture", default=os.path.join(ROOT, "filter", "tests", "fixtures", "filter-config.json"),
+                   help="part 3's configuration (filter/tests/fixtures/filter-config.json)")
     p.add_argument("--envoy-core", type=int, default=0, help="parts 2–3: Envoy's core (0)")
     p.add_argument("--load-core", type=int, default=1, help="parts 2–3: wrk's core (1)")
     p.add_argument("--label", default="", help="a line printed above the figures (e.g. SMOKE RUN …)")
@@ -71,7 +71,7 @@ def main(argv):
     for path in needed:
         if not os.path.exists(path):
             sys.exit(f"bench/sidecar: {path} is missing (bench/sidecar builds the sidecar and the filter and "
-                     "installs Envoy; part 3 reads ../shared/fixtures/filter-config.json)")
+                     "installs Envoy; part 3 reads filter/tests/fixtures/filter-config.json)")
 
     def log(text):
         print(f"bench/sidecar: {text}", file=sys.stderr, flush=True)

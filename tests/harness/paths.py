@@ -12,8 +12,8 @@ NOOP_WASM = RELEASE / "tollgate_noop_filter.wasm"
 DEMO_API = REPO / "examples" / "demo-api" / "server.py"
 ENVOY_YAML = REPO / "envoy" / "envoy.yaml"
 BAD_CONFIG_DIR = REPO / "filter" / "tests" / "fixtures" / "bad-config"
-# shared/ sits beside the repository, both in a session and in CI.
-SHARED_FIXTURE = REPO.parent / "shared" / "fixtures" / "filter-config.json"
+# The contract fixture: the configuration every build must accept (the repository's own copy).
+SHARED_FIXTURE = REPO / "filter" / "tests" / "fixtures" / "filter-config.json"
 
 
 class MissingArtifact(RuntimeError):
@@ -38,5 +38,5 @@ def wasm(path: Path = FILTER_WASM) -> Path:
 
 def shared_fixture() -> Path:
     if not SHARED_FIXTURE.is_file():
-        raise MissingArtifact(f"shared fixture {SHARED_FIXTURE} is missing (shared/ must sit beside the repository)")
+        raise MissingArtifact(f"contract fixture {SHARED_FIXTURE} is missing")
     return SHARED_FIXTURE

@@ -167,9 +167,42 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_REQUEST_LOG_QUEUE", default_value_t = 100_000,
           value_parser = positive, global = true)]
     pub request_log_queue: usize,
+
+    /// The usage log (write-ahead log): a usage batch is acknowledged only once it is on this
+    /// sidecar's disk, and replayed into the aggregates at start and when Redis lost its data,
+    /// so a Redis restart or a crash of this sidecar loses no usage. On by default
+    /// (`on`/`off`); off: what was not flushed yet is lost by either.
+    #[arg(long, env = "TOLLGATE_USAGE_LOG", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new(), global = true)]
+    pub usage_log: bool,
+
+    /// The usage log's directory (created if missing; one sidecar per directory). Keep it on
+    /// a persistent disk: it is what survives a crash.
+    #[arg(
+        long,
+        env = "TOLLGATE_USAGE_LOG_DIR",
+        default_value = "tollgate-usage-log",
+        global = true
+    )]
+    pub usage_log_dir: std::path::PathBuf,
+
+    /// The most bytes the usage log may hold (about 150 bytes per record; truncated after each
+    /// flush). Beyond it, or when the disk is full, usage batches get 503 and the filter keeps
+    /// them and sends them again.
+    #[arg(long, env = "TOLLGATE_USAGE_LOG_MAX_BYTES", default_value_t = 1 << 30,
+          value_parser = clap::value_parser!(u64).range(4096..), global = true)]
+    pub usage_log_max_bytes: u64,
 }
 
 impl Settings {
+    /// The usage log's settings; `None` when it is off.
+    pub fn usage_log(&self) -> Option<crate::wal::LogSettings> {
+        self.usage_log.then(|| crate::wal::LogSettings {
+            dir: self.usage_log_dir.clone(),
+            max_bytes: self.usage_log_max_bytes,
+        })
+    }
+
     /// The request log's settings.
     pub fn request_log(&self) -> crate::usage::request_log::RequestLogSettings {
         crate::usage::request_log::RequestLogSettings {

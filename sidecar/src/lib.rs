@@ -36,6 +36,7 @@ pub mod server;
 pub mod storage;
 pub mod tenants;
 pub mod usage;
+pub mod wal;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -323,6 +323,23 @@ impl Metrics {
         self.upkeep_after(1);
     }
 
+    /// A counter `name` (described by `help`) in this registry, for parts that keep their own
+    /// (the usage log).
+    pub fn own_counter(&self, name: &'static str, help: &'static str) -> Counter {
+        self.recorder
+            .describe_counter(name.into(), None, SharedString::const_str(help));
+        self.recorder
+            .register_counter(&Key::from_static_name(name), &METADATA)
+    }
+
+    /// A gauge `name` (described by `help`) in this registry.
+    pub fn own_gauge(&self, name: &'static str, help: &'static str) -> Gauge {
+        self.recorder
+            .describe_gauge(name.into(), None, SharedString::const_str(help));
+        self.recorder
+            .register_gauge(&Key::from_static_name(name), &METADATA)
+    }
+
     /// Counts one usage batch of which `records` were counted now; `duplicate`: none was
     /// (every tenant of it was applied before).
     pub fn usage_batch(&self, records: u64, duplicate: bool) {

@@ -131,7 +131,7 @@ async fn run<S: CounterStore>(
         tracing::info!("tollgate-sidecar stopped");
         return Ok(());
     };
-    let usage = Arc::new(usage_store(settings).map_err(std::io::Error::other)?);
+    let usage = crate::wal::open_store(settings, &database, &state.metrics).await?;
     let (stop, stopped) = watch::channel(false);
     let job = flush::spawn(
         Arc::clone(&usage),

@@ -87,6 +87,8 @@ struct Shared {
     snapshot: Script,
     release: Script,
     prefix: String,
+    /// The usage log's marker: batches are refused while Redis lost it ([`crate::wal`]).
+    marker: Option<Arc<crate::wal::Marker>>,
 }
 
 impl Shared {
@@ -120,6 +122,7 @@ impl RedisUsageStore {
                 snapshot: Script::new(SNAPSHOT_SCRIPT),
                 release: Script::new(RELEASE_SCRIPT),
                 prefix: "usage".into(),
+                marker: None,
             }),
             queue: OnceLock::new(),
         }
@@ -129,6 +132,17 @@ impl RedisUsageStore {
     pub fn with_prefix(self, prefix: impl Into<String>) -> Self {
         let mut shared = Shared::clone(&self.shared);
         shared.prefix = prefix.into();
+        RedisUsageStore {
+            shared: Arc::new(shared),
+            queue: OnceLock::new(),
+        }
+    }
+
+    /// The same store refusing batches while `marker` is missing from Redis (it lost its
+    /// data and the usage log replays it first: [`crate::wal`]).
+    pub fn with_marker(self, marker: Arc<crate::wal::Marker>) -> Self {
+        let mut shared = Shared::clone(&self.shared);
+        shared.marker = Some(marker);
         RedisUsageStore {
             shared: Arc::new(shared),
             queue: OnceLock::new(),

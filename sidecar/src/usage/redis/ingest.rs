@@ -193,6 +193,15 @@ pub(super) fn start(shared: Arc<Shared>) -> Queue {
 
 /// Applies one group (one batch per sender) and answers each of its batches.
 pub(super) async fn commit(shared: &Shared, group: Vec<Pending>) {
+    // Redis lost its data: nothing lands before the usage log replayed the older batches.
+    if let Some(marker) = &shared.marker
+        && let Err(error) = marker.check(&mut shared.connection.clone()).await
+    {
+        for pending in group {
+            let _ = pending.reply.send(Err(copy(&error)));
+        }
+        return;
+    }
     // Tenant → (batch index, part index) of its parts, in arrival order.
     let mut tenants: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();

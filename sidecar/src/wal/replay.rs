@@ -1,0 +1,168 @@
+//! Replay: the batches the database may not have, counted again through the store.
+//!
+//! Two passes over the segments, oldest first. The first finds, per tenant, the position up to
+//! which its batches are known to be in the database: its last `Staged` frame whose flush id is
+//! in `usage_flushes`, or its last `Clean` frame. The second ingests every batch, keeping per
+//! tenant only the records after that position, a window of batches at a time (in log order,
+//! so each sender's batches reach the store in the order it sent them).
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use futures_util::future::join_all;
+use tollgate_filter::Nanos;
+use tollgate_filter::usage::UsageBatch;
+
+use super::book::Book;
+use super::segment::{self, Entry};
+use crate::db::Database;
+use crate::usage::{StoreError, UsageStore};
+
+/// Batches ingested at once during a replay.
+const WINDOW: usize = 512;
+
+/// A position in the log: (segment, offset).
+type Position = (u64, u64);
+
+/// What a replay counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Batches (or parts of them) handed to the store.
+    pub batches: u64,
+    /// Their records.
+    pub records: u64,
+    /// Of those, records the store counted now (the others it had already).
+    pub applied: u64,
+}
+
+/// Why a replay stopped (it is safe to run again).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Reading a segment failed.
+    #[error("usage log: {0}")]
+    Io(#[from] std::io::Error),
+    /// The database did not say which flushes it holds.
+    #[error("usage database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The store refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Replays the segments of `dir` into `store`; with the truncation bookkeeping they imply.
+pub(super) async fn replay<S: UsageStore>(
+    dir: &Path,
+    store: &S,
+    database: &Database,
+    now: Nanos,
+) -> Result<(Replayed, Book), ReplayError> {
+    let segments = segment::list(dir)?;
+    let done = coverage(dir, &segments, database).await?;
+    let mut replayed = Replayed::default();
+    let mut book = Book::default();
+    let mut window: Vec<UsageBatch> = Vec::with_capacity(WINDOW);
+    for &number in &segments {
+        let data = tokio::fs::read(segment::path(dir, number)).await?;
+        for (offset, body) in segment::frames(&data) {
+            let Some(Entry::Batch(mut batch)) = segment::decode(body) else {
+                continue;
+            };
+            batch.records.retain(|record| {
+                done.get(&record.tenant)
+                    .is_none_or(|&until| until < (number, offset))
+            });
+            if batch.records.is_empty() {
+                continue;
+            }
+            book.note(number, batch.records.iter().map(|r| r.tenant.as_str()));
+            window.push(batch);
+            if window.len() == WINDOW {
+                ingest(store, &mut window, now, &mut replayed).await?;
+            }
+        }
+    }
+    ingest(store, &mut window, now, &mut replayed).await?;
+    Ok((replayed, book))
+}
+
+async fn ingest<S: UsageStore>(
+    store: &S,
+    window: &mut Vec<UsageBatch>,
+    now: Nanos,
+    replayed: &mut Replayed,
+) -> Result<(), StoreError> {
+    let outcomes = join_all(window.iter().map(|batch| store.ingest(batch, now))).await;
+    for (batch, outcome) in window.iter().zip(outcomes) {
+        let ingested = outcome?;
+        replayed.batches += 1;
+        replayed.records += batch.records.len() as u64;
+        replayed.applied += ingested.applied;
+    }
+    window.clear();
+    Ok(())
+}
+
+/// Per tenant, the position up to which its batches are in the database.
+async fn coverage(
+    dir: &Path,
+    segments: &[u64],
+    database: &Database,
+) -> Result<HashMap<String, Position>, ReplayError> {
+    let mut staged: Vec<(Position, String, String)> = Vec::new();
+    let mut done: HashMap<String, Position> = HashMap::new();
+    for &number in segments {
+        let data = tokio::fs::read(segment::path(dir, number)).await?;
+        for (offset, body) in segment::frames(&data) {
+            // Batch frames are most of the log: only the small kinds are decoded here.
+            if body.first() == Some(&segment::BATCH) {
+                continue;
+            }
+            match segment::decode(body) {
+                Some(Entry::Staged { tenant, flush_id }) => {
+                    staged.push(((number, offset), tenant, flush_id));
+                }
+                Some(Entry::Clean(tenants)) => {
+                    for tenant in tenants {
+                        done.insert(tenant, (number, offset));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let ids: Vec<String> = staged.iter().map(|(_, _, id)| id.clone()).collect();
+    let committed = committed(database, &ids).await?;
+    for (position, tenant, id) in staged {
+        if committed.contains(&id) {
+            let until = done.entry(tenant).or_insert(position);
+            *until = (*until).max(position);
+        }
+    }
+    Ok(done)
+}
+
+/// Which of `ids` are in `usage_flushes`.
+async fn committed(database: &Database, ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
+    let mut found = HashSet::new();
+    for chunk in ids.chunks(500) {
+        let rows: Vec<String> = match database {
+            Database::Postgres(pool) => {
+                sqlx::query_scalar("SELECT flush_id FROM usage_flushes WHERE flush_id = ANY($1)")
+                    .bind(chunk)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Database::Sqlite(pool) => {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let sql = format!("SELECT flush_id FROM usage_flushes WHERE flush_id IN ({marks})");
+                let mut query = sqlx::query_scalar(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                query.fetch_all(pool).await?
+            }
+        };
+        found.extend(rows);
+    }
+    Ok(found)
+}

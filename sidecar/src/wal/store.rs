@@ -78,7 +78,7 @@ impl<S: UsageStore> Logged<S> {
             ),
             replayed: metrics.own_counter(
                 "tollgate_usage_log_replayed_records_total",
-                "Usage records handed to the store by replays (counted once: duplicates are not).",
+                "Usage records counted again by replays (records the store still had are not).",
             ),
         };
         let logged = Logged {
@@ -145,7 +145,7 @@ impl<S: UsageStore> Logged<S> {
         }
         *Self::book(parts) = book;
         parts.replays.increment(1);
-        parts.replayed.increment(replayed.records);
+        parts.replayed.increment(replayed.applied);
         parts.bytes.set(parts.log.bytes() as f64);
         tracing::info!(
             batches = replayed.batches,

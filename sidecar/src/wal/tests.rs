@@ -199,7 +199,10 @@ async fn a_crash_during_truncation_counts_nothing_twice() {
         store.ingest(&numbered(seq), NOW).await.unwrap();
     }
     flush::flush(&store, &database, NOW).await.unwrap();
-    assert!(store.ingest(&numbered(4), NOW).await.is_err(), "the writer is dead");
+    assert!(
+        store.ingest(&numbered(4), NOW).await.is_err(),
+        "the writer is dead"
+    );
     drop(store);
     let store = open(&dir, 1 << 30, &database, None).await;
     store.ingest(&numbered(4), NOW).await.unwrap();

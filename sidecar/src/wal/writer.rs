@@ -101,11 +101,15 @@ impl Writer {
                     Op::Append { frame, reply } => appends.push((frame, reply)),
                     Op::Rotate { reply } => {
                         self.commit(&mut appends);
-                        let _ = reply.send(self.checked(Self::rotate));
+                        let rotated = self.checked(Self::rotate);
+                        self.publish();
+                        let _ = reply.send(rotated);
                     }
                     Op::Delete { below, reply } => {
                         self.commit(&mut appends);
-                        let _ = reply.send(self.checked(|w| w.delete(below)));
+                        let deleted = self.checked(|w| w.delete(below));
+                        self.publish();
+                        let _ = reply.send(deleted);
                     }
                 }
             }
@@ -113,8 +117,13 @@ impl Writer {
             if self.length >= SEGMENT_BYTES && !self.dead {
                 let _ = self.rotate();
             }
-            self.total.store(self.bytes(), Ordering::Relaxed);
+            self.publish();
         }
+    }
+
+    /// Updates the size gauge (before answering, so that an answer implies its size).
+    fn publish(&self) {
+        self.total.store(self.bytes(), Ordering::Relaxed);
     }
 
     fn checked<T>(&mut self, op: impl FnOnce(&mut Self) -> io::Result<T>) -> Result<T, LogError> {
@@ -149,6 +158,7 @@ impl Writer {
             return;
         }
         let outcome = self.write(&buffer);
+        self.publish();
         for reply in accepted {
             let _ = reply.send(match &outcome {
                 Ok(()) => Ok(self.number),

@@ -152,7 +152,7 @@ def test_a_full_usage_log_refuses_batches_and_the_resend_delivers_them(start_env
     # A 4 KiB bound: the log fills between flushes, batches are refused (503), the filter keeps
     # them, and once a flush frees the log they get in — once.
     workdir = tmp_path / "sidecar"
-    env = {"TOLLGATE_FLUSH_INTERVAL": "2s", "TOLLGATE_USAGE_LOG_MAX_BYTES": "4096"}
+    env = {"TOLLGATE_FLUSH_INTERVAL": "5s", "TOLLGATE_USAGE_LOG_MAX_BYTES": "4096"}
     sidecar = SidecarProcess(workdir, env=env).start()
     try:
         envoy = start_envoy(config.tollgate(usage_config(), routes=ROUTES, sidecar_port=sidecar.port))

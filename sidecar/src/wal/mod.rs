@@ -178,9 +178,24 @@ impl UsageLog {
         answer.await.map_err(|_| LogError::Stopped)?
     }
 
-    /// Appends `frame` durably; its segment's number.
+    /// Appends the batch frame `frame` durably (within the bound); its segment's number.
     async fn append(&self, frame: Vec<u8>) -> Result<u64, LogError> {
-        self.ask(|reply| writer::Op::Append { frame, reply }).await
+        self.ask(|reply| writer::Op::Append {
+            frame,
+            bounded: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Appends a flush step's frame durably, even beyond the bound (it is what frees the log).
+    async fn append_step(&self, frame: Vec<u8>) -> Result<u64, LogError> {
+        self.ask(|reply| writer::Op::Append {
+            frame,
+            bounded: false,
+            reply,
+        })
+        .await
     }
 
     /// Closes the open segment; the new one's number.

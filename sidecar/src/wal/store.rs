@@ -224,7 +224,7 @@ impl<S: UsageStore> Logged<S> {
         let set: HashSet<String> = dirty.iter().cloned().collect();
         let clean = Self::book(parts).clean(&set, open);
         if !clean.is_empty() {
-            parts.log.append(segment::clean_frame(&clean)).await?;
+            parts.log.append_step(segment::clean_frame(&clean)).await?;
         }
         self.truncate(parts).await;
         Ok(dirty)
@@ -240,7 +240,7 @@ impl<S: UsageStore> Logged<S> {
         self.recover_locked(parts).await?;
         let open = parts
             .log
-            .append(segment::staged_frame(tenant, flush_id))
+            .append_step(segment::staged_frame(tenant, flush_id))
             .await?;
         let ids = self.inner.stage(tenant, flush_id).await?;
         Self::book(parts).staged(tenant, open);

@@ -25,9 +25,12 @@ const MAX_GROUP: usize = 4096;
 
 /// What the writer is asked.
 pub(super) enum Op {
-    /// Append a frame; answered with its segment once durable.
+    /// Append a frame; answered with its segment once durable. `bounded`: refused beyond the
+    /// log's bound (batches; the flush's own small frames are not, or a full log could never
+    /// be freed).
     Append {
         frame: Vec<u8>,
+        bounded: bool,
         reply: oneshot::Sender<Result<u64, LogError>>,
     },
     /// Close the open segment and open the next; answered with the new one's number.
@@ -40,6 +43,9 @@ pub(super) enum Op {
         reply: oneshot::Sender<Result<(), LogError>>,
     },
 }
+
+/// A frame waiting for its group: the frame, whether the bound applies, where to answer.
+type Pending = (Vec<u8>, bool, oneshot::Sender<Result<u64, LogError>>);
 
 /// The writer's state (owned by its thread).
 pub(super) struct Writer {
@@ -98,7 +104,11 @@ impl Writer {
             }
             for op in group {
                 match op {
-                    Op::Append { frame, reply } => appends.push((frame, reply)),
+                    Op::Append {
+                        frame,
+                        bounded,
+                        reply,
+                    } => appends.push((frame, bounded, reply)),
                     Op::Rotate { reply } => {
                         self.commit(&mut appends);
                         let rotated = self.checked(Self::rotate);
@@ -134,22 +144,22 @@ impl Writer {
     }
 
     /// Writes the queued frames that fit, syncs once, answers every one.
-    fn commit(&mut self, appends: &mut Vec<(Vec<u8>, oneshot::Sender<Result<u64, LogError>>)>) {
+    fn commit(&mut self, appends: &mut Vec<Pending>) {
         if appends.is_empty() {
             return;
         }
         let mut buffer = Vec::new();
         let mut accepted = Vec::new();
         let mut room = self.max_bytes.saturating_sub(self.bytes());
-        for (frame, reply) in appends.drain(..) {
+        for (frame, bounded, reply) in appends.drain(..) {
             if self.dead {
                 let _ = reply.send(Err(LogError::Stopped));
-            } else if frame.len() as u64 > room {
+            } else if bounded && frame.len() as u64 > room {
                 let _ = reply.send(Err(LogError::Full {
                     max_bytes: self.max_bytes,
                 }));
             } else {
-                room -= frame.len() as u64;
+                room = room.saturating_sub(frame.len() as u64);
                 buffer.extend_from_slice(&frame);
                 accepted.push(reply);
             }

@@ -38,6 +38,7 @@ impl Sidecar {
             .env("TOLLGATE_LISTEN", address.to_string())
             .env("TOLLGATE_DATABASE_URL", "sqlite::memory:")
             .env("TOLLGATE_REDIS_URL", redis_url)
+            .env("TOLLGATE_USAGE_LOG_DIR", log.with_extension("usage-log"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

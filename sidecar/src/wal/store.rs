@@ -128,6 +128,7 @@ impl<S: UsageStore> Logged<S> {
         if let Some(marker) = marker {
             marker.set_replaying(true);
         }
+        let started = std::time::Instant::now();
         let outcome = replay::replay(
             parts.log.dir(),
             &self.inner,
@@ -151,6 +152,7 @@ impl<S: UsageStore> Logged<S> {
             batches = replayed.batches,
             records = replayed.records,
             counted = replayed.applied,
+            seconds = started.elapsed().as_secs_f64(),
             "usage log replayed"
         );
         Ok(replayed)

@@ -49,12 +49,14 @@ pub enum ReplayError {
     Store(#[from] StoreError),
 }
 
-/// Replays the segments of `dir` into `store`; with the truncation bookkeeping they imply.
+/// Replays the segments of `dir` into `store` (only reads them when not `apply`); with the
+/// truncation bookkeeping they imply.
 pub(super) async fn replay<S: UsageStore>(
     dir: &Path,
     store: &S,
     database: &Database,
     now: Nanos,
+    apply: bool,
 ) -> Result<(Replayed, Book), ReplayError> {
     let segments = segment::list(dir)?;
     let done = coverage(dir, &segments, database).await?;
@@ -75,6 +77,9 @@ pub(super) async fn replay<S: UsageStore>(
                 continue;
             }
             book.note(number, batch.records.iter().map(|r| r.tenant.as_str()));
+            if !apply {
+                continue;
+            }
             window.push(batch);
             if window.len() == WINDOW {
                 ingest(store, &mut window, now, &mut replayed).await?;

@@ -86,6 +86,25 @@ impl<S: UsageStore> Logged<S> {
             gate: RwLock::new(()),
             parts: Some(parts),
         };
+        // With Redis and its marker there, Redis has every batch acknowledged since the last
+        // replay: the log is only read (what is not flushed yet), not counted again — which
+        // also keeps batches older than the `(sender, seq)` marks' lifetime from counting twice.
+        if let Some((marker, watch)) = logged.parts.as_ref().and_then(|p| p.redis.as_ref())
+            && watch.present(marker).await.unwrap_or(false)
+            && let Some(parts) = &logged.parts
+        {
+            let (_, book) = replay::replay(
+                parts.log.dir(),
+                &logged.inner,
+                &parts.database,
+                crate::system_clock(),
+                false,
+            )
+            .await?;
+            *Self::book(parts) = book;
+            marker.clear_lost();
+            return Ok(logged);
+        }
         match logged.replay_now().await {
             Ok(_) => {}
             Err(ReplayError::Store(error)) if logged.has_redis() => {
@@ -134,6 +153,7 @@ impl<S: UsageStore> Logged<S> {
             &self.inner,
             &parts.database,
             crate::system_clock(),
+            true,
         )
         .await;
         if let Some(marker) = marker {

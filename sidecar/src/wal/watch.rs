@@ -112,6 +112,20 @@ impl RedisWatch {
         Ok(())
     }
 
+    /// Whether the marker is there (Redis kept everything since the last replay); notes
+    /// `run_id`.
+    pub(super) async fn present(&self, marker: &Marker) -> Result<bool, StoreError> {
+        let present: bool = redis::cmd("EXISTS")
+            .arg(marker.key())
+            .query_async(&mut self.connection.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
+        if let Some(run_id) = self.run_id().await {
+            *self.run_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(run_id);
+        }
+        Ok(present)
+    }
+
     /// Sets the marker (after a replay).
     pub(super) async fn mark(&self, marker: &Marker) -> Result<(), StoreError> {
         let mut connection = self.connection.clone();

@@ -164,3 +164,33 @@ async fn a_redis_restart_between_ingestion_and_flush_loses_nothing() {
         .unwrap();
     assert_eq!(total(&database).await, (1..=61).sum::<i64>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_started_while_redis_is_down_replays_once_it_is_back() {
+    let Some(mut redis) = redis_or_fail() else {
+        return;
+    };
+    let dir = fresh_dir("down");
+    let database = Database::open(Some("sqlite::memory:")).await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let store = open(&dir, &redis, &database, &metrics).await;
+    for seq in 1..=10 {
+        send(&store, &batch(2, seq)).await;
+    }
+    drop(store);
+    redis.stop(); // gone with everything it had
+    let store = open(&dir, &redis, &database, &metrics).await;
+    assert!(
+        store
+            .ingest(&batch(2, 11), tollgate_sidecar::system_clock())
+            .await
+            .is_err()
+    );
+    redis.restart().unwrap();
+    // Batch 11 gets in only after the replay of 1 to 10 (same sender, older seqs).
+    send(&store, &batch(2, 11)).await;
+    flush::flush(&*store, &database, tollgate_sidecar::system_clock())
+        .await
+        .unwrap();
+    assert_eq!(total(&database).await, (1..=11).sum::<i64>());
+}

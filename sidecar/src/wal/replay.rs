@@ -3,8 +3,9 @@
 //! Two passes over the segments, oldest first. The first finds, per tenant, the position up to
 //! which its batches are known to be in the database: its last `Staged` frame whose flush id is
 //! in `usage_flushes`, or its last `Clean` frame. The second ingests every batch, keeping per
-//! tenant only the records after that position, a window of batches at a time (in log order,
-//! so each sender's batches reach the store in the order it sent them).
+//! tenant only the records after that position, a window of batches of distinct senders at a
+//! time (in log order, so each sender's batches reach the store in the order it sent them, and
+//! none after one that failed).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -80,10 +81,13 @@ pub(super) async fn replay<S: UsageStore>(
             if !apply {
                 continue;
             }
-            window.push(batch);
-            if window.len() == WINDOW {
+            // One batch per sender in a window, and a window only after the previous one
+            // succeeded: a sender's later batch must never land before an earlier one that
+            // failed, or its mark would make the earlier one a "duplicate".
+            if window.len() == WINDOW || window.iter().any(|b| b.sender == batch.sender) {
                 ingest(store, &mut window, now, &mut replayed).await?;
             }
+            window.push(batch);
         }
     }
     ingest(store, &mut window, now, &mut replayed).await?;

@@ -86,23 +86,7 @@ impl<S: UsageStore> Logged<S> {
             gate: RwLock::new(()),
             parts: Some(parts),
         };
-        // With Redis and its marker there, Redis has every batch acknowledged since the last
-        // replay: the log is only read (what is not flushed yet), not counted again — which
-        // also keeps batches older than the `(sender, seq)` marks' lifetime from counting twice.
-        if let Some((marker, watch)) = logged.parts.as_ref().and_then(|p| p.redis.as_ref())
-            && watch.present(marker).await.unwrap_or(false)
-            && let Some(parts) = &logged.parts
-        {
-            let (_, book) = replay::replay(
-                parts.log.dir(),
-                &logged.inner,
-                &parts.database,
-                crate::system_clock(),
-                false,
-            )
-            .await?;
-            *Self::book(parts) = book;
-            marker.clear_lost();
+        if logged.kept_by_redis().await? {
             return Ok(logged);
         }
         match logged.replay_now().await {
@@ -113,6 +97,33 @@ impl<S: UsageStore> Logged<S> {
             Err(error) => return Err(error),
         }
         Ok(logged)
+    }
+
+    /// With Redis and the log's marker there, Redis has every batch acknowledged since the
+    /// last replay: the log is only read (for what is not flushed yet), not counted again —
+    /// which also keeps batches older than the `(sender, seq)` marks' lifetime from counting
+    /// twice. `false` when a replay is due.
+    async fn kept_by_redis(&self) -> Result<bool, ReplayError> {
+        let Some(parts) = &self.parts else {
+            return Ok(false);
+        };
+        let Some((marker, watch)) = &parts.redis else {
+            return Ok(false);
+        };
+        if !watch.present(marker).await.unwrap_or(false) {
+            return Ok(false);
+        }
+        let (_, book) = replay::replay(
+            parts.log.dir(),
+            &self.inner,
+            &parts.database,
+            crate::system_clock(),
+            false,
+        )
+        .await?;
+        *Self::book(parts) = book;
+        marker.clear_lost();
+        Ok(true)
     }
 
     /// The wrapped store.

@@ -33,11 +33,11 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from harness.redis import RedisServer  # noqa: E402
-from harness.sidecar import free_port, parse_prometheus  # noqa: E402
-from harness.wait import until  # noqa: E402
+from tests.harness.redis import RedisServer  # noqa: E402
+from tests.harness.sidecar import free_port, parse_prometheus  # noqa: E402
+from tests.harness.wait import until  # noqa: E402
 
 RELEASE = ROOT / "target" / "release"
 REPLAYED = re.compile(r"usage log replayed.*?records=(\d+).*?seconds=([0-9.e-]+)")

@@ -167,6 +167,7 @@ def test_a_full_usage_log_refuses_batches_and_the_resend_delivers_them(start_env
                 sent += send(client, 1, f"/api/reports/{n}")
             time.sleep(0.05)
         assert refused() > 0, "the log never filled"
+        assert 0 < sidecar.metric("tollgate_usage_log_bytes") <= 4096 + 1024  # + the flush's own frames
         settled(workdir / "tollgate.db", sent)
         assert envoy_requests(envoy) == sent
         assert envoy.tollgate_counter("usage", "dropped") == 0

@@ -246,6 +246,7 @@ impl<S: UsageStore> Logged<S> {
         let _open = self.gate.read().await;
         let segment = parts.log.append(segment::batch_frame(batch)).await?;
         Self::book(parts).note(segment, by_tenant(batch).into_iter().map(|(t, _)| t));
+        parts.bytes.set(parts.log.bytes() as f64);
         self.inner.ingest(batch, now).await
     }
 

@@ -72,7 +72,7 @@ def measure(name, requests, work, tollgate_wasm=None):
     envoy = Envoy(bootstrap, Path(work), name=f"envoy-{label}", binary=envoy_binary(), log_level="error",
                   prefix=["valgrind", "--tool=callgrind", "--cache-sim=no", f"--callgrind-out-file={out}"])
     try:
-        envoy.start(timeout=300)
+        envoy.start(timeout=900)  # V8 and Envoy start ~50x slower under callgrind
         client = envoy.client()
         client.conn.timeout = 120
         statuses = []

@@ -2,9 +2,10 @@
 
 The throw-away server (`RedisServer.start`) binds a free loopback port, keeps nothing on disk
 (`--save "" --appendonly no`, its own directory under the test's tmp_path), and is stopped by
-PID (the benchmarks start theirs with `RedisServer.launch`, which needs no pytest). `call()` sends
-one command and `command_stats()` reads INFO commandstats. `stop()`/`start()`/`restart()` bring it down and up again on the SAME port, so a sidecar
-pointed at it can reconnect by itself; `kill()` is SIGKILL.
+PID (the benchmarks start theirs with `RedisServer.launch`, which needs no pytest). `call()`
+sends one command and `command_stats()` reads INFO commandstats. `stop()`/`start()`/`restart()`
+bring it down and up again on the SAME port, so a sidecar pointed at it can reconnect by
+itself; `kill()` is SIGKILL.
 
 TOLLGATE_TEST_REDIS_URL (the same variable the Rust tests read) names a Redis someone else
 runs. Tests that only need *a* Redis may use it (`RedisServer.from_env`); tests that stop or

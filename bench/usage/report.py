@@ -17,7 +17,7 @@ def _met(ok):
 def figures(opts, ingest, baseline, flushes, writes_per_record, elapsed):
     out = [f"**{opts.label}**", ""] if opts.label else []
     out += [f"Machine: {common.machine()}.", "",
-            f"Command: `bench/usage` ({opts.runs} interleaved runs × {opts.seconds:g} s per case, "
+            f"Command: `bench/usage/run` ({opts.runs} interleaved runs × {opts.seconds:g} s per case, "
             f"{opts.connections} connections, {opts.records} records per batch; {elapsed:.0f} s in all). "
             f"Tools: {common.first_line(['redis-server', '--version']).split(' sha=')[0]}; "
             f"{common.first_line(['redis-benchmark', '--version'])}; {common.first_line([usage_postgres_bin(), '--version'])}.", ""]

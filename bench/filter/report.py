@@ -1,41 +1,22 @@
 """The figures as Markdown: machine line, medians with ratios and deltas, targets, every run."""
 
-import datetime
-import os
-import platform
-import re
 import statistics
-import subprocess
 
-import configs
+from bench.common import report as common
+from bench.filter import configs
 
 START = "<!-- bench/run: figures start (everything down to the end marker is rewritten) -->"
 END = "<!-- bench/run: figures end -->"
 
 
 def machine(opts):
-    model = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    out = subprocess.run([opts.envoy, "--version"], capture_output=True, text=True).stdout
-    version = re.search(r"/(\d+\.\d+\.\d+)/", out)
-    with open("/proc/loadavg") as f:
-        loadavg = " ".join(f.read().split()[:3])
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"nproc {len(os.sched_getaffinity(0))} · {model} · Linux {platform.release()} · "
-            f"Envoy {version.group(1) if version else out.strip()} · {now} · load average at the end {loadavg}")
+    return common.machine(opts.envoy)
 
 
 def tools(opts):
     """The load tools' versions, as they introduce themselves."""
-    def first_line(cmd):
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        return (done.stdout + done.stderr).strip().splitlines()[0] if (done.stdout + done.stderr).strip() else "?"
-    wrk = first_line([opts.wrk, "-v"]).split(" Copyright")[0]
-    return f"{wrk}; {first_line([opts.oha, '--version'])}"
+    wrk = common.first_line([opts.wrk, "-v"]).split(" Copyright")[0]
+    return f"{wrk}; {common.first_line([opts.oha, '--version'])}"
 
 
 def _median(results, name, key):
@@ -177,11 +158,4 @@ def figures(opts, results, elapsed):
 
 def rewrite_benchmarks_md(path, figures_md):
     """Replaces what lies between the markers in BENCHMARKS.md; the rest of the file is kept."""
-    with open(path) as f:
-        text = f.read()
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"bench: {path} has no figures markers ({START} … {END})")
-    text = text[:start] + START + "\n\n" + figures_md + "\n\n" + text[end:]
-    with open(path, "w") as f:
-        f.write(text)
+    common.rewrite_between_markers(path, START, END, figures_md, "bench")

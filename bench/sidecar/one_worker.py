@@ -6,13 +6,10 @@ interleaved in five configurations (the sidecar with Redis serves those that cal
 """
 
 import time
-import urllib.request
-
-import load
-import services
-import sidecar_configs
-import sidecar_load
-from load import BenchError, process_cpu_seconds
+from bench.common import measure as readings
+from bench.common.measure import BenchError, process_cpu_seconds
+from bench.sidecar import configs as sidecar_configs
+from bench.sidecar import load as sidecar_load
 
 # name → (description, part)
 CONFIGS = {
@@ -42,60 +39,56 @@ def request_of(name, opts, workdir):
     return "/api/items", {sidecar_configs.API_KEY_HEADER: sidecar_configs.ENTERPRISE_KEY}, None
 
 
-def start(opts, names, sidecar, workdir, started):
+def start(opts, names, sidecar, services):
+    """One Envoy per configuration, pinned to opts.envoy_core, each probed by hand once."""
     envoys = []
     for name in names:
         bootstrap = sidecar_configs.bootstrap(filter_config(name, opts), opts.tollgate_wasm, sidecar.port)
-        envoy = services.Envoy(name, bootstrap, opts.envoy, workdir, core=opts.envoy_core)
-        started.append(envoy)
+        envoy = services.spawn_envoy(name, bootstrap, core=opts.envoy_core)
+        envoy.config = name
         envoys.append(envoy)
     for envoy in envoys:
-        envoy.wait_ready()
-        path, headers, _ = request_of(envoy.name, opts, workdir)
-        before = sidecar.decisions()["admitted"]
-        status, body = envoy.get(path, headers)
-        if status != 200:
-            raise BenchError(f"({envoy.name}) answered the probe {status} {body!r}:\n{envoy.log_tail()}")
-        if envoy.name == "s" and sidecar.decisions()["admitted"] != before + 1:
+        envoy.wait_ready(60)
+        path, headers, _ = request_of(envoy.config, opts, services.workdir)
+        before = sidecar.decisions(outcome="admitted")
+        resp = envoy.get(path, headers)
+        if resp.status != 200:
+            raise BenchError(f"({envoy.config}) answered the probe {resp}:\n{envoy.log_tail()}")
+        if envoy.config == "s" and sidecar.decisions(outcome="admitted") != before + 1:
             raise BenchError("(s) answered 200 without asking the sidecar")
     return envoys
 
 
 def sidecar_traffic(envoy):
     """Envoy's calls to the sidecar cluster so far: requests and connections opened."""
-    url = (f"http://127.0.0.1:{envoy.admin_port}/stats?filter="
-           f"%5Ecluster%5C.{sidecar_configs.SIDECAR_CLUSTER}%5C.upstream_(rq%7Ccx)_total%24")
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    found = dict(line.rsplit(": ", 1) for line in text.splitlines() if ": " in line)
-    return [int(found.get(f"cluster.{sidecar_configs.SIDECAR_CLUSTER}.upstream_{k}_total", 0)) for k in ("rq", "cx")]
+    return [envoy.counter(f"cluster.{sidecar_configs.SIDECAR_CLUSTER}.upstream_{k}_total") for k in ("rq", "cx")]
 
 
 def measure(opts, envoy, sidecar, redis, workdir, run):
     """One closed-loop measurement: req/s, Envoy's and the sidecar's and Redis's CPU per request;
     every answer must be 200, and with (s) every request one admitted decision."""
-    _, headers, script = request_of(envoy.name, opts, workdir)
-    url = envoy.base + ("/api/items" if script is None else "/")
+    _, headers, script = request_of(envoy.config, opts, workdir)
+    url = envoy.url("/api/items" if script is None else "/")
     header_lines = [f"{k}: {v}" for k, v in headers.items()]
     if opts.warmup:
         sidecar_load.wrk(opts, url, opts.warmup, script, header_lines, core=opts.load_core)
-    counts0, decided0 = load.envoy_counters(envoy.admin_port), sidecar.decisions()["admitted"]
+    counts0, decided0 = readings.envoy_counters(envoy), sidecar.decisions(outcome="admitted")
     traffic0 = sidecar_traffic(envoy)
     pids = (envoy.pid, sidecar.pid, redis.pid)
     wall0, cpu0 = time.monotonic(), [process_cpu_seconds(p) for p in pids]
     w = sidecar_load.wrk(opts, url, opts.duration, script, header_lines, core=opts.load_core)
     wall, cpu = time.monotonic() - wall0, [process_cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
-    counts = load.counter_delta(counts0, load.envoy_counters(envoy.admin_port))
-    decided = sidecar.decisions()["admitted"] - decided0
+    counts = readings.counter_delta(counts0, readings.envoy_counters(envoy))
+    decided = sidecar.decisions(outcome="admitted") - decided0
     calls, connections = (b - a for a, b in zip(traffic0, sidecar_traffic(envoy)))
-    where = f"({envoy.name}) run {run}"
+    where = f"({envoy.config}) run {run}"
     total = counts["completed"]
     if w["socket_errors"] or w["non_2xx"] or counts["2xx"] != total or total < w["requests"]:
         raise BenchError(f"{where}: expected only 200; wrk: {w}, Envoy counted {counts}\n{envoy.log_tail()}")
-    if envoy.name == "s" and decided < total:
+    if envoy.config == "s" and decided < total:
         raise BenchError(f"{where}: {total} requests but only {decided} sidecar decisions")
     return {
-        "config": envoy.name, "run": run, "rps": w["rps"], "requests": total,
+        "config": envoy.config, "run": run, "rps": w["rps"], "requests": total,
         "envoy_us": cpu[0] / total * 1e6, "sidecar_us": cpu[1] / total * 1e6, "redis_us": cpu[2] / total * 1e6,
         "envoy_cpu_pct": cpu[0] / wall * 100, "sidecar_cpu_pct": cpu[1] / wall * 100, "wrk_cpu_pct": w["cpu_seconds"] / wall * 100,
         "decisions": decided, "sidecar_calls": calls, "sidecar_connections": connections,
@@ -106,17 +99,18 @@ def calls_of(r):
     return f"{r['sidecar_calls']:,} (on {r['sidecar_connections']:,} new connections)"
 
 
-def run_part(opts, names, sidecar, redis, workdir, started, log):
-    envoys = start(opts, names, sidecar, workdir, started)
+def run_part(opts, services, log):
+    """The configurations of the parts asked for (2, 3 or both), interleaved, opts.runs times."""
+    names = "".join(n for n, (_, part) in CONFIGS.items() if str(part) in opts.parts)
+    redis, sidecar = services.redis(), services.sidecar("redis")
+    envoys = start(opts, names, sidecar, services)
     results = []
     for run in range(1, opts.runs + 1):
         for envoy in envoys:
-            r = measure(opts, envoy, sidecar, redis, workdir, run)
+            r = measure(opts, envoy, sidecar, redis, services.workdir, run)
             results.append(r)
-            log(f"part {CONFIGS[envoy.name][1]} run {run} ({envoy.name}): {r['rps']:,.0f} req/s, "
+            log(f"part {CONFIGS[envoy.config][1]} run {run} ({envoy.config}): {r['rps']:,.0f} req/s, "
                 f"Envoy {r['envoy_us']:.1f} µs/req ({r['envoy_cpu_pct']:.0f}% busy), "
                 f"sidecar {r['sidecar_us']:.1f} µs/req, Redis {r['redis_us']:.1f} µs/req, "
                 f"{calls_of(r)} sidecar calls")
-    for envoy in envoys:
-        envoy.stop()
     return results

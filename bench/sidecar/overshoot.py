@@ -11,25 +11,20 @@ the limit is reached mid-run, while syncs are in flight.
 
 import time
 
-import services
-import sidecar_configs
-import sidecar_load
-from load import BenchError
+from bench.common.measure import BenchError
+from bench.sidecar import configs as sidecar_configs
+from bench.sidecar import load as sidecar_load
 
 
-def measure(opts, nodes, interval_ms, workdir, started, log):
-    sidecar = services.Sidecar(f"overshoot-{nodes}-{interval_ms}", opts.sidecar_bin, workdir)
-    started.append(sidecar)
+def measure(opts, nodes, interval_ms, services, log):
+    sidecar = services.start_sidecar(f"overshoot-{nodes}-{interval_ms}")
     config = sidecar_configs.overshoot_rule(interval_ms, opts.overshoot_algorithm, opts.overshoot_limit,
                                             opts.overshoot_window)
-    envoys = []
-    for i in range(nodes):
-        bootstrap = sidecar_configs.bootstrap(config, opts.tollgate_wasm, sidecar.port)
-        envoy = services.Envoy(f"overshoot-{nodes}-{interval_ms}-{i}", bootstrap, opts.envoy, workdir)
-        started.append(envoy)
-        envoys.append(envoy)
+    envoys = [services.spawn_envoy(f"overshoot-{nodes}-{interval_ms}-{i}",
+                                   sidecar_configs.bootstrap(config, opts.tollgate_wasm, sidecar.port))
+              for i in range(nodes)]
     for envoy in envoys:
-        envoy.wait_ready()  # no probe request: it would take one of the limit's permits
+        envoy.wait_ready(60)  # no probe request: it would take one of the limit's permits
     headers = {sidecar_configs.API_KEY_HEADER: sidecar_configs.BENCH_KEY}
     began = time.monotonic()
     counts = sidecar_load.paced([e.port for e in envoys], opts.overshoot_rate, opts.overshoot_seconds,
@@ -51,10 +46,10 @@ def measure(opts, nodes, interval_ms, workdir, started, log):
     return r
 
 
-def run_part(opts, workdir, started, log):
+def run_part(opts, services, log):
     offered = opts.overshoot_rate * opts.overshoot_seconds
     if offered <= opts.overshoot_limit:
         log(f"part 4: WARNING: {offered:.0f} requests offered for a limit of {opts.overshoot_limit}: "
             "the limit is never reached, so no overshoot can show")
-    return [measure(opts, nodes, interval, workdir, started, log)
+    return [measure(opts, nodes, interval, services, log)
             for nodes in opts.nodes for interval in opts.intervals]

@@ -2,7 +2,7 @@
 ingested by the release sidecar on Redis (`POST /v1/usage`, driven by the Rust load generator
 `sidecar/examples/usage_load.rs`), beside redis-benchmark of the Redis writes behind them; (2)
 the time of `tollgate-sidecar flush` moving 100,000 dirty keys from Redis into PostgreSQL.
-Run it with `bench/usage`, which installs the tools and builds first; see bench/README.md."""
+Run it with `bench/usage/run`, which installs the tools and builds first; see bench/README.md."""
 
 import argparse
 import json
@@ -11,25 +11,28 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-import usage_postgres
-import usage_report
-from load import BenchError, _run, process_cpu_seconds
+if __package__ in (None, ""):  # run as a file: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from tests.harness import sidecar as harness_sidecar  # noqa: E402
+from bench.common.measure import FAILURES, BenchError, process_cpu_seconds  # noqa: E402
+from bench.usage import report as usage_report  # noqa: E402
+from tests.harness import load_tools  # noqa: E402
+from tests.harness.paths import REPO  # noqa: E402
+from tests.harness.postgres import Postgres  # noqa: E402
 from tests.harness.redis import RedisServer  # noqa: E402
+from tests.harness.sidecar import SidecarProcess  # noqa: E402
 from tests.harness.wait import until  # noqa: E402
 
+ROOT = str(REPO)
 RELEASE = os.path.join(ROOT, "target", "release")
 # Requests each generated record counts (usage_load.rs: REQUESTS).
 REQUESTS_PER_RECORD = 3
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="bench/usage", description=__doc__)
+    p = argparse.ArgumentParser(prog="bench/usage/run", description=__doc__)
     p.add_argument("--runs", type=int, default=3, help="interleaved ingest rounds; the median is reported (3)")
     p.add_argument("--seconds", type=float, default=5, help="seconds of each ingest measurement (5)")
     p.add_argument("--connections", type=int, default=16, help="load connections = senders (16)")
@@ -85,17 +88,11 @@ def writes_per_record(tenants, endpoints):
 
 def redis_baseline(opts, redis):
     """redis-benchmark -P 16 of HINCRBY on 100,000 hashes: field increments/s."""
-    cmd = [opts.redis_benchmark, "-h", "127.0.0.1", "-p", str(redis.port), "-c", str(opts.redis_clients),
-           "-P", "16", "-n", str(opts.redis_requests), "-r", "100000", "--csv",
-           "HINCRBY", "bench:{t}:__rand_int__", "requests", "3"]
     cpu0 = process_cpu_seconds(redis.pid)
-    out = _run(cmd, timeout=300)
+    rate = load_tools.redis_benchmark(redis.port, ["HINCRBY", "bench:{t}:__rand_int__", "requests", "3"],
+                                      requests=opts.redis_requests, clients=opts.redis_clients, pipeline=16,
+                                      keys=100_000, binary=opts.redis_benchmark)
     cpu = process_cpu_seconds(redis.pid) - cpu0
-    rows = [line for line in out.splitlines() if line.startswith('"') and not line.startswith('"test"')]
-    try:
-        rate = float(rows[-1].split('","')[1].strip('"'))
-    except (IndexError, ValueError) as e:
-        raise BenchError(f"cannot read redis-benchmark's output:\n{out}") from e
     return {"hincrby_rps": rate, "redis_us": cpu / opts.redis_requests * 1e6}
 
 
@@ -152,25 +149,23 @@ def main(argv):
     opts = parse_args(argv)
     for path in (opts.sidecar_bin, opts.load_bin):
         if not os.path.exists(path):
-            sys.exit(f"bench/usage: {path} is missing (bench/usage builds it: cargo build --release "
+            sys.exit(f"bench/usage: {path} is missing (bench/usage/run builds it: cargo build --release "
                      "-p tollgate-sidecar --bin tollgate-sidecar --example usage_load)")
 
     def log(text):
         print(f"bench/usage: {text}", file=sys.stderr, flush=True)
 
-    # The harness starts target/debug/tollgate-sidecar; the benchmark wants the release build.
-    harness_sidecar.SIDECAR_BIN = harness_sidecar.Path(opts.sidecar_bin)
     started_at, started = time.monotonic(), []
     ingest, baseline, flushes = [], [], []
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-usage-") as workdir:
         try:
-            (harness_sidecar.Path(workdir) / "redis").mkdir()
-            redis = RedisServer(harness_sidecar.Path(workdir) / "redis").start()
+            redis = RedisServer.launch(Path(workdir) / "redis")
             started.append(redis)
-            sidecar = harness_sidecar.SidecarProcess(
-                harness_sidecar.Path(workdir) / "sidecar", redis_url=redis.url,
-                env={"TOLLGATE_FLUSH_INTERVAL": "1h", "RUST_LOG": "warn"}).start()
+            # The release build (the harness's default is target/debug's, for the tests).
+            sidecar = SidecarProcess(Path(workdir) / "sidecar", redis_url=redis.url, binary=opts.sidecar_bin,
+                                     env={"TOLLGATE_FLUSH_INTERVAL": "1h", "RUST_LOG": "warn"})
             started.append(sidecar)
+            sidecar.start()
             until(sidecar.ready, lambda s: s == 200, 30, "sidecar /readyz")
             for run in range(1, opts.runs + 1):
                 for r in measure_ingest(opts, sidecar, redis, run):
@@ -183,12 +178,11 @@ def main(argv):
                 log(f"run {run} redis-benchmark -P 16 HINCRBY: {b['hincrby_rps']:,.0f}/s")
             if os.getuid() == 0:
                 os.chmod(workdir, 0o711)  # PostgreSQL runs as `postgres` in a directory below
-            postgres = usage_postgres.Postgres(workdir)
+            postgres = Postgres(workdir)
             started.append(postgres)
             for run in range(1, opts.flush_runs + 1):
                 flushes.append(measure_flush(opts, sidecar, redis, postgres, run, log))
-        except (BenchError, RuntimeError, AssertionError, subprocess.TimeoutExpired) as e:
-            # AssertionError: the harness's timeouts (tests.harness.wait.Timeout).
+        except (*FAILURES, subprocess.TimeoutExpired) as e:
             sys.exit(f"bench/usage: FAILED: {e}")
         finally:
             for p in reversed(started):

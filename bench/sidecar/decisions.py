@@ -4,15 +4,14 @@ bucket; beside them redis-benchmark running the same two Redis commands a decisi
 (`GET`, then `EVALSHA` of the sidecar's own compare-and-set script), the store's limit."""
 
 import hashlib
-import os
 import re
 import time
 
-import sidecar_load
-from load import BenchError, process_cpu_seconds
+from bench.common.measure import BenchError, process_cpu_seconds
+from bench.sidecar import load as sidecar_load
+from tests.harness.paths import REPO
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-REDIS_RS = os.path.join(ROOT, "sidecar", "src", "storage", "redis.rs")
+REDIS_RS = REPO / "sidecar" / "src" / "storage" / "redis.rs"
 
 # case → (store, hot key?)
 CASES = {
@@ -36,25 +35,30 @@ def prepare_redis(redis, keys):
     """Loads the CAS script and stores the values the EVALSHA runs expect; returns its SHA1."""
     script = cas_script()
     sha = hashlib.sha1(script.encode()).hexdigest()
-    answer = redis.command("SCRIPT", "LOAD", script)
+    answer = redis.call("SCRIPT", "LOAD", script)
     if not answer.startswith("$40"):
         raise BenchError(f"SCRIPT LOAD answered {answer!r}")
     sidecar_load.populate(redis, keys)
     return sha
 
 
+def outcomes(sidecar):
+    """The sidecar's decisions so far by outcome (its /metrics)."""
+    return {k: sidecar.decisions(outcome=k) for k in ("admitted", "refused")}
+
+
 def measure_sidecar(opts, case, sidecar, redis, script, run):
     """One closed-loop measurement of one case: decisions/s and CPU per decision of the sidecar
     and of Redis. Every check must have been answered 200, decided and admitted."""
-    url = sidecar.base + "/v1/check"
+    url = sidecar.url + "/v1/check"
     if opts.warmup:
         sidecar_load.wrk(opts, url, opts.warmup, script)
-    before, commands0 = sidecar.decisions(), redis.commands() if redis else {}
+    before, commands0 = outcomes(sidecar), redis.command_stats() if redis else {}
     pids = [sidecar.pid] + ([redis.pid] if redis else [])
     wall0, cpu0 = time.monotonic(), [process_cpu_seconds(p) for p in pids]
     w = sidecar_load.wrk(opts, url, opts.duration, script)
     wall, cpu = time.monotonic() - wall0, [process_cpu_seconds(p) - c for p, c in zip(pids, cpu0)]
-    after, commands1 = sidecar.decisions(), redis.commands() if redis else {}
+    after, commands1 = outcomes(sidecar), redis.command_stats() if redis else {}
     # One EVALSHA (EVAL on a script-cache miss) per compare-and-set attempt. (Not GET: Redis
     # also counts the GET that the script itself runs.)
     attempts = sum(commands1.get(k, 0) - commands0.get(k, 0) for k in ("evalsha", "eval"))
@@ -101,13 +105,15 @@ def probe(sidecar, redis):
                                     "limit": 10, "window_ns": 60_000_000_000})
     if status != 200 or not isinstance(answer, dict) or answer.get("admitted") is not True \
             or answer.get("remaining") != 9:
-        raise BenchError(f"sidecar ({sidecar.name}) answered the probe check {status} {answer!r}")
-    if redis and redis.command("EXISTS", "tollgate:{probe:0000000000000007}") != ":1":
-        raise BenchError(f"sidecar ({sidecar.name}) did not store the probe's bucket in Redis")
+        raise BenchError(f"sidecar ({sidecar.workdir.name}) answered the probe check {status} {answer!r}")
+    if redis and redis.call("EXISTS", "tollgate:{probe:0000000000000007}") != ":1":
+        raise BenchError(f"sidecar ({sidecar.workdir.name}) did not store the probe's bucket in Redis")
 
 
-def run_part(opts, sidecars, redis, workdir, log):
-    """Every case, interleaved, opts.runs times. `sidecars` maps store → Sidecar."""
+def run_part(opts, services, log):
+    """Every case, interleaved, opts.runs times."""
+    redis, workdir = services.redis(), services.workdir
+    sidecars = {store: services.sidecar(store) for store in ("redis", "memory")}
     sha = prepare_redis(redis, opts.keys)
     for store, sidecar in sidecars.items():
         probe(sidecar, redis if store == "redis" else None)

@@ -2,23 +2,52 @@
 with Redis and in memory, beside redis-benchmark of the same Redis commands; (2) one Envoy
 worker with a strict rule vs the same rule local vs no filter; (3) the shipped fixture (a
 global rule) vs the same all local; (4) global overshoot by sync interval and node count.
-Run it with `bench/sidecar`, which installs the tools and builds first; see bench/README.md."""
+Run it with `bench/sidecar/run`, which installs the tools and builds first; see bench/README.md."""
 
 import argparse
 import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
-import overshoot
-import services
-import sidecar_decisions
-import sidecar_envoy
-import sidecar_report
-from load import BenchError
+if __package__ in (None, ""):  # run as a file: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WASM = os.path.join(ROOT, "target", "wasm32-wasip1", "release", "tollgate_filter.wasm")
+from bench.common.measure import FAILURES  # noqa: E402
+from bench.sidecar import decisions, one_worker, overshoot, report  # noqa: E402
+from bench.sidecar.services import Services  # noqa: E402
+from tests.harness.paths import FILTER_WASM, REPO, SHARED_FIXTURE  # noqa: E402
+
+ROOT = str(REPO)
+
+
+@dataclass
+class Part:
+    """One part of the benchmark: what `--parts` digits select it, its heading, how it runs
+    (`run(opts, services, log)` → its results) and its figures (`figures(results, opts)` →
+    Markdown rows and target lines). `every_run`: its results also go in the "Every run" table."""
+
+    digits: str
+    heading: Callable
+    run: Callable
+    figures: Callable
+    every_run: bool = False
+
+
+# The parts, in the order they run. Adding one: a module with its run(…) and figures(…), and a
+# line here (its digit then works in --parts). Parts 2 and 3 share one interleaved loop.
+PARTS = [
+    Part("1", lambda o: f"1. Strict decisions/s, sidecar alone (`POST /v1/check`; many keys = {o.keys:,} buckets)",
+         decisions.run_part, lambda results, opts: report.part1(results), every_run=True),
+    Part("23", lambda o: f"2–3. One Envoy worker (core {o.envoy_core}), wrk on core {o.load_core}, sidecar and "
+                         "Redis unpinned",
+         one_worker.run_part, lambda results, opts: report.part23(results), every_run=True),
+    Part("4", lambda o: "4. `global` overshoot", overshoot.run_part, report.part4),
+]
+ALL_PARTS = "".join(part.digits for part in PARTS)
 
 
 def _ints(text):
@@ -26,8 +55,8 @@ def _ints(text):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="bench/sidecar", description=__doc__)
-    p.add_argument("--parts", default="1234", help="which parts, in order (1234)")
+    p = argparse.ArgumentParser(prog="bench/sidecar/run", description=__doc__)
+    p.add_argument("--parts", default=ALL_PARTS, help=f"which parts ({ALL_PARTS})")
     p.add_argument("--runs", type=int, default=3, help="interleaved rounds of parts 1–3 (3)")
     p.add_argument("--duration", type=int, default=5, help="seconds of each wrk measurement (5)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of load before each measurement (1)")
@@ -49,16 +78,16 @@ def parse_args(argv):
     p.add_argument("--redis-server", default="redis-server")
     p.add_argument("--redis-benchmark", default="redis-benchmark")
     p.add_argument("--sidecar-bin", default=os.path.join(ROOT, "target", "release", "tollgate-sidecar"))
-    p.add_argument("--tollgate-wasm", default=WASM)
-    p.add_argument("--fixture", default=os.path.join(ROOT, "filter", "tests", "fixtures", "filter-config.json"),
+    p.add_argument("--tollgate-wasm", default=str(FILTER_WASM))
+    p.add_argument("--fixture", default=str(SHARED_FIXTURE),
                    help="part 3's configuration (filter/tests/fixtures/filter-config.json)")
     p.add_argument("--envoy-core", type=int, default=0, help="parts 2–3: Envoy's core (0)")
     p.add_argument("--load-core", type=int, default=1, help="parts 2–3: wrk's core (1)")
     p.add_argument("--label", default="", help="a line printed above the figures (e.g. SMOKE RUN …)")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     opts = p.parse_args(argv)
-    if set(opts.parts) - set("1234") or not opts.parts:
-        p.error("--parts takes digits from 1234")
+    if set(opts.parts) - set(ALL_PARTS) or not opts.parts:
+        p.error(f"--parts takes digits from {ALL_PARTS}")
     if min(opts.runs, opts.duration, opts.keys, opts.paths, opts.overshoot_rate, opts.overshoot_seconds) < 1:
         p.error("counts and durations must be positive")
     return opts
@@ -70,42 +99,31 @@ def main(argv):
         + [opts.fixture] * ("3" in opts.parts)
     for path in needed:
         if not os.path.exists(path):
-            sys.exit(f"bench/sidecar: {path} is missing (bench/sidecar builds the sidecar and the filter and "
+            sys.exit(f"bench/sidecar: {path} is missing (bench/sidecar/run builds the sidecar and the filter and "
                      "installs Envoy; part 3 reads filter/tests/fixtures/filter-config.json)")
 
     def log(text):
         print(f"bench/sidecar: {text}", file=sys.stderr, flush=True)
 
-    started_at, started, parts = time.monotonic(), [], {}
+    started_at, sections = time.monotonic(), []
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-sidecar-") as workdir:
+        services = Services(opts, workdir)
         try:
-            if set(opts.parts) & set("123"):
-                redis = services.Redis(workdir, opts.redis_server)
-                started.append(redis)
-                with_redis = services.Sidecar("redis", opts.sidecar_bin, workdir, redis)
-                started.append(with_redis)
-            if "1" in opts.parts:
-                in_memory = services.Sidecar("memory", opts.sidecar_bin, workdir)
-                started.append(in_memory)
-                parts[1] = sidecar_decisions.run_part(
-                    opts, {"redis": with_redis, "memory": in_memory}, redis, workdir, log)
-                in_memory.stop()
-            names = "".join(n for n, (_, part) in sidecar_envoy.CONFIGS.items() if str(part) in opts.parts)
-            if names:
-                results = sidecar_envoy.run_part(opts, names, with_redis, redis, workdir, started, log)
-                for part in (2, 3):
-                    parts[part] = [r for r in results if sidecar_envoy.CONFIGS[r["config"]][1] == part]
-            services.stop_all(started)
-            if "4" in opts.parts:
-                parts[4] = overshoot.run_part(opts, workdir, started, log)
-        except BenchError as e:
+            for part in PARTS:
+                if not set(part.digits) & set(opts.parts):
+                    continue
+                results = part.run(opts, services, log)
+                services.stop_all()  # the next part starts on a quiet machine, its own processes fresh
+                rows, targets = part.figures(results, opts)
+                sections.append((part.heading(opts), rows, targets, results if part.every_run else []))
+        except FAILURES as e:
             sys.exit(f"bench/sidecar: FAILED: {e}")
         finally:
-            services.stop_all(started)
-    figures = sidecar_report.figures(opts, parts, time.monotonic() - started_at)
+            services.stop_all()
+    figures = report.figures(opts, sections, time.monotonic() - started_at)
     print(figures)
     if not opts.no_write:
-        sidecar_report.rewrite_benchmarks_md(os.path.join(ROOT, "BENCHMARKS.md"), figures)
+        report.rewrite_benchmarks_md(os.path.join(ROOT, "BENCHMARKS.md"), figures)
         log("figures written to BENCHMARKS.md")
 
 

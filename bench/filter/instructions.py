@@ -19,31 +19,31 @@ add over (d) is the per-request cost. --tollgate-wasm measures another build of 
 (e.g. a variant kept aside) instead of target/'s.
 
 Run from the repository root after scripts/setup:
-    .venv/bin/python bench/instructions.py [--requests 300] [--configs abcde] [--probes]
-    .venv/bin/python bench/instructions.py --configs du      # usage metering's cost
-    .venv/bin/python bench/instructions.py --configs gL      # global vs local, the fixture
+    .venv/bin/python bench/filter/instructions.py [--requests 300] [--configs abcde] [--probes]
+    .venv/bin/python bench/filter/instructions.py --configs du      # usage metering's cost
+    .venv/bin/python bench/filter/instructions.py --configs gL      # global vs local, the fixture
 (about a minute per configuration, two at a time; needs valgrind: apt-get install -y valgrind).
 """
 
 import argparse
 import concurrent.futures
 import glob
-import http.client
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(__file__))
-import configs  # noqa: E402
-from envoys import free_ports  # noqa: E402
+if __package__ in (None, ""):  # run as a file: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WASM = os.path.join(ROOT, "target/wasm32-wasip1/release")
+from bench.filter import configs  # noqa: E402
+from tests.harness.envoy import Envoy  # noqa: E402
+from tests.harness.paths import FILTER_WASM, NOOP_WASM, RELEASE, REPO  # noqa: E402
+
+ROOT = str(REPO)
 
 
 def envoy_binary():
@@ -60,46 +60,26 @@ def filters(name):
     """The filter chain of configuration `name`: a–e from configs.py, or `probe:<call>`."""
     if not name.startswith("probe:"):
         return None
-    probe = configs._wasm_filter("probe", "probe", os.path.join(WASM, "tollgate_probe_filter.wasm"),
-                                 name.split(":", 1)[1])
+    probe = configs.wasm_filter("probe", RELEASE / "tollgate_probe_filter.wasm", name.split(":", 1)[1])
     return [probe] + configs.http_filters("a", "", "")
 
 
 def measure(name, requests, work, tollgate_wasm=None):
-    port, admin = free_ports(2)
-    path = os.path.join(work, f"envoy-{name}.json")
-    bootstrap = configs.bootstrap(name if len(name) == 1 else "a", port, admin,
-                                  os.path.join(WASM, "tollgate_noop_filter.wasm"),
-                                  tollgate_wasm or os.path.join(WASM, "tollgate_filter.wasm"))
-    chain = filters(name)
-    if chain is not None:
-        listener = bootstrap["static_resources"]["listeners"][0]
-        listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"] = chain
-    with open(path, "w") as f:
-        json.dump(bootstrap, f)
-    out = os.path.join(work, f"callgrind-{name}.out")
-    envoy = subprocess.Popen(["valgrind", "--tool=callgrind", "--cache-sim=no", f"--callgrind-out-file={out}",
-                              envoy_binary(), "-c", path, "--concurrency", "1", "--use-dynamic-base-id", "-l", "error"],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bootstrap = configs.bootstrap(name if len(name) == 1 else "a", NOOP_WASM, tollgate_wasm or FILTER_WASM,
+                                  filters=filters(name))
+    label = name.replace(":", "-")
+    out = os.path.join(work, f"callgrind-{label}.out")
+    envoy = Envoy(bootstrap, Path(work), name=f"envoy-{label}", binary=envoy_binary(), log_level="error",
+                  prefix=["valgrind", "--tool=callgrind", "--cache-sim=no", f"--callgrind-out-file={out}"])
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{admin}/ready", timeout=2).status == 200:
-                    break
-            except OSError:
-                if time.monotonic() > deadline or envoy.poll() is not None:
-                    raise RuntimeError(f"({name}) Envoy under valgrind did not start")
-                time.sleep(0.5)
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        envoy.start(timeout=900)  # V8 and Envoy start ~50x slower under callgrind
+        client = envoy.client()
+        client.conn.timeout = 120
         statuses = []
 
         def send(n):
             for _ in range(n):
-                conn.request("GET", configs.REQUEST_PATH, headers={configs.API_KEY_HEADER: configs.api_key(name)})
-                response = conn.getresponse()
-                response.read()
-                statuses.append(response.status)
+                statuses.append(client.get(configs.REQUEST_PATH, {configs.API_KEY_HEADER: configs.api_key(name)}).status)
 
         send(100)
         subprocess.run(["callgrind_control", "-z", str(envoy.pid)], check=True, capture_output=True)
@@ -110,9 +90,8 @@ def measure(name, requests, work, tollgate_wasm=None):
         print(f"({name}) {requests} requests measured in {time.monotonic() - started:.1f} s", file=sys.stderr)
         if name in ("u", "l"):
             # Fair against (d) only if no batch went out (or failed) during the run.
-            with urllib.request.urlopen(f"http://127.0.0.1:{admin}/stats?filter=tollgate.usage", timeout=30) as r:
-                stats = r.read().decode().split()
-            print(f"({name}) {' '.join(stats) or 'no usage stats yet'}", file=sys.stderr)
+            stats = " ".join(f"{k}: {v}" for k, v in envoy.stats(r"tollgate\.usage").items())
+            print(f"({name}) {stats or 'no usage stats yet'}", file=sys.stderr)
         expected = 429 if name == "e" else 200
         if set(statuses) != {expected}:
             raise RuntimeError(f"({name}) expected only {expected}, got {sorted(set(statuses))}")
@@ -123,8 +102,10 @@ def measure(name, requests, work, tollgate_wasm=None):
             total = next(int(line.split()[1]) for line in f if line.startswith("totals:"))
         return total // requests
     finally:
-        envoy.terminate()
-        envoy.wait(timeout=120)
+        proc = envoy.proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=120)  # valgrind takes its time to write the last dump
 
 
 def main():

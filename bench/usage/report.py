@@ -1,37 +1,13 @@
 """The figures of `bench/usage` as Markdown, and their place in BENCHMARKS.md (between the
 markers inside "## Usage metering (usage issue)")."""
 
-import datetime
-import platform
 import statistics
-import subprocess
+
+from bench.common import report as common
+from tests.harness import postgres
 
 START = "<!-- bench/usage: figures begin -->"
 END = "<!-- bench/usage: figures end -->"
-
-
-def machine():
-    model = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
-    with open("/proc/loadavg") as f:
-        loadavg = " ".join(f.read().split()[:3])
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"nproc {nproc} · {model} · Linux {platform.release()} · {now} · "
-            f"load average at the end {loadavg}")
-
-
-def _tool(cmd):
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True)
-    except OSError:
-        return "?"
-    text = (done.stdout + done.stderr).strip()
-    return text.splitlines()[0] if text else "?"
 
 
 def _met(ok):
@@ -40,11 +16,11 @@ def _met(ok):
 
 def figures(opts, ingest, baseline, flushes, writes_per_record, elapsed):
     out = [f"**{opts.label}**", ""] if opts.label else []
-    out += [f"Machine: {machine()}.", "",
-            f"Command: `bench/usage` ({opts.runs} interleaved runs × {opts.seconds:g} s per case, "
+    out += [f"Machine: {common.machine()}.", "",
+            f"Command: `bench/usage/run` ({opts.runs} interleaved runs × {opts.seconds:g} s per case, "
             f"{opts.connections} connections, {opts.records} records per batch; {elapsed:.0f} s in all). "
-            f"Tools: {_tool(['redis-server', '--version']).split(' sha=')[0]}; "
-            f"{_tool(['redis-benchmark', '--version'])}; {_tool([usage_postgres_bin(), '--version'])}.", ""]
+            f"Tools: {common.first_line(['redis-server', '--version']).split(' sha=')[0]}; "
+            f"{common.first_line(['redis-benchmark', '--version'])}; {common.first_line([usage_postgres_bin(), '--version'])}.", ""]
     cases = {"shared": (opts.tenants, opts.endpoints), "distinct": (opts.wide_tenants, opts.wide_endpoints)}
     rows = ["| case | keys | records/s (median) | runs | CPU µs / record: sidecar | Redis | load generator |",
             "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]
@@ -92,20 +68,11 @@ def figures(opts, ingest, baseline, flushes, writes_per_record, elapsed):
 
 
 def usage_postgres_bin():
-    import usage_postgres
-
     try:
-        return usage_postgres.find_binary("postgres")
-    except Exception:  # noqa: BLE001 — only the version line of the report
+        return postgres.find_binary("postgres")
+    except RuntimeError:  # only the version line of the report
         return "postgres"
 
 
 def rewrite_benchmarks_md(path, figures_md):
-    with open(path) as f:
-        text = f.read()
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"bench/usage: {path} has no figures markers ({START} … {END})")
-    with open(path, "w") as f:
-        f.write(text[:start] + START + "\n\n" + figures_md + "\n\n" + text[end:])
-
+    common.rewrite_between_markers(path, START, END, figures_md, "bench/usage")

@@ -1,11 +1,10 @@
 """The figures of `bench/sidecar` as Markdown, and their section of BENCHMARKS.md."""
 
 import statistics
-import subprocess
 
-import report
-from sidecar_decisions import CASES
-from sidecar_envoy import CONFIGS
+from bench.common import report as common
+from bench.sidecar.decisions import CASES
+from bench.sidecar.one_worker import CONFIGS
 
 START = "<!-- bench/sidecar: figures start (everything down to the end marker is rewritten) -->"
 END = "<!-- bench/sidecar: figures end -->"
@@ -115,7 +114,7 @@ def part4(results, opts):
             f"tenant; {opts.overshoot_rate} req/s offered for {opts.overshoot_seconds} s, dealt round-robin over "
             "the nodes (one Envoy worker each, one keep-alive connection each); a fresh in-memory sidecar "
             "per row.")
-    return [head, "", *rows]
+    return [head, "", *rows], []
 
 
 def every_run(results):
@@ -134,50 +133,32 @@ def every_run(results):
 
 
 def tools(opts):
-    def first(cmd):
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        text = (done.stdout + done.stderr).strip()
-        return text.splitlines()[0] if text else "?"
+    first = common.first_line
     redis = first([opts.redis_server, "--version"]).replace("Redis server v=", "redis-server ").split(" sha=")[0]
     return (f"{first([opts.wrk, '-v']).split(' Copyright')[0]}; {redis}; "
             f"{first([opts.redis_benchmark, '--version'])}")
 
 
-def figures(opts, parts, elapsed):
-    """`parts` maps part number → its results."""
+def figures(opts, sections, elapsed):
+    """`sections`: (heading, Markdown rows, target lines, every-run rows) of each part that ran."""
     out = []
     if opts.label:
         out += [f"**{opts.label}**", ""]
     runs = (f"Parts 1–3: {opts.runs} interleaved runs × ({opts.warmup} s warm-up + {opts.duration} s wrk -t1 "
             f"-c{opts.connections}). " if set(opts.parts) & set("123") else "")
-    out += [f"Machine: {report.machine(opts)}.", "",
+    out += [f"Machine: {common.machine(opts.envoy)}.", "",
             f"{runs}{elapsed:.0f} s in all. Tools: {tools(opts)}.", ""]
-    checks = []
-    if parts.get(1):
-        rows, c = part1(parts[1])
-        checks += c
-        out += [f"### 1. Strict decisions/s, sidecar alone (`POST /v1/check`; many keys = {opts.keys:,} buckets)",
-                "", *rows, ""]
-    if parts.get(2) or parts.get(3):
-        rows, c = part23((parts.get(2) or []) + (parts.get(3) or []))
-        checks += c
-        out += [f"### 2–3. One Envoy worker (core {opts.envoy_core}), wrk on core {opts.load_core}, sidecar and "
-                f"Redis unpinned", "", *rows, ""]
-    if parts.get(4) is not None:
-        out += ["### 4. `global` overshoot", "", *part4(parts[4], opts), ""]
+    checks, runs = [], []
+    for heading, rows, targets, every in sections:
+        out += [f"### {heading}", "", *rows, ""]
+        checks += targets
+        runs += every
     if checks:
         out += ["Targets (sidecar issue), on the medians:", "", *checks, ""]
-    runs = [r for p in (1, 2, 3) for r in parts.get(p) or []]
     if runs:
         out += ["Every run:", "", *every_run(runs)]
     return "\n".join(out).rstrip()
 
 
 def rewrite_benchmarks_md(path, figures_md):
-    with open(path) as f:
-        text = f.read()
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise SystemExit(f"bench/sidecar: {path} has no figures markers ({START} … {END})")
-    with open(path, "w") as f:
-        f.write(text[:start] + START + "\n\n" + figures_md + "\n\n" + text[end:])
+    common.rewrite_between_markers(path, START, END, figures_md, "bench/sidecar")

@@ -4,11 +4,11 @@ small open-loop pacer for the overshoot runs. Every loop is bounded in time and 
 
 import http.client
 import os
-import re
 import threading
 import time
 
-from load import BenchError, _children_cpu_seconds, _run
+from bench.common.measure import BenchError
+from tests.harness import load_tools
 
 # Redis keys of the redis-benchmark runs (a hash tag, as the sidecar's keys have).
 MANY_KEYS_PATTERN = "bench:{r:__rand_int__}"
@@ -57,30 +57,9 @@ def _write(workdir, name, lines):
 
 
 def wrk(opts, url, seconds, script=None, headers=(), core=None):
-    """Closed loop: wrk -t1 on opts.connections connections for `seconds`. Returns requests,
-    req/s, socket errors, non-2xx responses and wrk's CPU seconds."""
-    cmd = ["taskset", "-c", str(core)] if core is not None else []
-    cmd += [opts.wrk, "-t1", f"-c{opts.connections}", f"-d{seconds}s", "--timeout", "2s"]
-    for header in headers:
-        cmd += ["-H", header]
-    if script:
-        cmd += ["-s", script]
-    cpu_before = _children_cpu_seconds()
-    out = _run(cmd + [url], timeout=seconds + 30)
-    cpu = _children_cpu_seconds() - cpu_before
-    requests = re.search(r"^\s*(\d+) requests in ", out, re.M)
-    rate = re.search(r"^Requests/sec:\s*([\d.]+)", out, re.M)
-    if not requests or not rate:
-        raise BenchError(f"cannot read wrk's output:\n{out}")
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
-        "requests": int(requests.group(1)),
-        "rps": float(rate.group(1)),
-        "socket_errors": sum(int(g) for g in errors.groups()) if errors else 0,
-        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-        "cpu_seconds": cpu,
-    }
+    """Closed loop: wrk -t1 on opts.connections connections for `seconds` (tests.harness.load_tools)."""
+    return load_tools.wrk(url, seconds, connections=opts.connections, script=script, headers=headers,
+                          core=core, binary=opts.wrk)
 
 
 def populate(redis, keys):
@@ -90,7 +69,7 @@ def populate(redis, keys):
     script = ("for i = 0, tonumber(ARGV[2]) - 1 do "
               "redis.call('SET', string.format('bench:{r:%012d}', i), ARGV[1]) end "
               "redis.call('SET', KEYS[1], ARGV[1]) return 1")
-    answer = redis.command("EVAL", script, 1, HOT_KEY, STATE_VALUE, keys)
+    answer = redis.call("EVAL", script, 1, HOT_KEY, STATE_VALUE, keys)
     if answer != ":1":
         raise BenchError(f"populating Redis answered {answer!r}")
 
@@ -98,16 +77,8 @@ def populate(redis, keys):
 def redis_benchmark(opts, redis, command, keys, requests):
     """redis-benchmark -c 50 -P 1 (one command in flight per connection, as the sidecar's
     decisions are) of one custom command, `requests` times: returns its ops/s."""
-    cmd = [opts.redis_benchmark, "-h", "127.0.0.1", "-p", str(redis.port), "-c", str(opts.redis_clients),
-           "-P", "1", "-n", str(requests), "--csv"]
-    if keys > 1:
-        cmd += ["-r", str(keys)]
-    out = _run(cmd + command, timeout=120)
-    rows = [line for line in out.splitlines() if line.startswith('"') and not line.startswith('"test"')]
-    try:
-        return float(rows[-1].split('","')[1].strip('"'))
-    except (IndexError, ValueError) as e:
-        raise BenchError(f"cannot read redis-benchmark's output:\n{out}") from e
+    return load_tools.redis_benchmark(redis.port, command, requests=requests, clients=opts.redis_clients,
+                                      pipeline=1, keys=keys, binary=opts.redis_benchmark, timeout=120)
 
 
 def paced(targets, rate, seconds, path, headers):

@@ -1,12 +1,16 @@
-"""The five Envoy configurations the benchmark compares, as Envoy bootstrap JSON.
+"""The five Envoy configurations `bench/filter/run` compares (a–e), and those only
+`bench/filter/instructions.py` measures (u, l, g, L), as Envoy bootstraps.
 
 Every configuration is the same listener and the same direct-response route (no upstream, so
 only Envoy and the filter under test are measured); they differ only in the HTTP filter placed
-in front of the router.
+in front of the router. Listener and admin bind port 0: tests.harness's Envoy reads the ports.
 """
 
 import json
-import os
+
+from bench.common import fixture
+from tests.harness import config as envoy_config
+from tests.harness.paths import SHARED_FIXTURE
 
 # What every load request carries: the path the endpoint rule matches and a configured API key.
 REQUEST_PATH = "/api/items"
@@ -56,36 +60,16 @@ def tollgate_metering(request_log=False):
     charge one batch per ~150 requests instead of one per thousands at real rates.)
     `request_log`: also keep the detailed request log (`usage.request_log`)."""
     config = tollgate_serving()
-    config["sidecar"] = {"cluster": SIDECAR_CLUSTER, "timeout_ms": 100}
+    config["sidecar"] = {"cluster": envoy_config.SIDECAR_CLUSTER, "timeout_ms": 100}
     config["usage"] = {"interval_ms": 60_000}
     if request_log:
         config["usage"]["request_log"] = True
     return config
 
 
-SIDECAR_CLUSTER = "tollgate_sidecar"
-
-
-def _wasm_filter(name, root_id, wasm_path, configuration):
-    return {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": name,
-                "root_id": root_id,
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": configuration,
-                },
-                "vm_config": {
-                    "vm_id": name,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": wasm_path}},
-                },
-            },
-        },
-    }
+def wasm_filter(root_id, wasm_path, configuration):
+    """A Proxy-Wasm filter from `wasm_path` with `configuration` (a dict, sent as JSON, or text)."""
+    return envoy_config.wasm_filter(configuration, wasm=wasm_path, root_id=root_id)
 
 
 def _native_local_ratelimit():
@@ -116,10 +100,7 @@ CONFIGS = {
 def tollgate_fixture(all_local):
     """(g)/(L): the shared fixture as `bench/sidecar` part 3 runs it (never refusing; its
     per-tenant rule `global`, or every rule `local`), usage batches held for the run (60 s)."""
-    from sidecar_configs import fixture_never_refusing  # noqa: PLC0415 (bench/ on sys.path)
-    fixture = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "filter", "tests",
-                           "fixtures", "filter-config.json")
-    config = fixture_never_refusing(fixture, all_local=all_local)
+    config = fixture.never_refusing(SHARED_FIXTURE, all_local=all_local)
     config["usage"] = {"interval_ms": 60_000}
     return config
 
@@ -130,68 +111,24 @@ def api_key(name):
 
 
 def http_filters(name, noop_wasm, tollgate_wasm):
-    """The filter chain for configuration `name` (a–e), router last."""
-    chain = {
-        "a": [],
-        "b": [_native_local_ratelimit()],
-        "c": [_wasm_filter("noop", "noop", noop_wasm, "")],
-        "d": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_serving()))],
-        "e": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_refusing()))],
-        "u": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_metering()))],
-        "l": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_metering(True)))],
-        "g": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_fixture(False)))],
-        "L": [_wasm_filter("tollgate", "tollgate", tollgate_wasm, json.dumps(tollgate_fixture(True)))],
-    }[name]
-    router = {
-        "name": "envoy.filters.http.router",
-        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
-    }
-    return chain + [router]
+    """The filter chain for configuration `name` in front of the router."""
+    tollgate = {"d": tollgate_serving, "e": tollgate_refusing, "u": tollgate_metering,
+                "l": lambda: tollgate_metering(True), "g": lambda: tollgate_fixture(False),
+                "L": lambda: tollgate_fixture(True)}
+    if name == "a":
+        return []
+    if name == "b":
+        return [_native_local_ratelimit()]
+    if name == "c":
+        return [wasm_filter("noop", noop_wasm, "")]
+    return [wasm_filter("tollgate", tollgate_wasm, json.dumps(tollgate[name]()))]
 
 
-def bootstrap(name, port, admin_port, noop_wasm, tollgate_wasm):
-    """A complete Envoy bootstrap for configuration `name` on loopback `port`."""
-    def address(p):
-        return {"socket_address": {"address": "127.0.0.1", "port_value": p}}
-
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": "ingress",
-        "codec_type": "HTTP1",
-        "use_remote_address": True,
-        "route_config": {
-            "name": "bench",
-            "virtual_hosts": [{
-                "name": "bench",
-                "domains": ["*"],
-                "routes": [{
-                    "match": {"prefix": "/"},
-                    "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}},
-                }],
-            }],
-        },
-        "http_filters": http_filters(name, noop_wasm, tollgate_wasm),
-    }
-    clusters = []
-    if name in ("u", "l", "g", "L"):
-        clusters.append({
-            "name": SIDECAR_CLUSTER,
-            "type": "STATIC",
-            "connect_timeout": "0.1s",
-            "load_assignment": {"cluster_name": SIDECAR_CLUSTER, "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": address(9)}}]}]},
-        })
-    return {
-        "admin": {"address": address(admin_port)},
-        "static_resources": {
-            "clusters": clusters,
-            "listeners": [{
-                "name": "bench",
-                "address": address(port),
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": hcm,
-                }]}],
-            }],
-        },
-    }
+def bootstrap(name, noop_wasm, tollgate_wasm, filters=None):
+    """A complete Envoy bootstrap for configuration `name` (or the chain `filters` instead);
+    the sidecar cluster of (u), (l), (g), (L) points at a closed port (9): no sidecar answers."""
+    return envoy_config.bootstrap(
+        http_filters=filters if filters is not None else http_filters(name, noop_wasm, tollgate_wasm),
+        routes=[envoy_config.direct(body="ok\n")],
+        codec="HTTP1",
+    )

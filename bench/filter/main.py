@@ -1,24 +1,27 @@
-"""Tollgate's benchmark: five Envoy configurations measured interleaved. Run it with `bench/run`,
-which installs the tools, builds the filters and finds Envoy first; see bench/README.md."""
+"""Tollgate's filter benchmark: five Envoy configurations measured interleaved. Run it with
+`bench/filter/run`, which installs the tools, builds the filters and finds Envoy first; see
+bench/README.md."""
 
 import argparse
 import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-import configs
-import envoys
-import load
-import report
-from load import BenchError
+if __package__ in (None, ""):  # run as a file: the repository root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WASM_DIR = os.path.join(ROOT, "target", "wasm32-wasip1", "release")
+from bench.common import measure as readings  # noqa: E402
+from bench.common.measure import FAILURES, BenchError  # noqa: E402
+from bench.filter import configs, envoys, load, report  # noqa: E402
+from tests.harness.paths import NOOP_WASM, FILTER_WASM, REPO  # noqa: E402
+
+ROOT = str(REPO)
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="bench/run", description=__doc__)
+    p = argparse.ArgumentParser(prog="bench/filter/run", description=__doc__)
     p.add_argument("--runs", type=int, default=3, help="interleaved rounds over all configurations (3)")
     p.add_argument("--duration", type=int, default=5, help="seconds of each measurement (5)")
     p.add_argument("--warmup", type=int, default=1, help="seconds of load before each measurement (1)")
@@ -29,9 +32,9 @@ def parse_args(argv):
                    help="the Envoy binary (ENVOY_BIN, else .venv/bin/envoy)")
     p.add_argument("--wrk", default="wrk", help="the closed-loop load tool (wrk)")
     p.add_argument("--oha", default="oha", help="the open-loop load tool (oha)")
-    p.add_argument("--noop-wasm", default=os.path.join(WASM_DIR, "tollgate_noop_filter.wasm"),
+    p.add_argument("--noop-wasm", default=str(NOOP_WASM),
                    help="the do-nothing filter of (c)")
-    p.add_argument("--tollgate-wasm", default=os.path.join(WASM_DIR, "tollgate_filter.wasm"),
+    p.add_argument("--tollgate-wasm", default=str(FILTER_WASM),
                    help="the Tollgate filter of (d) and (e)")
     p.add_argument("--envoy-core", type=int, default=0, help="the core Envoy is pinned to (0)")
     p.add_argument("--load-core", type=int, default=1, help="the core wrk and oha are pinned to (1)")
@@ -73,19 +76,20 @@ def check_statuses(name, run, counts, wrk, latency):
 
 def measure(envoy, opts, run):
     """One measurement of one configuration: closed loop for req/s and CPU, open loop for latency."""
+    url = envoy.url(configs.REQUEST_PATH)
     if opts.warmup:
-        load.wrk(opts, envoy.url, opts.warmup)
-    before = load.envoy_counters(envoy.admin_port)
+        load.wrk(opts, url, opts.warmup)
+    before = readings.envoy_counters(envoy)
     cores = (opts.envoy_core, opts.load_core)
-    wall0, cpu0, busy0 = time.monotonic(), load.process_cpu_seconds(envoy.pid), load.cores_busy_seconds(cores)
-    closed = load.wrk(opts, envoy.url, opts.duration)
-    wall1, cpu1, busy1 = time.monotonic(), load.process_cpu_seconds(envoy.pid), load.cores_busy_seconds(cores)
-    counts = load.counter_delta(before, load.envoy_counters(envoy.admin_port))
-    latency = load.oha(opts, envoy.url)
-    check_statuses(envoy.name, run, counts, closed, latency)
+    wall0, cpu0, busy0 = time.monotonic(), readings.process_cpu_seconds(envoy.pid), readings.cores_busy_seconds(cores)
+    closed = load.wrk(opts, url, opts.duration)
+    wall1, cpu1, busy1 = time.monotonic(), readings.process_cpu_seconds(envoy.pid), readings.cores_busy_seconds(cores)
+    counts = readings.counter_delta(before, readings.envoy_counters(envoy))
+    latency = load.oha(opts, url)
+    check_statuses(envoy.config, run, counts, closed, latency)
     wall, cpu = wall1 - wall0, cpu1 - cpu0
     return {
-        "config": envoy.name,
+        "config": envoy.config,
         "run": run,
         "rps": closed["rps"],
         "cpu_us": cpu / counts["completed"] * 1e6,
@@ -110,27 +114,27 @@ def main(argv):
     for path in [opts.envoy] + [opts.noop_wasm] * ("c" in opts.configs) \
             + [opts.tollgate_wasm] * bool(set("de") & set(opts.configs)):
         if not os.path.exists(path):
-            sys.exit(f"bench: {path} is missing (bench/run builds the filters and installs Envoy)")
+            sys.exit(f"bench: {path} is missing (bench/filter/run builds the filters and installs Envoy)")
     started = time.monotonic()
     results, running = [], []
     with tempfile.TemporaryDirectory(prefix="tollgate-bench-") as workdir:
         try:
             for name in opts.configs:
-                running.append(envoys.Envoy(name, opts, workdir))
+                running.append(envoys.start(name, opts, workdir))
             for envoy in running:
-                envoy.wait_ready()
+                envoy.wait_ready(60)
                 envoys.probe(envoy)
-                print(f"bench: ({envoy.name}) {configs.CONFIGS[envoy.name][0]}: Envoy pid {envoy.pid} "
+                print(f"bench: ({envoy.config}) {configs.CONFIGS[envoy.config][0]}: Envoy pid {envoy.pid} "
                       f"on :{envoy.port}", file=sys.stderr)
             for run in range(1, opts.runs + 1):
                 for envoy in running:
                     r = measure(envoy, opts, run)
                     results.append(r)
-                    print(f"bench: run {run} ({envoy.name}) {r['rps']:.0f} req/s, {r['cpu_us']:.1f} µs/req, "
+                    print(f"bench: run {run} ({envoy.config}) {r['rps']:.0f} req/s, {r['cpu_us']:.1f} µs/req, "
                           f"p50 {r['p50_us']:.0f} µs, p99 {r['p99_us']:.0f} µs, "
                           f"Envoy CPU {r['envoy_cpu_pct']:.0f}%, wrk {r['wrk_cpu_pct']:.0f}%, others on Envoy's/load core "
                           f"{r['others_envoy_core_pct']:.0f}%/{r['others_load_core_pct']:.0f}%", file=sys.stderr)
-        except BenchError as e:
+        except FAILURES as e:
             sys.exit(f"bench: FAILED: {e}")
         finally:
             for envoy in running:

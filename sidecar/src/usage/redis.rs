@@ -371,5 +371,4 @@ fn bad(what: String) -> StoreError {
     clippy::panic,
     clippy::indexing_slicing
 )]
-#[path = "redis_tests.rs"]
 mod tests;

@@ -294,5 +294,4 @@ async fn sqlite_rows(
     clippy::panic,
     clippy::indexing_slicing
 )]
-#[path = "sink_tests.rs"]
 mod tests;

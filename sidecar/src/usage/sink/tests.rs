@@ -6,10 +6,7 @@ use sqlx::Row as _;
 use super::*;
 use crate::usage::Counters;
 
-// The integration tests load this file too; this copy is private to this module.
-#[allow(clippy::duplicate_mod)]
-#[path = "../../tests/support/postgres.rs"]
-mod test_postgres;
+use tollgate_test_support::postgres as test_postgres;
 
 /// `n` rows of tenant "t" (more than one chunk), row `i` with `i + 1` requests.
 fn snapshot(flush_id: &str, n: usize) -> Snapshot {

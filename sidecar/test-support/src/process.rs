@@ -1,6 +1,5 @@
 //! Talking to a sidecar process over plain HTTP/1.1 (no client crate: the tests need nothing
 //! more than one request per connection).
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,11 +1,11 @@
-//! A Redis for tests, in one place for every test that needs one (the store's unit tests
-//! include this file by path; integration tests through `mod support`).
+//! A Redis for tests, in one place for every test that needs one (the stores' unit tests and
+//! the integration tests).
 //!
 //! [`TestRedis::start`] uses `TOLLGATE_TEST_REDIS_URL` when it is set; otherwise it starts a
 //! throw-away `redis-server` on a free loopback port (no persistence, its own temporary
 //! directory), waits until it answers `PING`, and kills it (by PID) when dropped. When no
-//! `redis-server` can be started the test fails under `CI=true` and is skipped elsewhere.
-#![allow(dead_code, clippy::panic, clippy::expect_used, clippy::unwrap_used)]
+//! `redis-server` can be started the test fails (see [`crate::missing`] for the explicit local
+//! skip).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -31,9 +31,9 @@ pub struct TestRedis {
 }
 
 impl TestRedis {
-    /// `TOLLGATE_TEST_REDIS_URL`, or a fresh `redis-server`. `None` (after saying why on
-    /// stderr) when none can be started, unless `CI=true`: then it panics, so CI never passes
-    /// a Redis test by skipping it.
+    /// `TOLLGATE_TEST_REDIS_URL`, or a fresh `redis-server`. When none can be started it
+    /// panics, or returns `None` (after saying why on stderr) if a skip was asked for
+    /// explicitly ([`crate::missing`]).
     pub fn start() -> Option<TestRedis> {
         if let Ok(url) = std::env::var("TOLLGATE_TEST_REDIS_URL") {
             return Some(TestRedis {
@@ -43,6 +43,13 @@ impl TestRedis {
                 port: 0,
             });
         }
+        Self::start_throw_away()
+    }
+
+    /// A fresh throw-away `redis-server` whatever `TOLLGATE_TEST_REDIS_URL` says: for tests
+    /// that stop and restart their server. Same rule as [`start`](Self::start) when none can
+    /// be started.
+    pub fn start_throw_away() -> Option<TestRedis> {
         match Self::spawn() {
             Ok(redis) => Some(redis),
             Err(why) => {
@@ -50,10 +57,7 @@ impl TestRedis {
                     "no Redis for this test: {why}; set TOLLGATE_TEST_REDIS_URL or install \
                      redis-server ({INSTALL_HINT})"
                 );
-                if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-                    panic!("{message}");
-                }
-                eprintln!("skipped: {message}");
+                crate::missing(&message);
                 None
             }
         }
@@ -196,7 +200,7 @@ const CLUSTER_STARTUP: Duration = Duration::from_secs(30);
 
 /// A throw-away three-node Redis Cluster on loopback (no replicas, no persistence, its own
 /// temporary directory); every node is killed (by PID) when dropped. Same skip rule as
-/// [`TestRedis::start`]: fails under `CI=true` when `redis-server`/`redis-cli` are missing.
+/// [`TestRedis::start`]: fails when `redis-server`/`redis-cli` are missing ([`crate::missing`]).
 pub struct TestCluster {
     ports: Vec<u16>,
     children: Vec<Child>,
@@ -204,8 +208,8 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
-    /// A fresh cluster, or `None` (after saying why on stderr) when none can be started,
-    /// unless `CI=true`: then it panics.
+    /// A fresh cluster; when none can be started it panics, or returns `None` if a skip was
+    /// asked for explicitly ([`crate::missing`]).
     pub fn start() -> Option<TestCluster> {
         let mut last_error = String::new();
         for _ in 0..3 {
@@ -218,10 +222,7 @@ impl TestCluster {
             "no Redis Cluster for this test: {last_error}; install redis-server and redis-cli \
              ({INSTALL_HINT})"
         );
-        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-            panic!("{message}");
-        }
-        eprintln!("skipped: {message}");
+        crate::missing(&message);
         None
     }
 

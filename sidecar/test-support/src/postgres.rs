@@ -5,10 +5,9 @@
 //! starts a throw-away `postgres` on a free loopback port (as the `postgres` user when the
 //! tests run as root: PostgreSQL refuses to run as root), waits until `pg_isready` says it
 //! accepts connections, and stops it (SIGINT to its PID: a fast shutdown) when dropped. When
-//! none can be started the test fails under `CI=true` and is skipped elsewhere.
+//! none can be started the test fails (see [`crate::missing`] for the explicit local skip).
 //!
 //! Each test takes its own database from [`TestPostgres::fresh_database`].
-#![allow(dead_code, clippy::panic, clippy::expect_used, clippy::unwrap_used)]
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -39,9 +38,9 @@ pub struct TestPostgres {
 }
 
 impl TestPostgres {
-    /// `TOLLGATE_TEST_DATABASE_URL`, or a fresh server. `None` (after saying why on stderr)
-    /// when none can be started, unless `CI=true`: then it panics, so CI never passes a
-    /// PostgreSQL test by skipping it.
+    /// `TOLLGATE_TEST_DATABASE_URL`, or a fresh server. When none can be started it panics,
+    /// or returns `None` (after saying why on stderr) if a skip was asked for explicitly
+    /// ([`crate::missing`]).
     pub fn start() -> Option<TestPostgres> {
         if let Ok(url) = std::env::var("TOLLGATE_TEST_DATABASE_URL") {
             return Some(TestPostgres {
@@ -62,10 +61,7 @@ impl TestPostgres {
             "no PostgreSQL for this test: {last_error}; set TOLLGATE_TEST_DATABASE_URL or \
              install PostgreSQL ({INSTALL_HINT})"
         );
-        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
-            panic!("{message}");
-        }
-        eprintln!("skipped: {message}");
+        crate::missing(&message);
         None
     }
 

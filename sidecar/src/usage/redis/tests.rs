@@ -4,12 +4,7 @@ use super::*;
 use crate::usage::contract::{self, NOW, TODAY, batch, record};
 use redis::Client;
 
-// The storage tests load this file too; each copy is private to its module.
-#[allow(clippy::duplicate_mod)]
-#[path = "../../tests/support/redis.rs"]
-mod test_redis;
-
-use test_redis::{TestCluster, TestRedis};
+use tollgate_test_support::redis::{TestCluster, TestRedis};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_the_contract() {

@@ -3,7 +3,7 @@
 //! per request (`POST /v1/check`, exact); `global` rules decide on each node and send what they
 //! admitted in batches (`POST /v1/sync`), which the sidecar adds into the same buckets, exactly
 //! once per batch, answering with the global totals and how many nodes share them. Usage
-//! batches (`POST /v1/usage`, [`app_with_usage`]) are aggregated per tenant, day and endpoint
+//! batches (`POST /v1/usage`, [`AppState::with_usage`]) are aggregated per tenant, day and endpoint
 //! and flushed into the usage database exactly once ([`usage`]); their optional per-request
 //! entries go into the detailed request log ([`usage::request_log`], `TOLLGATE_REQUEST_LOG`).
 //!
@@ -33,6 +33,7 @@ pub mod error;
 pub mod metrics;
 pub mod routes;
 pub mod server;
+pub mod services;
 pub mod storage;
 pub mod tenants;
 pub mod usage;
@@ -45,7 +46,11 @@ use axum::extract::DefaultBodyLimit;
 use tollgate_filter::Nanos;
 
 use crate::metrics::Metrics;
+use crate::routes::usage_query::QueryState;
+use crate::services::usage::{Ingest, UsageIngest};
 use crate::storage::CounterStore;
+use crate::usage::UsageStore;
+use crate::usage::request_log::RequestLog;
 
 /// The largest request body accepted (larger ones get 413 `payload_too_large`), except by
 /// `POST /v1/sync` ([`MAX_SYNC_BODY_BYTES`]).
@@ -68,7 +73,7 @@ pub fn system_clock() -> Nanos {
         })
 }
 
-/// What every handler shares.
+/// What every handler shares, and which APIs [`app`] serves.
 pub struct AppState<S> {
     /// The counters.
     pub store: Arc<S>,
@@ -76,6 +81,15 @@ pub struct AppState<S> {
     pub metrics: Arc<Metrics>,
     /// The clock decisions use.
     pub clock: Clock,
+    /// Usage ingestion (`POST /v1/usage`, see [`with_usage`](Self::with_usage)); `None`: not
+    /// served (404).
+    pub usage: Option<Arc<dyn Ingest>>,
+    /// Where the usage batches' request log entries go (by default nowhere: counted as
+    /// `disabled`).
+    pub request_log: RequestLog,
+    /// The tenant usage API (`GET /v1/usage/…`, see [`with_queries`](Self::with_queries));
+    /// `None`: not served (404).
+    pub queries: Option<QueryState>,
 }
 
 impl<S> Clone for AppState<S> {
@@ -84,6 +98,9 @@ impl<S> Clone for AppState<S> {
             store: Arc::clone(&self.store),
             metrics: Arc::clone(&self.metrics),
             clock: self.clock,
+            usage: self.usage.clone(),
+            request_log: self.request_log.clone(),
+            queries: self.queries.clone(),
         }
     }
 }
@@ -99,59 +116,48 @@ impl<S: CounterStore> AppState<S> {
     pub fn with_metrics(store: S, metrics: Arc<Metrics>) -> Self {
         AppState {
             store: Arc::new(store),
+            request_log: RequestLog::disabled(Arc::clone(&metrics)),
             metrics,
             clock: system_clock,
+            usage: None,
+            queries: None,
         }
+    }
+
+    /// Serves usage metering (`POST /v1/usage`) into `usage`.
+    pub fn with_usage<U: UsageStore>(mut self, usage: Arc<U>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// Hands the usage batches' request log entries to `request_log`
+    /// ([`usage::request_log::spawn`], which should count into the same metrics).
+    pub fn with_request_log(mut self, request_log: RequestLog) -> Self {
+        self.request_log = request_log;
+        self
+    }
+
+    /// Serves the tenant usage API (`GET /v1/usage/…`, [`routes::usage_query`]) over
+    /// `queries` (its database, tenant registry and admin token).
+    pub fn with_queries(mut self, queries: QueryState) -> Self {
+        self.queries = Some(queries);
+        self
     }
 }
 
-/// The sidecar's HTTP API with usage metering (`POST /v1/usage`) into `usage`; request log
-/// entries are not written (counted as `disabled`: see [`app_with_request_log`]).
-pub fn app_with_usage<S: CounterStore, U: usage::UsageStore>(
-    state: AppState<S>,
-    usage: Arc<U>,
-) -> Router {
-    let log = usage::request_log::RequestLog::disabled(Arc::clone(&state.metrics));
-    app_with_request_log(state, usage, log)
-}
-
-/// [`app_with_usage`] with the batches' request log entries handed to `request_log`
-/// ([`usage::request_log::spawn`], which should count into `state.metrics`).
-pub fn app_with_request_log<S: CounterStore, U: usage::UsageStore>(
-    state: AppState<S>,
-    usage: Arc<U>,
-    request_log: usage::request_log::RequestLog,
-) -> Router {
-    let usage = routes::usage::UsageState {
-        store: usage,
+/// The sidecar's HTTP API: health, metrics and the counters' routes always; usage ingestion
+/// and the usage API when `state` has them.
+pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
+    let usage = state.usage.clone().map(|store| routes::usage::UsageState {
+        usage: UsageIngest {
+            store,
+            request_log: state.request_log.clone(),
+        },
         metrics: Arc::clone(&state.metrics),
         clock: state.clock,
-        request_log,
-    };
-    app(state).merge(routes::usage::router(usage))
-}
-
-/// [`app_with_usage`] plus the tenant usage API (`GET /v1/usage/…`, [`routes::usage_query`])
-/// over `queries` (its database, tenant registry and admin token).
-pub fn app_with_usage_queries<S: CounterStore, U: usage::UsageStore>(
-    state: AppState<S>,
-    usage: Arc<U>,
-    queries: routes::usage_query::QueryState,
-) -> Router {
-    app_with_usage(state, usage).merge(routes::usage_query::router(queries))
-}
-
-/// [`app`] plus the tenant usage API only (no `POST /v1/usage` ingestion).
-pub fn app_with_queries<S: CounterStore>(
-    state: AppState<S>,
-    queries: routes::usage_query::QueryState,
-) -> Router {
-    app(state).merge(routes::usage_query::router(queries))
-}
-
-/// The sidecar's HTTP API (without usage metering: see [`app_with_usage`]).
-pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
-    Router::new()
+    });
+    let queries = state.queries.clone();
+    let mut router = Router::new()
         .merge(routes::health::router())
         .merge(routes::metrics::router())
         .merge(routes::check::router())
@@ -160,5 +166,12 @@ pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
         .fallback(routes::not_found::<S>)
         .method_not_allowed_fallback(routes::method_not_allowed::<S>)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    if let Some(usage) = usage {
+        router = router.merge(routes::usage::router(usage));
+    }
+    if let Some(queries) = queries {
+        router = router.merge(routes::usage_query::router(queries));
+    }
+    router
 }

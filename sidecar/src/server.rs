@@ -14,7 +14,7 @@ use crate::tenants::Tenants;
 use crate::usage::flush::{self, FlushError, FlushReport};
 use crate::usage::request_log;
 use crate::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
-use crate::{AppState, app, app_with_request_log, system_clock};
+use crate::{AppState, app, system_clock};
 
 /// Binds `settings.listen` and serves until a shutdown signal, letting in-flight requests
 /// finish. Counters live in Redis when `settings.redis_url` is set, else in this process.
@@ -153,8 +153,10 @@ async fn run<S: CounterStore>(
         Arc::clone(&state.metrics),
         state.clock,
     );
-    let api =
-        app_with_request_log(state, usage, log).merge(crate::routes::usage_query::router(queries));
+    let api = app(state
+        .with_usage(usage)
+        .with_request_log(log)
+        .with_queries(queries));
     let served = axum::serve(listener, api)
         .with_graceful_shutdown(shutdown_signal())
         .await;

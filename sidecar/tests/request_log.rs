@@ -29,14 +29,14 @@ use support::tenants::{ACME_KEY, ADMIN, CONFIG, GLOBEX_KEY, NOW, clock};
 use tollgate_filter::usage::{RequestLogEntry, USAGE_PATH, UsageBatch, UsageRecord};
 use tollgate_sidecar::db::Database;
 use tollgate_sidecar::metrics::Metrics;
-use tollgate_sidecar::routes::usage_query::{self, QueryState};
+use tollgate_sidecar::routes::usage_query::QueryState;
 use tollgate_sidecar::storage::MemoryStore;
 use tollgate_sidecar::tenants::Tenants;
 use tollgate_sidecar::usage::MemoryUsageStore;
 use tollgate_sidecar::usage::request_log::{
     self, RequestLogJob, RequestLogSettings, partition_name,
 };
-use tollgate_sidecar::{AppState, app_with_request_log};
+use tollgate_sidecar::{AppState, app};
 
 /// 2026-11-26T12:00:00Z (Unix milliseconds).
 const NOW_MS: u64 = NOW / 1_000_000;
@@ -64,7 +64,10 @@ fn api(
         Arc::clone(&metrics),
         clock,
     );
-    let app = app_with_request_log(state, usage, log).merge(usage_query::router(queries));
+    let app = app(state
+        .with_usage(usage)
+        .with_request_log(log)
+        .with_queries(queries));
     (app, metrics, job)
 }
 

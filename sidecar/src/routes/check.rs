@@ -31,7 +31,7 @@ async fn check<S: CounterStore>(
 ) -> Result<Json<CheckResponse>, ApiError> {
     match decide(&app, body).await {
         Ok(response) => Ok(Json(response)),
-        Err(error) => Err(fail(&app, error)),
+        Err(error) => Err(fail(&app.metrics, error)),
     }
 }
 

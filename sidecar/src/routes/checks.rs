@@ -57,7 +57,7 @@ async fn checks<S: CounterStore>(
 ) -> Result<Json<CheckBatchResponse>, ApiError> {
     match decide_all(&app, body).await {
         Ok(response) => Ok(Json(response)),
-        Err(error) => Err(fail(&app, error)),
+        Err(error) => Err(fail(&app.metrics, error)),
     }
 }
 

@@ -27,6 +27,6 @@ async fn healthz() -> Json<Value> {
 async fn readyz<S: CounterStore>(State(app): State<AppState<S>>) -> Result<Json<Value>, ApiError> {
     match app.store.ping().await {
         Ok(()) => Ok(Json(json!({ "status": "ready" }))),
-        Err(error) => Err(fail(&app, error.into())),
+        Err(error) => Err(fail(&app.metrics, error.into())),
     }
 }

@@ -58,7 +58,7 @@ async fn sync<S: CounterStore>(
 ) -> Result<Json<SyncResponse>, ApiError> {
     match apply(&app, body).await {
         Ok(response) => Ok(Json(response)),
-        Err(error) => Err(fail(&app, error)),
+        Err(error) => Err(fail(&app.metrics, error)),
     }
 }
 

@@ -32,8 +32,7 @@ mod access;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -42,6 +41,7 @@ use tollgate_filter::usage::format_date;
 use self::access::prepare;
 use crate::Clock;
 use crate::db::Database;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::tenants::{Hash, Tenants, hash};
 use crate::usage::query::{self, Counts};
@@ -94,74 +94,6 @@ impl QueryState {
     }
 }
 
-/// Why a usage query failed: JSON `{"error", "message"}`.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// No or an unknown credential (`unauthorized`, 401).
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    /// A tenant key asking for another tenant (`forbidden`, 403).
-    #[error("{0}")]
-    Forbidden(&'static str),
-    /// A bad query parameter, named (`invalid_parameter`, 400).
-    #[error("{0}")]
-    InvalidParameter(String),
-    /// No tenant registry, and not the admin token (`no_tenants`, 503).
-    #[error(
-        "no tenant registry: the sidecar has no TOLLGATE_FILTER_CONFIG, so only the admin \
-         token is served"
-    )]
-    NoTenants,
-    /// The database failed (`database_unavailable`, 503; the cause is logged).
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// Not a GET (`method_not_allowed`, 405).
-    #[error("method not allowed on this endpoint")]
-    MethodNotAllowed,
-}
-
-impl QueryError {
-    /// The stable `error` code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            QueryError::Unauthorized(_) => "unauthorized",
-            QueryError::Forbidden(_) => "forbidden",
-            QueryError::InvalidParameter(_) => "invalid_parameter",
-            QueryError::NoTenants => "no_tenants",
-            QueryError::Database(_) => "database_unavailable",
-            QueryError::MethodNotAllowed => "method_not_allowed",
-        }
-    }
-
-    fn status(&self) -> StatusCode {
-        match self {
-            QueryError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            QueryError::Forbidden(_) => StatusCode::FORBIDDEN,
-            QueryError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
-            QueryError::NoTenants | QueryError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
-            QueryError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        }
-    }
-}
-
-impl IntoResponse for QueryError {
-    fn into_response(self) -> Response {
-        let message = match &self {
-            QueryError::Database(cause) => {
-                tracing::error!(error = %cause, "usage query failed");
-                "the usage database cannot answer now; retry later".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let body = Json(json!({ "error": self.code(), "message": message }));
-        if matches!(self, QueryError::Unauthorized(_)) {
-            (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
-        } else {
-            (self.status(), body).into_response()
-        }
-    }
-}
-
 /// The usage API's routes, with their state.
 pub fn router(state: QueryState) -> Router {
     Router::new()
@@ -175,18 +107,15 @@ pub fn router(state: QueryState) -> Router {
 
 fn only_get(route: MethodRouter<QueryState>) -> MethodRouter<QueryState> {
     route.fallback(|State(state): State<QueryState>| async move {
-        counted(&state, Err::<Json<Value>, _>(QueryError::MethodNotAllowed))
+        counted(&state, Err::<Json<Value>, _>(ApiError::MethodNotAllowed))
     })
 }
 
 fn counted(
     state: &QueryState,
-    answer: Result<Json<Value>, QueryError>,
-) -> Result<Json<Value>, QueryError> {
-    if let Err(error) = &answer {
-        state.metrics.error(error.code());
-    }
-    answer
+    answer: Result<Json<Value>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    answer.map_err(|error| super::fail(&state.metrics, error))
 }
 
 fn today(state: &QueryState) -> i64 {
@@ -207,7 +136,7 @@ async fn daily(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
         let dates = query::date_range(today(&state), params.days.unwrap_or(DEFAULT_DAYS));
@@ -251,7 +180,7 @@ async fn period(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let (scope, _) = prepare(&state, &headers, raw.as_deref(), &["tenant"])?;
         let today = today(&state);
@@ -295,7 +224,7 @@ async fn endpoints(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let allowed = ["days", "top", "tenant"];
         let (scope, params) = prepare(&state, &headers, raw.as_deref(), &allowed)?;
@@ -340,7 +269,7 @@ async fn users(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
         let dates = query::date_range(today(&state), params.days.unwrap_or(DEFAULT_DAYS));
@@ -364,7 +293,7 @@ async fn requests(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["limit", "tenant"])?;
         let limit = params.limit.unwrap_or(DEFAULT_LIMIT);

@@ -28,15 +28,14 @@
 //! ```
 
 pub mod config;
-pub mod db;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod routes;
 pub mod server;
 pub mod services;
 pub mod storage;
 pub mod tenants;
-pub mod usage;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -45,12 +44,12 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tollgate_filter::Nanos;
 
+use crate::jobs::request_log::RequestLog;
 use crate::metrics::Metrics;
 use crate::routes::usage_query::QueryState;
 use crate::services::usage::{Ingest, UsageIngest};
 use crate::storage::CounterStore;
-use crate::usage::UsageStore;
-use crate::usage::request_log::RequestLog;
+use crate::storage::usage::UsageStore;
 
 /// The largest request body accepted (larger ones get 413 `payload_too_large`), except by
 /// `POST /v1/sync` ([`MAX_SYNC_BODY_BYTES`]).
@@ -131,7 +130,7 @@ impl<S: CounterStore> AppState<S> {
     }
 
     /// Hands the usage batches' request log entries to `request_log`
-    /// ([`usage::request_log::spawn`], which should count into the same metrics).
+    /// ([`jobs::request_log::spawn`], which should count into the same metrics).
     pub fn with_request_log(mut self, request_log: RequestLog) -> Self {
         self.request_log = request_log;
         self

@@ -6,14 +6,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::db::Database;
+use crate::jobs::{flush, request_log};
 use crate::metrics::Metrics;
 use crate::routes::usage_query::QueryState;
+use crate::services::flush::{FlushError, FlushReport};
+use crate::storage::sql::Database;
+use crate::storage::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
 use crate::storage::{CounterStore, MemoryStore, RedisStore, StoreError, redact_url};
 use crate::tenants::Tenants;
-use crate::usage::flush::{self, FlushError, FlushReport};
-use crate::usage::request_log;
-use crate::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
 use crate::{AppState, app, system_clock};
 
 /// Binds `settings.listen` and serves until a shutdown signal, letting in-flight requests
@@ -53,7 +53,9 @@ pub async fn flush_once(
 ) -> Result<Option<FlushReport>, FlushError> {
     match usage_store(settings)? {
         AnyUsageStore::Memory(_) => Ok(None),
-        store => Ok(Some(flush::flush(&store, database, system_clock()).await?)),
+        store => Ok(Some(
+            crate::services::flush::flush(&store, database, system_clock()).await?,
+        )),
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::Row;
 use support::postgres::TestPostgres;
-use tollgate_sidecar::db::Database;
+use tollgate_sidecar::storage::sql::Database;
 
 /// The columns other tools read from `api_usage_daily` (a stable contract: never renamed or
 /// dropped), and the primary key in order.

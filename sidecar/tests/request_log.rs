@@ -27,15 +27,14 @@ use support::postgres::TestPostgres;
 use support::process::http;
 use support::tenants::{ACME_KEY, ADMIN, CONFIG, GLOBEX_KEY, NOW, clock};
 use tollgate_filter::usage::{RequestLogEntry, USAGE_PATH, UsageBatch, UsageRecord};
-use tollgate_sidecar::db::Database;
+use tollgate_sidecar::jobs::request_log::{self, RequestLogJob, RequestLogSettings};
 use tollgate_sidecar::metrics::Metrics;
 use tollgate_sidecar::routes::usage_query::QueryState;
 use tollgate_sidecar::storage::MemoryStore;
+use tollgate_sidecar::storage::sql::Database;
+use tollgate_sidecar::storage::sql::{RequestLogStore, partition_name};
+use tollgate_sidecar::storage::usage::MemoryUsageStore;
 use tollgate_sidecar::tenants::Tenants;
-use tollgate_sidecar::usage::MemoryUsageStore;
-use tollgate_sidecar::usage::request_log::{
-    self, RequestLogJob, RequestLogSettings, partition_name,
-};
 use tollgate_sidecar::{AppState, app};
 
 /// 2026-11-26T12:00:00Z (Unix milliseconds).
@@ -250,7 +249,10 @@ async fn contract(database: Database) {
         time_ms: NOW_MS + 10,
         ..entry(0, "a\tb\nc\r\\d\\te", 200, None)
     }];
-    assert_eq!(request_log::write(&database, &odd).await.unwrap(), 1);
+    assert_eq!(
+        database.write(&odd, &mut Default::default()).await.unwrap(),
+        1
+    );
     expected.extend(odd);
     assert_eq!(rows(&database).await, expected);
     retention_drops_old_days(&database, expected).await;
@@ -372,7 +374,7 @@ async fn tenants_read_their_latest_requests(app: &Router, logged: &[RequestLogEn
 /// first entry yesterday's and the others today's.
 async fn retention_drops_old_days(database: &Database, mut logged: Vec<RequestLogEntry>) {
     let postgres = matches!(database, Database::Postgres(_));
-    let removed = request_log::maintain(database, TODAY + 1, 1).await.unwrap();
+    let removed = database.maintain(TODAY + 1, 1).await.unwrap();
     assert_eq!(removed, 1, "one partition (PostgreSQL) or row (SQLite)");
     logged.remove(0);
     assert_eq!(rows(database).await, logged);
@@ -380,7 +382,7 @@ async fn retention_drops_old_days(database: &Database, mut logged: Vec<RequestLo
         let expected: Vec<String> = (TODAY..=TODAY + 3).map(partition_name).collect();
         assert_eq!(partitions(database).await, expected);
     }
-    let removed = request_log::maintain(database, TODAY + 5, 1).await.unwrap();
+    let removed = database.maintain(TODAY + 5, 1).await.unwrap();
     let today = logged.len() as u64;
     assert_eq!(removed, if postgres { 4 } else { today });
     assert!(rows(database).await.is_empty());

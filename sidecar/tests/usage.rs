@@ -26,10 +26,10 @@ use support::redis::TestRedis;
 use tollgate_filter::usage::{
     LATENCY_BUCKETS, RequestUsage, USAGE_PATH, UsageAggregate, UsageBatch, latency_bucket,
 };
-use tollgate_sidecar::db::Database;
+use tollgate_sidecar::services::flush::{self, FailAfter, FlushError};
 use tollgate_sidecar::storage::MemoryStore;
-use tollgate_sidecar::usage::flush::{self, FailAfter, FlushError};
-use tollgate_sidecar::usage::{MemoryUsageStore, RedisUsageStore, UsageStore};
+use tollgate_sidecar::storage::sql::Database;
+use tollgate_sidecar::storage::usage::{MemoryUsageStore, RedisUsageStore, UsageStore};
 use tollgate_sidecar::{AppState, app};
 
 /// 2026-11-26T12:00:00Z.

@@ -17,7 +17,7 @@ use support::api::post;
 use tollgate_filter::usage::{USAGE_PATH, UsageBatch, UsageRecord};
 use tollgate_sidecar::routes::usage::MAX_USAGE_BODY_BYTES;
 use tollgate_sidecar::storage::MemoryStore;
-use tollgate_sidecar::usage::{MemoryUsageStore, RedisUsageStore, UsageStore};
+use tollgate_sidecar::storage::usage::{MemoryUsageStore, RedisUsageStore, UsageStore};
 use tollgate_sidecar::{AppState, app};
 
 /// 2026-11-26T12:00:00Z.

@@ -3,5 +3,7 @@
 
 pub mod check;
 pub mod checks;
+pub mod flush;
 pub mod sync;
 pub mod usage;
+pub mod usage_query;

@@ -3,7 +3,7 @@
 //!
 //! A batch whose records were all applied before (`applied == 0`, `duplicate > 0`) is a
 //! resend whose entries were queued the first time: they are not queued again (the residual
-//! double-logging cases are in [`crate::usage::request_log`]). A batch the store could not
+//! double-logging cases are in [`crate::jobs::request_log`]). A batch the store could not
 //! ingest queues nothing: the filter sends it again.
 
 use std::future::Future;
@@ -14,9 +14,9 @@ use tollgate_filter::Nanos;
 use tollgate_filter::usage::{UsageBatch, UsageResponse};
 
 use crate::error::ApiError;
+use crate::jobs::request_log::RequestLog;
 use crate::metrics::Metrics;
-use crate::usage::request_log::RequestLog;
-use crate::usage::{Ingested, StoreError, UsageStore, check_dates};
+use crate::storage::usage::{Ingested, MAX_AGE_DAYS, StoreError, UsageStore};
 
 /// A boxed future of an ingestion.
 pub type IngestFuture<'a> = Pin<Box<dyn Future<Output = Result<Ingested, StoreError>> + Send + 'a>>;
@@ -45,7 +45,7 @@ pub struct UsageIngest {
 
 impl UsageIngest {
     /// Checks `batch` whole (a bad record: 422 naming it, as does a date more than
-    /// [`MAX_AGE_DAYS`](crate::usage::MAX_AGE_DAYS) days old or in the future), ingests it at
+    /// [`MAX_AGE_DAYS`] days old or in the future), ingests it at
     /// `now`, counts it in `metrics` and queues its request log entries unless it was a
     /// resend.
     pub async fn ingest(
@@ -71,4 +71,26 @@ impl UsageIngest {
             duplicate: ingested.duplicate,
         })
     }
+}
+
+/// Checks what the store cannot: every record's date is at most [`MAX_AGE_DAYS`] before and
+/// one day after the UTC date of `now`. The error is `(record index, reason)`.
+pub fn check_dates(batch: &UsageBatch, now: Nanos) -> Result<(), (usize, String)> {
+    let today = (now / 86_400_000_000_000) as i64;
+    for (n, record) in batch.records.iter().enumerate() {
+        let Some(day) = tollgate_filter::usage::parse_date(&record.date) else {
+            return Err((n, format!("{:?} is not a date (YYYY-MM-DD)", record.date)));
+        };
+        if day < today - MAX_AGE_DAYS || day > today + 1 {
+            return Err((
+                n,
+                format!(
+                    "{} is not within {MAX_AGE_DAYS} days before and 1 day after today ({})",
+                    record.date,
+                    tollgate_filter::usage::format_date(today)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }

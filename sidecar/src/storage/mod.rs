@@ -8,6 +8,8 @@
 
 mod memory;
 mod redis;
+pub mod sql;
+pub mod usage;
 
 #[cfg(test)]
 pub(crate) mod contract;

@@ -255,7 +255,7 @@ impl UsageStore for MemoryUsageStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::usage::contract;
+    use crate::storage::usage::contract;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn passes_the_contract() {

@@ -1,6 +1,7 @@
-//! Usage metering: the filter's usage batches (`POST /v1/usage`) added into live aggregates
-//! per `(tenant, date, endpoint)`, and the flush job ([`flush`]) that moves them into the
-//! usage database's `api_usage_daily`, exactly once across crashes.
+//! Where usage lives between ingestion and the flush: the filter's usage batches
+//! (`POST /v1/usage`) added into live aggregates per `(tenant, date, endpoint)`, which the
+//! flush ([`crate::services::flush`]) moves into the usage database's `api_usage_daily`,
+//! exactly once across crashes.
 //!
 //! One trait, [`UsageStore`], with two impls: [`MemoryUsageStore`] (in-process; what a crash
 //! of the sidecar loses, it loses — the default without Redis, flushed on shutdown too) and
@@ -9,14 +10,10 @@
 //!
 //! The flush side works in three steps per tenant, each an atomic store operation
 //! ([`UsageStore::stage`], [`UsageStore::snapshot`] + one database transaction,
-//! [`UsageStore::release`]); [`flush`] documents why that is exactly once.
+//! [`UsageStore::release`]); [`crate::services::flush`] documents why that is exactly once.
 
-pub mod flush;
 mod memory;
-pub mod query;
 mod redis;
-pub mod request_log;
-pub mod sink;
 
 use std::future::Future;
 
@@ -185,7 +182,8 @@ pub struct Snapshot {
 /// Where usage aggregates live between ingestion and the flush.
 ///
 /// Ingestion is exactly once per `(sender, seq, tenant)`; the flush side moves a tenant's
-/// aggregates out in steps that a crash may interrupt anywhere (see [`flush`]).
+/// aggregates out in steps that a crash may interrupt anywhere (see
+/// [`crate::services::flush`]).
 pub trait UsageStore: Send + Sync + 'static {
     /// Adds `batch` (already validated) at `now`: per tenant of the batch, atomically, either
     /// all of the tenant's records and a mark that `(sender, seq)` was applied for the
@@ -277,28 +275,6 @@ impl UsageStore for AnyUsageStore {
     async fn ping(&self) -> Result<(), StoreError> {
         delegate!(self, store => store.ping())
     }
-}
-
-/// Checks what the store cannot: every record's date is at most [`MAX_AGE_DAYS`] before and
-/// one day after the UTC date of `now`. The error is `(record index, reason)`.
-pub fn check_dates(batch: &UsageBatch, now: Nanos) -> Result<(), (usize, String)> {
-    let today = (now / 86_400_000_000_000) as i64;
-    for (n, record) in batch.records.iter().enumerate() {
-        let Some(day) = tollgate_filter::usage::parse_date(&record.date) else {
-            return Err((n, format!("{:?} is not a date (YYYY-MM-DD)", record.date)));
-        };
-        if day < today - MAX_AGE_DAYS || day > today + 1 {
-            return Err((
-                n,
-                format!(
-                    "{} is not within {MAX_AGE_DAYS} days before and 1 day after today ({})",
-                    record.date,
-                    tollgate_filter::usage::format_date(today)
-                ),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The records of `batch` grouped by tenant, in first-seen order.

@@ -9,7 +9,7 @@
 //! [`RequestLogSettings::flush_interval`]:
 //!
 //! - PostgreSQL: one `COPY api_request_log (…) FROM STDIN` per batch (text format, see
-//!   [`copy_text`]) into a table partitioned by UTC day. Partitions for today and the next
+//!   [`copy_text`](crate::storage::sql::copy_text)) into a table partitioned by UTC day. Partitions for today and the next
 //!   [`DAYS_AHEAD`] days are created at start and whenever the day changes (and any day in
 //!   retention a batch needs), partitions older than the retention are dropped (`DROP TABLE`).
 //! - SQLite: one transaction of multi-row `INSERT`s per batch into a plain table; retention is
@@ -29,9 +29,6 @@
 //! entries but no records cannot be told from its resend; both log its entries twice. Entries
 //! still queued when the sidecar crashes (not on SIGTERM: shutdown drains the queue) are lost.
 
-mod postgres;
-mod read;
-mod sqlite;
 mod writer;
 
 use std::collections::VecDeque;
@@ -43,22 +40,14 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tollgate_filter::usage::RequestLogEntry;
 
-pub use self::postgres::{copy_text, partition_name};
-pub use self::read::latest;
-pub use self::writer::{maintain, write};
-use crate::Clock;
-use crate::db::Database;
-use crate::metrics::{LogOutcome, Metrics};
+pub use crate::storage::sql::request_log::{DAY_MS, DAYS_AHEAD, day_of_ms};
 
-/// Partitions are created for today and this many days ahead; entries further ahead are
-/// `out_of_range`.
-pub const DAYS_AHEAD: i64 = 2;
+use crate::Clock;
+use crate::metrics::{LogOutcome, Metrics};
+use crate::storage::sql::Database;
 
 /// The writer logs drops and failures at most this often (as totals since the last message).
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// Milliseconds in a day.
-pub const DAY_MS: u64 = 86_400_000;
 
 /// How the request log runs (from `TOLLGATE_REQUEST_LOG*`, see [`crate::config::Settings`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,12 +248,6 @@ impl Queue {
 /// `entries.len()` as a counter increment.
 fn len<T>(entries: &[T]) -> u64 {
     entries.len() as u64
-}
-
-/// The UTC day (days since 1970-01-01) of Unix milliseconds.
-pub fn day_of_ms(time_ms: u64) -> i64 {
-    // u64::MAX / DAY_MS fits an i64.
-    (time_ms / DAY_MS) as i64
 }
 
 #[cfg(test)]

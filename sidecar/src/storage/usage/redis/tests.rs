@@ -1,7 +1,7 @@
 //! The Redis usage store against a real Redis (see `tests/support/redis.rs`).
 
 use super::*;
-use crate::usage::contract::{self, NOW, TODAY, batch, record};
+use crate::storage::usage::contract::{self, NOW, TODAY, batch, record};
 use redis::Client;
 
 use tollgate_test_support::redis::{TestCluster, TestRedis};

@@ -1,12 +1,13 @@
 //! PostgreSQL: `COPY … FROM STDIN` in text format into `api_request_log`, and its daily
 //! partitions `api_request_log_YYYYMMDD` (UTC days).
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 use sqlx::PgPool;
 use tollgate_filter::usage::{RequestLogEntry, format_date, parse_date};
 
-use super::DAY_MS;
+use crate::storage::sql::request_log::{COLUMNS, DAY_MS, DAYS_AHEAD, day_of_ms, entry};
 
 /// The columns `COPY` fills, in [`copy_text`] order.
 const COPY: &str = "COPY api_request_log \
@@ -35,7 +36,7 @@ fn partition_day(name: &str) -> Option<i64> {
 }
 
 /// Creates the partitions of `days` that do not exist yet, under [`PARTITION_LOCK`].
-pub(super) async fn ensure_partitions(pool: &PgPool, days: &[i64]) -> Result<(), sqlx::Error> {
+async fn ensure_partitions(pool: &PgPool, days: &[i64]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(PARTITION_LOCK)
@@ -56,7 +57,7 @@ pub(super) async fn ensure_partitions(pool: &PgPool, days: &[i64]) -> Result<(),
 }
 
 /// Drops the partitions of days before `cutoff`; returns how many.
-pub(super) async fn drop_before(pool: &PgPool, cutoff: i64) -> Result<u64, sqlx::Error> {
+async fn drop_before(pool: &PgPool, cutoff: i64) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(PARTITION_LOCK)
@@ -83,7 +84,7 @@ pub(super) async fn drop_before(pool: &PgPool, cutoff: i64) -> Result<u64, sqlx:
 }
 
 /// Writes `entries` with one `COPY`; returns the rows written.
-pub(super) async fn copy(pool: &PgPool, entries: &[RequestLogEntry]) -> Result<u64, sqlx::Error> {
+async fn copy(pool: &PgPool, entries: &[RequestLogEntry]) -> Result<u64, sqlx::Error> {
     let mut connection = pool.acquire().await?;
     let mut copy = connection.copy_in_raw(COPY).await?;
     if let Err(error) = copy.send(copy_text(entries).into_bytes()).await {
@@ -92,6 +93,58 @@ pub(super) async fn copy(pool: &PgPool, entries: &[RequestLogEntry]) -> Result<u
         return Err(error);
     }
     copy.finish().await
+}
+
+/// Partitions for `today` and the next [`DAYS_AHEAD`] days; drops those of days before
+/// `today - retention_days`; returns how many were dropped.
+pub(crate) async fn maintain(
+    pool: &PgPool,
+    today: i64,
+    retention_days: u32,
+) -> Result<u64, sqlx::Error> {
+    let days: Vec<i64> = (today..=today + DAYS_AHEAD).collect();
+    ensure_partitions(pool, &days).await?;
+    drop_before(pool, today - i64::from(retention_days)).await
+}
+
+/// Creates the partitions of the entries' days not in `known` (then adds them to it), and
+/// writes `entries` with one `COPY`; returns the rows written.
+pub(crate) async fn write(
+    pool: &PgPool,
+    entries: &[RequestLogEntry],
+    known: &mut HashSet<i64>,
+) -> Result<u64, sqlx::Error> {
+    let mut days: Vec<i64> = entries
+        .iter()
+        .map(|entry| day_of_ms(entry.time_ms))
+        .filter(|day| !known.contains(day))
+        .collect();
+    days.sort_unstable();
+    days.dedup();
+    if !days.is_empty() {
+        ensure_partitions(pool, &days).await?;
+        known.extend(days);
+    }
+    copy(pool, entries).await
+}
+
+/// `tenant`'s latest `limit` requests, newest first (ties: by endpoint).
+pub(crate) async fn latest(
+    pool: &PgPool,
+    tenant: &str,
+    limit: u32,
+) -> Result<Vec<RequestLogEntry>, sqlx::Error> {
+    let sql = format!(
+        "SELECT CAST(extract(epoch FROM time) * 1000 AS bigint), {COLUMNS} \
+         FROM api_request_log WHERE tenant_id = $1 \
+         ORDER BY time DESC, endpoint LIMIT $2"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(entry).collect()
 }
 
 /// The `COPY … FROM STDIN` text-format rows of `entries`: columns separated by tabs, one row
@@ -138,7 +191,7 @@ pub fn escape(out: &mut String, value: &str) {
 
 /// Appends Unix milliseconds as a UTC timestamp: `2026-11-26 12:00:00.123+00`.
 fn push_timestamp(out: &mut String, time_ms: u64) {
-    let day = super::day_of_ms(time_ms);
+    let day = day_of_ms(time_ms);
     let ms = time_ms % DAY_MS;
     let _ = write!(
         out,

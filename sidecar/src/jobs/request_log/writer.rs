@@ -8,73 +8,16 @@ use std::time::{Duration, Instant};
 
 use tollgate_filter::usage::RequestLogEntry;
 
-use super::{DAY_MS, DAYS_AHEAD, LOG_EVERY, Queue, RequestLogSettings, day_of_ms, len, postgres};
+use super::{DAYS_AHEAD, LOG_EVERY, Queue, RequestLogSettings, day_of_ms, len};
 use crate::Clock;
-use crate::db::Database;
 use crate::metrics::{LogOutcome, Metrics};
+use crate::storage::sql::{Database, RequestLogStore};
 
 /// Waits between the attempts of a batch (three attempts in all).
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(100), Duration::from_secs(1)];
 
 /// How long the writer waits before trying failed partition upkeep again.
 const MAINTAIN_RETRY: Duration = Duration::from_secs(60);
-
-/// Brings the request log's storage up to date for `today` (UTC days since 1970): PostgreSQL
-/// gets the partitions of today and the next [`DAYS_AHEAD`] days, and loses those of days
-/// before `today - retention_days` (`DROP TABLE`); SQLite loses the rows before that day
-/// (`DELETE`). Returns how many partitions were dropped (PostgreSQL) or rows deleted (SQLite).
-pub async fn maintain(
-    database: &Database,
-    today: i64,
-    retention_days: u32,
-) -> Result<u64, sqlx::Error> {
-    let cutoff = today - i64::from(retention_days);
-    match database {
-        Database::Postgres(pool) => {
-            let days: Vec<i64> = (today..=today + DAYS_AHEAD).collect();
-            postgres::ensure_partitions(pool, &days).await?;
-            postgres::drop_before(pool, cutoff).await
-        }
-        Database::Sqlite(pool) => {
-            super::sqlite::delete_before(pool, cutoff.saturating_mul(DAY_MS as i64)).await
-        }
-    }
-}
-
-/// Writes `entries` in one `COPY` (PostgreSQL; the partitions of their days are created first
-/// if missing) or one transaction of `INSERT`s (SQLite); all or nothing. Returns the rows
-/// written.
-pub async fn write(database: &Database, entries: &[RequestLogEntry]) -> Result<u64, sqlx::Error> {
-    write_with(database, entries, &mut HashSet::new()).await
-}
-
-/// [`write`], skipping the partitions of the days in `known` (created earlier).
-async fn write_with(
-    database: &Database,
-    entries: &[RequestLogEntry],
-    known: &mut HashSet<i64>,
-) -> Result<u64, sqlx::Error> {
-    if entries.is_empty() {
-        return Ok(0);
-    }
-    match database {
-        Database::Postgres(pool) => {
-            let mut days: Vec<i64> = entries
-                .iter()
-                .map(|entry| day_of_ms(entry.time_ms))
-                .filter(|day| !known.contains(day))
-                .collect();
-            days.sort_unstable();
-            days.dedup();
-            if !days.is_empty() {
-                postgres::ensure_partitions(pool, &days).await?;
-                known.extend(days);
-            }
-            postgres::copy(pool, entries).await
-        }
-        Database::Sqlite(pool) => super::sqlite::insert(pool, entries).await,
-    }
-}
 
 /// What was not written since the last warning.
 #[derive(Default)]
@@ -182,7 +125,7 @@ impl Writer {
         }
         let mut delays = RETRY_DELAYS.iter();
         loop {
-            match write_with(&self.database, &batch, &mut self.known).await {
+            match self.database.write(&batch, &mut self.known).await {
                 Ok(_) => {
                     self.metrics.request_log(LogOutcome::Written, len(&batch));
                     return true;
@@ -228,7 +171,7 @@ impl Writer {
         {
             return;
         }
-        match maintain(&self.database, today, self.retention_days).await {
+        match self.database.maintain(today, self.retention_days).await {
             Ok(removed) => {
                 self.maintained = Some(today);
                 self.maintain_after = None;
@@ -280,7 +223,7 @@ impl Writer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::usage::request_log::spawn;
+    use crate::jobs::request_log::spawn;
 
     fn now() -> u64 {
         1_795_694_400_000_000_000

@@ -1,7 +1,7 @@
-//! The flush job: live usage aggregates → `api_usage_daily`, **exactly once across crashes**.
+//! The usage flush: live usage aggregates → `api_usage_daily`, **exactly once across crashes**.
 //!
-//! Runs every `TOLLGATE_FLUSH_INTERVAL` while serving ([`spawn`], once more on shutdown) and
-//! once on `tollgate-sidecar flush`. For every tenant the store lists as dirty
+//! Runs every `TOLLGATE_FLUSH_INTERVAL` while serving ([`crate::jobs::flush`], once more on
+//! shutdown) and once on `tollgate-sidecar flush`. For every tenant the store lists as dirty
 //! ([`UsageStore::dirty_tenants`]: live usage, or a flush that did not finish):
 //!
 //! 1. **Stage** ([`UsageStore::stage`]): atomically move the tenant's live aggregates to
@@ -11,11 +11,11 @@
 //!    unreleased id of the tenant — this one and any leftovers.
 //! 2. **Commit**, per listed id: read the snapshot and, in ONE database transaction, insert
 //!    the id into `usage_flushes` and add every row with an additive upsert
-//!    ([`sink::apply`]). If the id is already in `usage_flushes`, the transaction adds nothing.
+//!    ([`UsageSink::apply`]). If the id is already in `usage_flushes`, the transaction adds nothing.
 //! 3. **Release** ([`UsageStore::release`]): delete the snapshot. When all are gone,
 //!    [`UsageStore::finish`] the tenant.
 //!
-//! A few tenants go through these steps at once ([`CONCURRENT_TENANTS`]); each tenant's steps
+//! A few tenants go through these steps at once ([`UsageSink::writers`]); each tenant's steps
 //! stay in this order, and tenants share nothing (keys, flush ids, transactions), so the
 //! argument below holds per tenant whatever the others do.
 //!
@@ -42,21 +42,12 @@
 //! count twice), but the day's HLL holds the whole day so far, so its latest count is the
 //! answer and a replayed older count can only be smaller.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use futures_util::{StreamExt, stream};
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tollgate_filter::Nanos;
 
-use super::sink::{self, Applied};
-use super::{StoreError, UsageStore, new_flush_id};
-use crate::db::Database;
-
-/// Tenants flushed at once (each holds one database connection during its commit; the pool
-/// has five).
-const CONCURRENT_TENANTS: usize = 4;
+use crate::storage::sql::UsageSink;
+use crate::storage::sql::sink::Applied;
+use crate::storage::usage::{StoreError, UsageStore, new_flush_id};
 
 /// A test hook: where [`flush_with`] stops, as if the process died right there.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,7 +90,7 @@ pub enum FlushError {
 /// Flushes every dirty tenant once (see the module docs).
 pub async fn flush<S: UsageStore>(
     store: &S,
-    database: &Database,
+    database: &impl UsageSink,
     now: Nanos,
 ) -> Result<FlushReport, FlushError> {
     flush_with(store, database, now, None).await
@@ -108,16 +99,17 @@ pub async fn flush<S: UsageStore>(
 /// [`flush`], stopping with [`FlushError::Injected`] at `fail` (tests).
 pub async fn flush_with<S: UsageStore>(
     store: &S,
-    database: &Database,
+    database: &impl UsageSink,
     now: Nanos,
     fail: Option<FailAfter>,
 ) -> Result<FlushReport, FlushError> {
     // Tenants are independent (their own keys, flush ids and transactions), so several are
     // flushed at once into PostgreSQL. SQLite has one writer anyway; an injected stop flushes
     // one tenant at a time, so that it stops exactly there.
-    let width = match database {
-        Database::Postgres(_) if fail.is_none() => CONCURRENT_TENANTS,
-        _ => 1,
+    let width = if fail.is_none() {
+        database.writers()
+    } else {
+        1
     };
     let mut flushes = stream::iter(store.dirty_tenants().await?)
         .map(|tenant| flush_tenant(store, database, now, fail, tenant))
@@ -136,7 +128,7 @@ pub async fn flush_with<S: UsageStore>(
 /// Steps 1–3 for one tenant (see the module docs).
 async fn flush_tenant<S: UsageStore>(
     store: &S,
-    database: &Database,
+    database: &impl UsageSink,
     now: Nanos,
     fail: Option<FailAfter>,
     tenant: String,
@@ -156,7 +148,7 @@ async fn flush_tenant<S: UsageStore>(
     stop(FailAfter::Stage)?;
     for id in ids {
         let snapshot = store.snapshot(&tenant, &id).await?;
-        match sink::apply(database, &snapshot).await? {
+        match database.apply(&snapshot).await? {
             Applied::Now => {
                 report.applied += 1;
                 report.rows += snapshot.rows.len() as u64;
@@ -169,45 +161,4 @@ async fn flush_tenant<S: UsageStore>(
     }
     store.finish(&tenant).await?;
     Ok(report)
-}
-
-/// Runs [`flush`] every `interval` until `shutdown` turns true, then once more (so that an
-/// in-process store loses nothing on a clean stop). Failures are logged and retried at the
-/// next tick.
-pub fn spawn<S: UsageStore>(
-    store: Arc<S>,
-    database: Database,
-    interval: Duration,
-    clock: crate::Clock,
-    mut shutdown: watch::Receiver<bool>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ticks.tick().await; // the first tick is immediate
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => run_logged(&*store, &database, clock()).await,
-                _ = shutdown.changed() => break,
-            }
-            if *shutdown.borrow() {
-                break;
-            }
-        }
-        run_logged(&*store, &database, clock()).await;
-    })
-}
-
-async fn run_logged<S: UsageStore>(store: &S, database: &Database, now: Nanos) {
-    match flush(store, database, now).await {
-        Ok(report) if report.tenants > 0 => tracing::info!(
-            tenants = report.tenants,
-            applied = report.applied,
-            already_applied = report.already_applied,
-            rows = report.rows,
-            "usage flushed"
-        ),
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "usage flush failed; retried at the next interval"),
-    }
 }

@@ -1,16 +1,37 @@
 //! SQLite: batched multi-row `INSERT`s into the plain `api_request_log`, `DELETE` for retention.
 
+use std::collections::HashSet;
+
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 use tollgate_filter::usage::RequestLogEntry;
+
+use crate::storage::sql::request_log::{COLUMNS, DAY_MS, entry};
 
 /// Rows per `INSERT`: 8 parameters each, far below SQLite's 32766 parameters per statement.
 const ROWS_PER_INSERT: usize = 500;
 
-/// Writes `entries` in one transaction; returns the rows written.
-pub(super) async fn insert(
+/// Deletes the rows of days before `today - retention_days`; returns how many.
+pub(crate) async fn maintain(
+    pool: &SqlitePool,
+    today: i64,
+    retention_days: u32,
+) -> Result<u64, sqlx::Error> {
+    let cutoff = today - i64::from(retention_days);
+    delete_before(pool, cutoff.saturating_mul(DAY_MS as i64)).await
+}
+
+/// Writes `entries` in one transaction; returns the rows written (no partitions: `_known`
+/// is PostgreSQL's).
+pub(crate) async fn write(
     pool: &SqlitePool,
     entries: &[RequestLogEntry],
+    _known: &mut HashSet<i64>,
 ) -> Result<u64, sqlx::Error> {
+    insert(pool, entries).await
+}
+
+/// Writes `entries` in one transaction; returns the rows written.
+async fn insert(pool: &SqlitePool, entries: &[RequestLogEntry]) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let mut written = 0;
     for chunk in entries.chunks(ROWS_PER_INSERT) {
@@ -40,12 +61,30 @@ pub(super) async fn insert(
 }
 
 /// Deletes the rows older than `cutoff_ms` (Unix milliseconds); returns how many.
-pub(super) async fn delete_before(pool: &SqlitePool, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
+async fn delete_before(pool: &SqlitePool, cutoff_ms: i64) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM api_request_log WHERE time_ms < ?")
         .bind(cutoff_ms)
         .execute(pool)
         .await?
         .rows_affected())
+}
+
+/// `tenant`'s latest `limit` requests, newest first (ties: by endpoint).
+pub(crate) async fn latest(
+    pool: &SqlitePool,
+    tenant: &str,
+    limit: u32,
+) -> Result<Vec<RequestLogEntry>, sqlx::Error> {
+    let sql = format!(
+        "SELECT time_ms, {COLUMNS} FROM api_request_log WHERE tenant_id = ? \
+         ORDER BY time_ms DESC, endpoint LIMIT ?"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(entry).collect()
 }
 
 /// A validated counter (at most 2^48) as SQLite's integer; saturating beyond `i64::MAX`.

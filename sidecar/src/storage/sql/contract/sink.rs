@@ -1,12 +1,12 @@
-//! Step 2 against real databases: many chunks of rows in, every sum exact (SQLite in a
-//! temporary file, PostgreSQL from `tests/support/postgres.rs`).
+//! [`UsageSink`]'s contract: many chunks of rows in, every sum exact, a flush id applied
+//! once, the plan kept unless the snapshot brings none, distinct users kept as the larger count.
 
 use sqlx::Row as _;
+use tollgate_filter::usage::LATENCY_BUCKETS;
 
-use super::*;
-use crate::usage::Counters;
-
-use tollgate_test_support::postgres as test_postgres;
+use crate::storage::sql::sink::Applied;
+use crate::storage::sql::{Database, UsageQueries, UsageSink};
+use crate::storage::usage::{Counters, Snapshot, UsageRow};
 
 /// `n` rows of tenant "t" (more than one chunk), row `i` with `i + 1` requests.
 fn snapshot(flush_id: &str, n: usize) -> Snapshot {
@@ -40,17 +40,17 @@ fn snapshot(flush_id: &str, n: usize) -> Snapshot {
 }
 
 /// Applies two snapshots of `n` rows (and the first again), then checks every row's sums.
-async fn adds_every_row_of_many_chunks(database: &Database, n: usize) {
+pub(in crate::storage::sql) async fn adds_every_row_of_many_chunks(database: &Database, n: usize) {
     assert_eq!(
-        apply(database, &snapshot("a", n)).await.unwrap(),
+        database.apply(&snapshot("a", n)).await.unwrap(),
         Applied::Now
     );
     assert_eq!(
-        apply(database, &snapshot("b", n)).await.unwrap(),
+        database.apply(&snapshot("b", n)).await.unwrap(),
         Applied::Now
     );
     assert_eq!(
-        apply(database, &snapshot("a", n)).await.unwrap(),
+        database.apply(&snapshot("a", n)).await.unwrap(),
         Applied::Before
     );
     let sql = "SELECT count(*), CAST(sum(requests) AS bigint), CAST(sum(bytes_in) AS bigint), \
@@ -95,26 +95,23 @@ async fn adds_every_row_of_many_chunks(database: &Database, n: usize) {
     assert_eq!(buckets, want);
 }
 
-#[tokio::test]
-async fn sqlite_adds_every_row_of_many_chunks() {
-    let path = std::env::temp_dir().join(format!("tollgate-sink-{}.db", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let url = format!("sqlite://{}?mode=rwc", path.display());
-    let database = Database::connect(Some(&url)).await.unwrap();
-    database.migrate().await.unwrap();
-    adds_every_row_of_many_chunks(&database, 2 * SQLITE_CHUNK + 1).await;
-    database.close().await;
-    let _ = std::fs::remove_file(&path);
-}
-
-#[tokio::test]
-async fn postgres_adds_every_row_of_many_chunks() {
-    let Some(server) = test_postgres::TestPostgres::start() else {
-        return;
+/// The day's distinct users are a running count: a smaller (older) count does not lower it.
+pub(in crate::storage::sql) async fn users_keep_the_larger_count(database: &Database) {
+    let users = |flush_id: &str, users: u64| Snapshot {
+        tenant: "u".into(),
+        flush_id: flush_id.into(),
+        rows: Vec::new(),
+        users: vec![("2026-11-26".into(), users)],
     };
-    let url = server.fresh_database().await;
-    let database = Database::connect(Some(&url)).await.unwrap();
-    database.migrate().await.unwrap();
-    adds_every_row_of_many_chunks(&database, 2 * POSTGRES_CHUNK + 1).await;
-    database.close().await;
+    for (id, count) in [("u1", 5), ("u2", 3), ("u3", 8)] {
+        assert_eq!(
+            database.apply(&users(id, count)).await.unwrap(),
+            Applied::Now
+        );
+    }
+    let read = database
+        .active_users("u", "2026-11-26", "2026-11-26")
+        .await
+        .unwrap();
+    assert_eq!(read.get("2026-11-26"), Some(&8));
 }

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! use tollgate_sidecar::db::Database;
+//! use tollgate_sidecar::storage::sql::Database;
 //!
 //! let database = Database::connect(Some("sqlite::memory:")).await.unwrap();
 //! assert_eq!(database.migrate().await.unwrap(), 3); // 0001_usage, 0002_usage_flushes, 0003_request_log
@@ -28,12 +28,6 @@ use sqlx::{ConnectOptions, Connection, Pool};
 /// The database used when `TOLLGATE_DATABASE_URL` is unset: `tollgate.db` in the working
 /// directory, created if missing.
 pub const DEFAULT_URL: &str = "sqlite://tollgate.db?mode=rwc";
-
-/// The upper bounds, in milliseconds, of the latency histogram's buckets
-/// (`api_usage_daily.latency_buckets`): element `i` counts requests that took at most
-/// `LATENCY_BUCKET_BOUNDS_MS[i]` ms and more than the bound before it; one more element
-/// counts the slower ones. Defined once, with the filter's usage protocol.
-pub use tollgate_filter::usage::LATENCY_BUCKET_BOUNDS_MS;
 
 /// How long connecting may take before the database counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

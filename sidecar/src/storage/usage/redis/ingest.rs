@@ -30,7 +30,7 @@ use tollgate_filter::usage::{UsageBatch, UsageRecord};
 
 use super::{DAY_MS, NANOS_PER_MILLI, Shared, bad, unavailable};
 use crate::storage::SENDER_TTL;
-use crate::usage::{COUNTER_FIELDS, Counters, MAX_AGE_DAYS, StoreError};
+use crate::storage::usage::{COUNTER_FIELDS, Counters, MAX_AGE_DAYS, StoreError};
 
 /// A group stops growing at this many records (bounds one script's arguments).
 pub(super) const MAX_GROUP_RECORDS: usize = 16 * 1024;

@@ -1,0 +1,4 @@
+//! Background jobs.
+
+pub mod flush;
+pub mod request_log;

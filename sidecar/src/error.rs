@@ -56,6 +56,10 @@ pub enum ApiError {
     /// retry, and what the filter's `failure_mode` is for.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A background job stopped while the sidecar serves (`job_stopped`, 503, from
+    /// `/readyz`; see [`crate::jobs`]).
+    #[error("the background job {0} stopped; restart the sidecar (its log says why)")]
+    JobStopped(&'static str),
     /// The usage database failed (`database_unavailable`, 503; the cause is logged).
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -76,6 +80,7 @@ impl ApiError {
             ApiError::InvalidParameter(_) => "invalid_parameter",
             ApiError::NoTenants => "no_tenants",
             ApiError::Store(error) => error.kind(),
+            ApiError::JobStopped(_) => "job_stopped",
             ApiError::Database(_) => "database_unavailable",
         }
     }
@@ -92,9 +97,10 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
-            ApiError::NoTenants | ApiError::Store(_) | ApiError::Database(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ApiError::NoTenants
+            | ApiError::Store(_)
+            | ApiError::JobStopped(_)
+            | ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

@@ -44,6 +44,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tollgate_filter::Nanos;
 
+use crate::jobs::JobBoard;
 use crate::jobs::request_log::RequestLog;
 use crate::metrics::Metrics;
 use crate::routes::usage_query::QueryState;
@@ -89,6 +90,8 @@ pub struct AppState<S> {
     /// The tenant usage API (`GET /v1/usage/…`, see [`with_queries`](Self::with_queries));
     /// `None`: not served (404).
     pub queries: Option<QueryState>,
+    /// The background jobs' health (`/readyz`); by default none.
+    pub jobs: JobBoard,
 }
 
 impl<S> Clone for AppState<S> {
@@ -100,6 +103,7 @@ impl<S> Clone for AppState<S> {
             usage: self.usage.clone(),
             request_log: self.request_log.clone(),
             queries: self.queries.clone(),
+            jobs: self.jobs.clone(),
         }
     }
 }
@@ -120,6 +124,7 @@ impl<S: CounterStore> AppState<S> {
             clock: system_clock,
             usage: None,
             queries: None,
+            jobs: JobBoard::default(),
         }
     }
 
@@ -130,9 +135,15 @@ impl<S: CounterStore> AppState<S> {
     }
 
     /// Hands the usage batches' request log entries to `request_log`
-    /// ([`jobs::request_log::spawn`], which should count into the same metrics).
+    /// ([`jobs::request_log::start`], which should count into the same metrics).
     pub fn with_request_log(mut self, request_log: RequestLog) -> Self {
         self.request_log = request_log;
+        self
+    }
+
+    /// Reports the health of the jobs on `board` in `/readyz` ([`jobs::Jobs::board`]).
+    pub fn with_jobs(mut self, board: JobBoard) -> Self {
+        self.jobs = board;
         self
     }
 

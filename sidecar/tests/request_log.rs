@@ -27,7 +27,8 @@ use support::postgres::TestPostgres;
 use support::process::http;
 use support::tenants::{ACME_KEY, ADMIN, CONFIG, GLOBEX_KEY, NOW, clock};
 use tollgate_filter::usage::{RequestLogEntry, USAGE_PATH, UsageBatch, UsageRecord};
-use tollgate_sidecar::jobs::request_log::{self, RequestLogJob, RequestLogSettings};
+use tollgate_sidecar::jobs::Jobs;
+use tollgate_sidecar::jobs::request_log::{self, RequestLogSettings};
 use tollgate_sidecar::metrics::Metrics;
 use tollgate_sidecar::routes::usage_query::QueryState;
 use tollgate_sidecar::storage::MemoryStore;
@@ -44,17 +45,21 @@ const DAY_MS: u64 = 86_400_000;
 const TODAY: i64 = 20_783;
 
 /// The API over a fresh in-memory usage store, with a request log on `database` as
-/// `settings` say; the metrics it counts into; the writer job (log on only).
-fn api(
-    database: &Database,
-    settings: RequestLogSettings,
-) -> (Router, Arc<Metrics>, Option<RequestLogJob>) {
+/// `settings` say; the metrics it counts into; its jobs (the writer, log on only).
+fn api(database: &Database, settings: RequestLogSettings) -> (Router, Arc<Metrics>, Jobs) {
     let state = AppState {
         clock,
         ..AppState::new(MemoryStore::new(1_000))
     };
     let metrics = Arc::clone(&state.metrics);
-    let (log, job) = request_log::spawn(settings, database.clone(), Arc::clone(&metrics), clock);
+    let mut jobs = Jobs::new(Arc::clone(&metrics), clock);
+    let log = request_log::start(
+        &mut jobs,
+        settings,
+        database.clone(),
+        Arc::clone(&metrics),
+        clock,
+    );
     let usage = Arc::new(MemoryUsageStore::new(1_000));
     let queries = QueryState::new(
         database.clone(),
@@ -66,8 +71,9 @@ fn api(
     let app = app(state
         .with_usage(usage)
         .with_request_log(log)
-        .with_queries(queries));
-    (app, metrics, job)
+        .with_queries(queries)
+        .with_jobs(jobs.board()));
+    (app, metrics, jobs)
 }
 
 fn entry(offset_ms: u64, endpoint: &str, status: u16, user: Option<u64>) -> RequestLogEntry {
@@ -261,8 +267,8 @@ async fn contract(database: Database) {
 
 /// Off (the default): entries are counted as disabled, nothing is written.
 async fn logs_nothing_when_off(database: &Database) {
-    let (app, _, job) = api(database, RequestLogSettings::default());
-    assert!(job.is_none());
+    let (app, _, jobs) = api(database, RequestLogSettings::default());
+    assert!(jobs.names().is_empty());
     let sent = batch(1, vec![entry(0, "GET /a", 200, None)]);
     assert_eq!(send(&app, &sent).await, (1, 0));
     assert_eq!(outcome(&app, "disabled").await, 1);
@@ -282,8 +288,8 @@ async fn logs_once_what_was_sent(database: &Database) -> (Router, Vec<RequestLog
         flush_interval: Duration::from_secs(3_600),
         queue_entries: 100,
     };
-    let (app, _, job) = api(database, settings);
-    let job = job.unwrap();
+    let (app, _, jobs) = api(database, settings);
+    assert_eq!(jobs.names(), ["request_log"]);
     let first = vec![
         entry(0, "GET /reports", 200, Some(u64::MAX)),
         entry(1, "POST /a \"quoted\" \\N \\. é", 0, None),
@@ -315,7 +321,7 @@ async fn logs_once_what_was_sent(database: &Database) -> (Router, Vec<RequestLog
     assert_eq!(send(&app, &batch(2, second)).await, (1, 0));
     let last = vec![entry(3, "GET /last", 404, Some(1))];
     assert_eq!(send(&app, &batch(3, last.clone())).await, (1, 0));
-    job.shutdown().await;
+    jobs.stop().await;
     assert_eq!(outcome(&app, "written").await, 5);
     assert_eq!(outcome(&app, "out_of_range").await, 2);
     assert_eq!(outcome(&app, "dropped").await, 0);

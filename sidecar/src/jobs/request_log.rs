@@ -4,7 +4,7 @@
 //!
 //! `POST /v1/usage` hands a batch's entries to [`RequestLog::submit`] once the batch's
 //! aggregates were ingested; that only appends them to a bounded in-memory queue
-//! ([`RequestLogSettings::queue_entries`]). A writer task ([`spawn`]) takes them out in batches
+//! ([`RequestLogSettings::queue_entries`]). A writer job ([`start`]) takes them out in batches
 //! of at most [`RequestLogSettings::batch_entries`], as soon as a full batch waits or every
 //! [`RequestLogSettings::flush_interval`]:
 //!
@@ -37,11 +37,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tollgate_filter::usage::RequestLogEntry;
 
 pub use crate::storage::sql::request_log::{DAY_MS, DAYS_AHEAD, day_of_ms};
 
+use super::Jobs;
 use crate::Clock;
 use crate::metrics::{LogOutcome, Metrics};
 use crate::storage::sql::Database;
@@ -123,48 +123,44 @@ impl RequestLog {
     }
 }
 
-/// The writer task of an enabled log; [`shutdown`](Self::shutdown) drains it.
-pub struct RequestLogJob {
-    queue: Arc<Queue>,
-    task: JoinHandle<()>,
-}
-
-impl RequestLogJob {
-    /// Refuses new entries, writes every queued one (those the database does not take are
-    /// counted `failed`) and waits for the writer to finish.
-    pub async fn shutdown(self) {
-        self.queue.close();
-        if let Err(error) = self.task.await {
-            tracing::error!(%error, "the request log writer failed");
-        }
-    }
-}
-
-/// Starts the writer into `database` when `settings.enabled`; returns the handle for
-/// `POST /v1/usage` and the job to shut down (`None` when the log is off).
-pub fn spawn(
+/// Starts the writer into `database` on `jobs` when `settings.enabled` (job `request_log`:
+/// on shutdown it refuses new entries and writes every queued one, counting those the
+/// database does not take as `failed`); returns the handle for `POST /v1/usage`.
+pub fn start(
+    jobs: &mut Jobs,
     settings: RequestLogSettings,
     database: Database,
     metrics: Arc<Metrics>,
     clock: Clock,
-) -> (RequestLog, Option<RequestLogJob>) {
+) -> RequestLog {
     if !settings.enabled {
-        return (RequestLog::disabled(metrics), None);
+        return RequestLog::disabled(metrics);
     }
     let queue = Arc::new(Queue::new(settings.queue_entries, settings.batch_entries));
-    let task = tokio::spawn(writer::run(
-        Arc::clone(&queue),
-        settings,
-        database,
-        Arc::clone(&metrics),
-        clock,
-    ));
-    let log = RequestLog {
-        queue: Some(Arc::clone(&queue)),
+    let writer_queue = Arc::clone(&queue);
+    let writer_metrics = Arc::clone(&metrics);
+    jobs.start("request_log", move |mut context| async move {
+        let health = Arc::clone(&context.health);
+        let closing = Arc::clone(&writer_queue);
+        let close = async move {
+            context.stopping().await;
+            closing.close();
+        };
+        let write = writer::run(
+            writer_queue,
+            settings,
+            database,
+            writer_metrics,
+            clock,
+            health,
+        );
+        tokio::join!(close, write);
+    });
+    RequestLog {
+        queue: Some(queue),
         metrics,
         warned: Arc::new(AtomicBool::new(false)),
-    };
-    (log, Some(RequestLogJob { queue, task }))
+    }
 }
 
 /// The bounded queue between the handlers and the writer.

@@ -10,6 +10,7 @@ use tollgate_filter::usage::RequestLogEntry;
 
 use super::{DAYS_AHEAD, LOG_EVERY, Queue, RequestLogSettings, day_of_ms, len};
 use crate::Clock;
+use crate::jobs::JobHealth;
 use crate::metrics::{LogOutcome, Metrics};
 use crate::storage::sql::{Database, RequestLogStore};
 
@@ -30,6 +31,7 @@ struct Unreported {
 
 struct Writer {
     database: Database,
+    health: Arc<JobHealth>,
     metrics: Arc<Metrics>,
     clock: Clock,
     retention_days: u32,
@@ -50,6 +52,7 @@ pub(super) async fn run(
     database: Database,
     metrics: Arc<Metrics>,
     clock: Clock,
+    health: Arc<JobHealth>,
 ) {
     tracing::info!(
         database = database.kind(),
@@ -60,6 +63,7 @@ pub(super) async fn run(
     );
     let mut writer = Writer {
         database,
+        health,
         metrics,
         clock,
         retention_days: settings.retention_days,
@@ -128,6 +132,7 @@ impl Writer {
             match self.database.write(&batch, &mut self.known).await {
                 Ok(_) => {
                     self.metrics.request_log(LogOutcome::Written, len(&batch));
+                    self.health.ran(true);
                     return true;
                 }
                 Err(error) => {
@@ -137,6 +142,7 @@ impl Writer {
                         Some(delay) => tokio::time::sleep(*delay).await,
                         None => {
                             self.failed(len(&batch), Some(error.to_string()));
+                            self.health.ran(false);
                             return false;
                         }
                     }
@@ -173,6 +179,7 @@ impl Writer {
         }
         match self.database.maintain(today, self.retention_days).await {
             Ok(removed) => {
+                self.health.ran(true);
                 self.maintained = Some(today);
                 self.maintain_after = None;
                 self.known.extend(today..=today + DAYS_AHEAD);
@@ -186,6 +193,7 @@ impl Writer {
                 }
             }
             Err(error) => {
+                self.health.ran(false);
                 self.maintain_after = Some(Instant::now() + MAINTAIN_RETRY);
                 tracing::warn!(
                     %error,
@@ -223,7 +231,8 @@ impl Writer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::jobs::request_log::spawn;
+    use crate::jobs::Jobs;
+    use crate::jobs::request_log::start;
 
     fn now() -> u64 {
         1_795_694_400_000_000_000
@@ -240,7 +249,8 @@ mod tests {
             batch_entries: 2,
             ..RequestLogSettings::default()
         };
-        let (log, job) = spawn(settings, database, Arc::clone(&metrics), now);
+        let mut jobs = Jobs::new(Arc::clone(&metrics), now);
+        let log = start(&mut jobs, settings, database, Arc::clone(&metrics), now);
         let entries = (0..3)
             .map(|n| RequestLogEntry {
                 time_ms: now() / 1_000_000 + n,
@@ -254,12 +264,15 @@ mod tests {
             })
             .collect();
         log.submit(entries);
-        job.unwrap().shutdown().await;
+        jobs.stop().await;
         let text = metrics.render();
         for line in [
             r#"tollgate_request_log_entries_total{outcome="failed"} 3"#,
             r#"tollgate_request_log_entries_total{outcome="written"} 0"#,
             "tollgate_request_log_queue 0",
+            // The upkeep (no table to delete from) and the first batch.
+            r#"tollgate_job_runs_total{job="request_log",outcome="failed"} 2"#,
+            r#"tollgate_job_up{job="request_log"} 0"#,
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }

@@ -2,7 +2,7 @@
 //! "message": "…"}` with a fitting status. Messages about the client's own input are returned;
 //! internal causes (a counter store or usage store failure, a database error) are logged and
 //! replaced by a generic message. Handlers count each error in `tollgate_errors_total{kind}`
-//! (its [`code`](ApiError::code)) through [`crate::routes::fail`].
+//! (its [`code`](ApiError::code)) through one helper of [`crate::routes`].
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;

@@ -3,12 +3,41 @@
 //! per request (`POST /v1/check`, exact); `global` rules decide on each node and send what they
 //! admitted in batches (`POST /v1/sync`), which the sidecar adds into the same buckets, exactly
 //! once per batch, answering with the global totals and how many nodes share them. Usage
-//! batches (`POST /v1/usage`, [`AppState::with_usage`]) are aggregated per tenant, day and endpoint
-//! and flushed into the usage database exactly once ([`usage`]); their optional per-request
-//! entries go into the detailed request log ([`usage::request_log`], `TOLLGATE_REQUEST_LOG`).
+//! batches (`POST /v1/usage`, [`AppState::with_usage`]) are aggregated per tenant, day and
+//! endpoint and flushed into the usage database exactly once ([`services::flush`]); their
+//! optional per-request entries go into the detailed request log ([`jobs::request_log`],
+//! `TOLLGATE_REQUEST_LOG`).
 //!
-//! [`app`] builds the HTTP API over any [`CounterStore`]; `main` only parses the
-//! configuration and serves it. Tested without a socket:
+//! # Layers
+//!
+//! ```text
+//!   main.rs ── parse config, connect + migrate, serve ──> server.rs (stores, jobs, app())
+//!
+//!   routes/      one module per route group, each `router()`: parse, authorise, answer
+//!      │           (errors: the one `error::ApiError`, stable codes, causes logged)
+//!      ▼
+//!   services/    decisions and folds (check, checks, sync), usage ingest, the flush,
+//!      │           the usage API's answers; no HTTP, no SQL
+//!      ▼
+//!   storage/     traits + impls, all I/O:
+//!                  CounterStore   memory | redis           (counters, sync batches)
+//!                  usage::UsageStore memory | redis        (live usage aggregates)
+//!                  sql::UsageSink, sql::UsageQueries,
+//!                  sql::RequestLogStore  postgres | sqlite (every SQL statement)
+//!
+//!   jobs/        background work, one way to start, stop on SIGTERM and report health
+//!                (`/readyz`, `tollgate_job_*`): usage flush, request log writer;
+//!                jobs call services and storage, never routes
+//! ```
+//!
+//! Arrows only point down: `routes` use `services` and `storage`'s types, `services` use
+//! `storage` traits, `storage` uses neither. Each storage trait has one contract test body
+//! run against every impl (both databases for the SQL traits). New parts fit the same way: a
+//! route group in `routes/`, its logic in `services/`, its tables behind a trait in
+//! `storage/sql/`, its background work started on [`jobs::Jobs`].
+//!
+//! [`app`] builds the HTTP API over any [`CounterStore`] from an [`AppState`]; `main` only
+//! parses the configuration and serves it. Tested without a socket:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {

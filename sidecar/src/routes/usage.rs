@@ -1,16 +1,16 @@
 //! `POST /v1/usage`: a filter worker's usage batch, added into the live aggregates exactly once
-//! per `(sender, seq)` and tenant (see [`crate::usage`]).
+//! per `(sender, seq)` and tenant (see [`crate::storage::usage`]).
 //!
 //! The body is a [`UsageBatch`] (at most [`MAX_USAGE_BODY_BYTES`]), the answer a
 //! [`UsageResponse`] saying how many records were counted now and how many were duplicates.
 //! The batch is checked whole before anything is counted: a bad record gets 422 naming it
 //! (`records[3].date: "2026-13-01" is not a date (YYYY-MM-DD)`), as does a date more than
-//! [`MAX_AGE_DAYS`](crate::usage::MAX_AGE_DAYS) days old or in the future. A store failure is a
+//! [`MAX_AGE_DAYS`](crate::storage::usage::MAX_AGE_DAYS) days old or in the future. A store failure is a
 //! 503: the filter keeps the batch and sends it again unchanged, which counts only what was not
 //! counted yet.
 //!
 //! The batch's request log entries (`requests`) go to the
-//! [`RequestLog`](crate::usage::request_log::RequestLog) once its records were ingested
+//! [`RequestLog`](crate::jobs::request_log::RequestLog) once its records were ingested
 //! ([`crate::services::usage`]): queued without waiting, written later by its own task, so the
 //! log never delays or fails the answer.
 

@@ -98,7 +98,7 @@ impl Check {
 /// other. A refused check takes nothing; the bucket is written if any check was admitted, live
 /// until the latest `idle_at` of the checks' quotas (they normally share one). Counts each
 /// decision in `metrics`; the answers are in the checks' order.
-pub(crate) async fn decide_in_order<S: CounterStore>(
+pub async fn decide_in_order<S: CounterStore>(
     store: &S,
     metrics: &Metrics,
     checks: &[Check],

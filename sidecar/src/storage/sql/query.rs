@@ -29,7 +29,7 @@ pub struct Counts {
     pub errors_5xx: u64,
     /// Sum of durations, ms.
     pub latency_ms_sum: u64,
-    /// The latency histogram ([`LATENCY_BUCKETS`] elements; empty: none recorded).
+    /// The latency histogram ([`LATENCY_BUCKETS`](tollgate_filter::usage::LATENCY_BUCKETS) elements; empty: none recorded).
     pub latency_buckets: Vec<u64>,
 }
 

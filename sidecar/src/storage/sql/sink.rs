@@ -1,4 +1,4 @@
-//! Step 2 of the flush: one staged [`Snapshot`] added into the usage database in ONE
+//! Step 2 of the flush: one staged [`Snapshot`](crate::storage::usage::Snapshot) added into the usage database in ONE
 //! transaction, together with its flush id in `usage_flushes`.
 //!
 //! The id is inserted first (`ON CONFLICT DO NOTHING`): when it is already there — the snapshot

@@ -24,7 +24,8 @@ fn row(date: &str, endpoint: &str, requests: u64) -> UsageRow {
     }
 }
 
-pub(in crate::storage::sql) async fn reads_one_tenant_between_two_dates(database: &Database) {
+/// Two tenants' usage on a few days.
+async fn fill(database: &Database) {
     let acme = Snapshot {
         tenant: "acme".into(),
         flush_id: "q1".into(),
@@ -44,6 +45,10 @@ pub(in crate::storage::sql) async fn reads_one_tenant_between_two_dates(database
     };
     database.apply(&acme).await.unwrap();
     database.apply(&globex).await.unwrap();
+}
+
+pub(in crate::storage::sql) async fn reads_one_tenant_between_two_dates(database: &Database) {
+    fill(database).await;
     let rows = database
         .daily_rows("acme", "2026-11-25", "2026-11-27")
         .await

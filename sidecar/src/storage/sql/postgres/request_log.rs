@@ -149,7 +149,7 @@ pub(crate) async fn latest(
 
 /// The `COPY … FROM STDIN` text-format rows of `entries`: columns separated by tabs, one row
 /// per line, `\N` for no user, and backslash, tab, newline and carriage return in text
-/// escaped ([`escape`]).
+/// escaped (`\` → `\\`, tab → `\t`, newline → `\n`, carriage return → `\r`).
 pub fn copy_text(entries: &[RequestLogEntry]) -> String {
     let mut text = String::with_capacity(entries.len() * 96);
     for entry in entries {

@@ -74,9 +74,9 @@ use axum::extract::DefaultBodyLimit;
 use tollgate_filter::Nanos;
 
 use crate::jobs::JobBoard;
-use crate::jobs::request_log::RequestLog;
 use crate::metrics::Metrics;
 use crate::routes::usage_query::QueryState;
+use crate::services::request_log::RequestLog;
 use crate::services::usage::{Ingest, UsageIngest};
 use crate::storage::CounterStore;
 use crate::storage::usage::UsageStore;

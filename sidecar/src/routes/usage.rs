@@ -10,7 +10,7 @@
 //! counted yet.
 //!
 //! The batch's request log entries (`requests`) go to the
-//! [`RequestLog`](crate::jobs::request_log::RequestLog) once its records were ingested
+//! [`RequestLog`](crate::services::request_log::RequestLog) once its records were ingested
 //! ([`crate::services::usage`]): queued without waiting, written later by its own task, so the
 //! log never delays or fails the answer.
 

@@ -3,7 +3,7 @@
 //!
 //! A batch whose records were all applied before (`applied == 0`, `duplicate > 0`) is a
 //! resend whose entries were queued the first time: they are not queued again (the residual
-//! double-logging cases are in [`crate::jobs::request_log`]). A batch the store could not
+//! double-logging cases are in [`crate::services::request_log`]). A batch the store could not
 //! ingest queues nothing: the filter sends it again.
 
 use std::future::Future;
@@ -14,8 +14,8 @@ use tollgate_filter::Nanos;
 use tollgate_filter::usage::{UsageBatch, UsageResponse};
 
 use crate::error::ApiError;
-use crate::jobs::request_log::RequestLog;
 use crate::metrics::Metrics;
+use crate::services::request_log::RequestLog;
 use crate::storage::usage::{Ingested, MAX_AGE_DAYS, StoreError, UsageStore};
 
 /// A boxed future of an ingestion.

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use tollgate_filter::usage::RequestLogEntry;
 
-use super::{DAYS_AHEAD, LOG_EVERY, Queue, RequestLogSettings, day_of_ms, len};
 use crate::Clock;
 use crate::jobs::JobHealth;
 use crate::metrics::{LogOutcome, Metrics};
+use crate::services::request_log::{LOG_EVERY, Queue, RequestLogSettings, len};
+use crate::storage::sql::request_log::{DAYS_AHEAD, day_of_ms};
 use crate::storage::sql::{Database, RequestLogStore};
 
 /// Waits between the attempts of a batch (three attempts in all).

@@ -25,10 +25,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+
+mod help;
 
 /// Distinct rule names used as labels; decisions for further rules count under [`OTHER_RULE`]
 /// (rule names come from requests, and a label per arbitrary name would grow without bound).
@@ -147,42 +149,7 @@ impl Metrics {
             .set_buckets_for_metric(Matcher::Full(REDIS_SECONDS.into()), &REDIS_BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
-        recorder.describe_counter(
-            DECISIONS.into(),
-            None,
-            SharedString::const_str("Strict decisions by rule and outcome (admitted, refused)."),
-        );
-        recorder.describe_counter(
-            ERRORS.into(),
-            None,
-            SharedString::const_str("Requests that failed, by stable error code."),
-        );
-        let describe = |name: &'static str, help: &'static str| {
-            recorder.describe_counter(name.into(), None, SharedString::const_str(help));
-        };
-        describe(
-            SYNC_BATCHES,
-            "Global sync batches by outcome (applied, duplicate: a retry already applied).",
-        );
-        describe(SYNC_ENTRIES, "Entries of applied global sync batches.");
-        describe(
-            SYNC_HITS,
-            "Hits of applied global sync batches counted into the global buckets.",
-        );
-        describe(
-            SYNC_EXPIRED,
-            "Entries of applied global sync batches whose hits were a window old, not counted.",
-        );
-        recorder.describe_gauge(
-            NODES.into(),
-            None,
-            SharedString::const_str("Nodes that synced in the last 10 s, as of the latest batch."),
-        );
-        recorder.describe_histogram(
-            REDIS_SECONDS.into(),
-            Some(Unit::Seconds),
-            SharedString::const_str("Round trips of the Redis counter store, failures included."),
-        );
+        help::describe(&recorder);
         let counter = |name: &'static str, labels: Vec<Label>| {
             recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
         };
@@ -194,29 +161,11 @@ impl Metrics {
         let entries = counter(SYNC_ENTRIES, vec![]);
         let hits = counter(SYNC_HITS, vec![]);
         let expired = counter(SYNC_EXPIRED, vec![]);
-        describe(
-            USAGE_BATCHES,
-            "Usage batches by outcome (applied: some record counted; duplicate: none).",
-        );
-        describe(
-            USAGE_RECORDS,
-            "Usage records counted (duplicates excluded).",
-        );
         let usage_batches = [
             counter(USAGE_BATCHES, outcome("applied")),
             counter(USAGE_BATCHES, outcome("duplicate")),
         ];
         let usage_records = counter(USAGE_RECORDS, vec![]);
-        describe(
-            REQUEST_LOG_ENTRIES,
-            "Request log entries by outcome (written, dropped: queue full, failed: database \
-             refused, out_of_range: no partition for their day, disabled: TOLLGATE_REQUEST_LOG off).",
-        );
-        recorder.describe_gauge(
-            REQUEST_LOG_QUEUE.into(),
-            None,
-            SharedString::const_str("Request log entries waiting to be written."),
-        );
         let request_log = LogOutcome::ALL.map(|o| counter(REQUEST_LOG_ENTRIES, outcome(o.label())));
         let request_log_queue =
             recorder.register_gauge(&Key::from_static_name(REQUEST_LOG_QUEUE), &METADATA);

@@ -75,7 +75,7 @@ pub enum Write {
 }
 
 /// Why the store could not run an update.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// Every slot the store may use holds an active bucket; evicting one would forget permits.
     #[error("the counter store is full ({capacity} active buckets)")]

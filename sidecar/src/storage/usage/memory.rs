@@ -61,8 +61,14 @@ impl MemoryUsageStore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn ingest_now(&self, batch: &UsageBatch, now: Nanos) -> Result<Ingested, StoreError> {
-        let mut inner = self.lock();
+    /// Forgets stale sender marks, and checks that `batch` fits whole (forgetting user sets of
+    /// days no batch may add to any more if needed): a batch is applied whole or refused whole.
+    fn make_room(
+        &self,
+        inner: &mut Inner,
+        batch: &UsageBatch,
+        now: Nanos,
+    ) -> Result<(), StoreError> {
         if inner.marks.len() >= inner.next_sweep {
             inner
                 .marks
@@ -84,7 +90,7 @@ impl MemoryUsageStore {
             let oldest = (now / 86_400_000_000_000) as i64 - MAX_AGE_DAYS;
             let Inner {
                 users, dirty_users, ..
-            } = &mut *inner;
+            } = inner;
             users.retain(|day, _| {
                 dirty_users.contains(day) || parse_date(&day.1).is_some_and(|d| d >= oldest)
             });
@@ -94,6 +100,12 @@ impl MemoryUsageStore {
                 capacity: self.capacity,
             });
         }
+        Ok(())
+    }
+
+    fn ingest_now(&self, batch: &UsageBatch, now: Nanos) -> Result<Ingested, StoreError> {
+        let mut inner = self.lock();
+        self.make_room(&mut inner, batch, now)?;
         let mut outcome = Ingested::default();
         for (tenant, records) in by_tenant(batch) {
             let key = (batch.sender, tenant.to_owned());

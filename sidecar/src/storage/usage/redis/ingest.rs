@@ -246,7 +246,7 @@ pub(super) async fn commit(shared: &Shared, group: Vec<Pending>) {
                         *slot = fresh;
                     }
                 }
-                (Err(error), _, Ok(_)) | (Ok(_), Err(error), Ok(_)) => *answer = Err(copy(error)),
+                (Err(error), _, Ok(_)) | (Ok(_), Err(error), Ok(_)) => *answer = Err(error.clone()),
                 (_, _, Err(_)) => {}
             }
         }
@@ -304,17 +304,18 @@ async fn apply_tenant(
     Ok(fresh)
 }
 
-/// The script call applying `parts` (one tenant's, distinct senders) merged.
-fn invocation<'a>(
-    shared: &'a Shared,
-    tenant: &str,
-    parts: &[&Part],
-) -> redis::ScriptInvocation<'a> {
-    #[derive(Default)]
-    struct Merged<'r> {
-        values: [u64; 18],
-        plan: Option<&'r str>,
-    }
+/// One aggregate's counters and plan, summed over the parts of one call.
+#[derive(Default)]
+struct Merged<'r> {
+    values: [u64; 18],
+    plan: Option<&'r str>,
+}
+
+/// Per aggregate hash (sums, last plan) and per HyperLogLog key (users), first seen first.
+type Merge<'r> = (Vec<(&'r str, Merged<'r>)>, Vec<(&'r str, Vec<u64>)>);
+
+/// `parts` merged into one entry per aggregate hash and per HyperLogLog key.
+fn merge<'r>(parts: &[&'r Part]) -> Merge<'r> {
     let mut hashes: Vec<(&str, Merged)> = Vec::new();
     let mut hash_index: HashMap<&str, usize> = HashMap::new();
     let mut hlls: Vec<(&str, Vec<u64>)> = Vec::new();
@@ -345,6 +346,16 @@ fn invocation<'a>(
             }
         }
     }
+    (hashes, hlls)
+}
+
+/// The script call applying `parts` (one tenant's, distinct senders) merged.
+fn invocation<'a>(
+    shared: &'a Shared,
+    tenant: &str,
+    parts: &[&Part],
+) -> redis::ScriptInvocation<'a> {
+    let (hashes, mut hlls) = merge(parts);
     let base = shared.tenant_base(tenant);
     let mut call = shared.ingest.prepare_invoke();
     call.key(format!("{base}dirty"));
@@ -379,15 +390,4 @@ fn invocation<'a>(
         }
     }
     call
-}
-
-/// The same error again (one failure answers every batch it concerns).
-fn copy(error: &StoreError) -> StoreError {
-    match error {
-        StoreError::Full { capacity } => StoreError::Full {
-            capacity: *capacity,
-        },
-        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
-        StoreError::Contended => StoreError::Contended,
-    }
 }

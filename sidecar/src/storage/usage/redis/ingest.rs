@@ -191,9 +191,8 @@ pub(super) fn start(shared: Arc<Shared>) -> Queue {
     queue
 }
 
-/// Applies one group (one batch per sender) and answers each of its batches.
-pub(super) async fn commit(shared: &Shared, group: Vec<Pending>) {
-    // Tenant → (batch index, part index) of its parts, in arrival order.
+/// Tenant → (batch index, part index) of its parts in `group`, in arrival order.
+fn tenants_of(group: &[Pending]) -> Vec<(&str, Vec<(usize, usize)>)> {
     let mut tenants: Vec<(&str, Vec<(usize, usize)>)> = Vec::new();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (b, pending) in group.iter().enumerate() {
@@ -207,6 +206,12 @@ pub(super) async fn commit(shared: &Shared, group: Vec<Pending>) {
             }
         }
     }
+    tenants
+}
+
+/// Applies one group (one batch per sender) and answers each of its batches.
+pub(super) async fn commit(shared: &Shared, group: Vec<Pending>) {
+    let tenants = tenants_of(&group);
     let outcomes = join_all(
         tenants
             .iter()

@@ -30,6 +30,7 @@ pub mod protocol;
 pub mod reply;
 pub mod sync;
 pub mod usage;
+pub mod worker;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod host;

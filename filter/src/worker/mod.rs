@@ -1,25 +1,35 @@
-//! The root context: configuration, the worker's shared state, stats, `global` rules' sync
-//! with the sidecar, and the tick that drives them and releases queued requests.
+//! One worker of the proxy, as plain Rust: configuration, the state every request context of
+//! the worker shares, stats, `global` rules' sync with the sidecar, `strict` checks, usage
+//! metering, and the tick that drives them. Everything it asks of the proxy goes through
+//! [`host::Host`], so the whole of it runs natively against a mock host in tests; the
+//! Proxy-Wasm glue (`crate::host`, wasm32 only) only forwards callbacks here.
+
+pub mod facts;
+pub mod host;
+pub mod jwt;
+#[cfg(test)]
+pub mod mock;
+pub mod request;
+pub mod strict;
+#[cfg(test)]
+mod tests;
+pub mod usage_out;
 
 use core::hash::BuildHasher;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use log::{error, info, warn};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use log::{info, warn};
 
-use super::sidecar::{self, Calls, Stream};
-use super::store::HostShared;
-use super::usage::UsageOut;
-use super::{abi, http, http::Request, now};
 use crate::decision::{Decision, Needs};
 use crate::engine::{Limiter, SharedStore};
 use crate::policy::{Policy, Scope};
 use crate::protocol::{SYNC_PATH, SyncResponse};
 use crate::sync::{Sync, refill_lag};
 use crate::{Nanos, SECOND};
+use host::{Host, Shared};
+use strict::{Calls, Stream};
+use usage_out::UsageOut;
 
 /// Keys of other keys this worker keeps leases and refusals for, at most.
 const LOCAL_CACHE: usize = 16_384;
@@ -71,7 +81,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn new(policy: Policy, seed: u64, now: Nanos) -> Self {
+    fn new(host: &mut impl Host, policy: Policy, seed: u64, now: Nanos) -> Self {
         let metric_ids = policy
             .rules
             .iter()
@@ -83,21 +93,21 @@ impl Worker {
                     "queued",
                     "sidecar_failures",
                 ]
-                .map(|what| abi::define_counter(&format!("tollgate.{}.{}", rule.name, what)))
+                .map(|what| host.define_counter(&format!("tollgate.{}.{}", rule.name, what)))
             })
             .collect();
         let syncs =
             policy.sidecar.is_some() && policy.rules.iter().any(|rule| rule.scope == Scope::Global);
         let sync_ids = if syncs {
             ["batches", "failures", "dropped"]
-                .map(|what| abi::define_counter(&format!("tollgate.sync.{what}")))
+                .map(|what| host.define_counter(&format!("tollgate.sync.{what}")))
         } else {
             [None; 3]
         };
         let usage_ids = match policy.usage {
             Some(usage) => ["batches", "failures", "dropped", "log_dropped"].map(|what| {
                 (what != "log_dropped" || usage.request_log)
-                    .then(|| abi::define_counter(&format!("tollgate.usage.{what}")))
+                    .then(|| host.define_counter(&format!("tollgate.usage.{what}")))
                     .flatten()
             }),
             None => [None; 4],
@@ -107,7 +117,7 @@ impl Worker {
                 UsageOut::new(random(now ^ 1), u.interval_ms, u.request_log, &policy, now)
             }),
             usage_ids,
-            sync: syncs.then(|| Sync::new(random(now), node_id(now), now)),
+            sync: syncs.then(|| Sync::new(random(now), node_id(host, now), now)),
             next_sync: now,
             sync_call: None,
             degraded: false,
@@ -128,48 +138,50 @@ impl Worker {
     }
 
     /// Ticks within a millisecond (queued strict checks wait for the root context).
-    pub fn wake_soon(&mut self, now: Nanos) {
+    pub fn wake_soon(&mut self, host: &mut impl Host, now: Nanos) {
         let due = now.saturating_add(1_000_000);
         if due < self.next_tick {
-            schedule(1_000_000);
+            schedule(host, 1_000_000);
             self.next_tick = due;
         }
     }
 
     /// Holds HTTP context `context_id` until `due`, ticking early enough to release it.
-    pub fn enqueue(&mut self, due: Nanos, context_id: u32, now: Nanos) {
+    pub fn enqueue(&mut self, host: &mut impl Host, due: Nanos, context_id: u32, now: Nanos) {
         self.queue.push((due, context_id));
         if due < self.next_tick {
-            schedule(due.saturating_sub(now));
+            schedule(host, due.saturating_sub(now));
             self.next_tick = due;
         }
     }
 
-    fn tick(&mut self, now: Nanos) {
+    /// The root context's tick.
+    pub fn tick(&mut self, host: &mut impl Host, now: Nanos) {
         let mut index = 0;
         while index < self.queue.len() {
             match self.queue.get(index) {
                 Some(&(due, context_id)) if due <= now => {
                     self.queue.swap_remove(index);
-                    abi::resume_request(context_id);
+                    host.set_effective_context(context_id);
+                    host.resume(context_id);
                 }
                 _ => index += 1,
             }
         }
         if now.saturating_sub(self.last_flush) >= STATS_EVERY {
-            self.flush_stats();
+            self.flush_stats(host);
             self.last_flush = now;
         }
         if self.calls.queued() {
-            http::flush_checks(self, now);
+            request::flush_checks(self, host, now);
         }
         if self.sync.is_some() && now >= self.next_sync {
-            self.send_sync(now);
+            self.send_sync(host, now);
         }
         if let (Some(usage), Some(sidecar)) = (self.usage.as_mut(), self.policy.sidecar.as_ref())
             && usage.due(now)
         {
-            usage.send(sidecar, now);
+            usage.send(host, sidecar, now);
         }
         let mut next = self.last_flush.saturating_add(STATS_EVERY);
         if self.sync.is_some() {
@@ -181,7 +193,7 @@ impl Worker {
         if let Some(due) = self.queue.iter().map(|&(due, _)| due).min() {
             next = next.min(due);
         }
-        schedule(next.saturating_sub(now));
+        schedule(host, next.saturating_sub(now));
         self.next_tick = next;
     }
 
@@ -194,7 +206,7 @@ impl Worker {
     }
 
     /// Sends the next batch of `global` admissions (or a heartbeat) unless one is out.
-    fn send_sync(&mut self, now: Nanos) {
+    fn send_sync(&mut self, host: &mut impl Host, now: Nanos) {
         let (Some(sync), Some(sidecar)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
             return;
         };
@@ -213,21 +225,23 @@ impl Worker {
         let Some(batch) = sync.next_batch(&self.policy, now) else {
             return;
         };
-        self.sync_call = serde_json::to_vec(&batch).ok().and_then(|body| {
-            sidecar::call(
-                sidecar,
-                SYNC_PATH,
-                &body,
-                std::time::Duration::from_millis(sidecar.timeout_ms),
-            )
-        });
+        self.sync_call = serde_json::to_vec(&batch)
+            .ok()
+            .and_then(|body| strict::call(host, sidecar, SYNC_PATH, &body, sidecar.timeout_ms));
         if self.sync_call.is_none() {
             sync.failed();
         }
     }
 
     /// The sidecar's answer to the sync call `token`; folds the totals into the node's buckets.
-    fn sync_answered(&mut self, token: u32, num_headers: usize, body_size: usize, now: Nanos) {
+    fn sync_answered(
+        &mut self,
+        host: &mut impl Host,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        now: Nanos,
+    ) {
         if self.sync_call != Some(token) {
             return;
         }
@@ -235,7 +249,8 @@ impl Worker {
         let (Some(sync), Some(config)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
             return;
         };
-        let Some(response) = sidecar::read_response::<SyncResponse>(num_headers, body_size) else {
+        let Some(response) = strict::read_response::<SyncResponse>(host, num_headers, body_size)
+        else {
             sync.failed();
             return;
         };
@@ -248,7 +263,9 @@ impl Worker {
         let interval = config.sync_interval_ms.saturating_mul(1_000_000);
         for fold in folds {
             let target = fold.target.saturating_add(refill_lag(&fold.ask, interval));
-            let _ = self.limiter.fold(&mut HostShared, &fold.ask, target, now);
+            let _ = self
+                .limiter
+                .fold(&mut Shared(&mut *host), &fold.ask, target, now);
         }
         if self.degraded {
             self.degraded = false;
@@ -256,7 +273,7 @@ impl Worker {
         }
     }
 
-    fn flush_stats(&mut self) {
+    fn flush_stats(&mut self, host: &mut impl Host) {
         for (counters, ids) in self.counters.iter_mut().zip(&self.metric_ids) {
             let values = [
                 counters.allowed,
@@ -267,7 +284,7 @@ impl Worker {
             ];
             for (value, id) in values.into_iter().zip(ids) {
                 if let (Some(id), true) = (id, value > 0) {
-                    abi::increment(*id, value);
+                    host.increment(*id, value);
                 }
             }
             *counters = RuleCounters::default();
@@ -276,7 +293,7 @@ impl Worker {
             let values = [sync.stats.batches, sync.stats.failures, sync.stats.dropped];
             for (value, id) in values.into_iter().zip(self.sync_ids) {
                 if let (Some(id), true) = (id, value > 0) {
-                    abi::increment(id, value);
+                    host.increment(id, value);
                 }
             }
             if sync.stats.dropped > 0 {
@@ -297,7 +314,7 @@ impl Worker {
             ];
             for (value, id) in values.into_iter().zip(self.usage_ids) {
                 if let (Some(id), true) = (id, value > 0) {
-                    abi::increment(id, value);
+                    host.increment(id, value);
                 }
             }
             if stats.dropped > 0 {
@@ -324,9 +341,9 @@ fn random(salt: u64) -> u64 {
 
 /// This node's id, the same for every worker: the first worker to start creates it in shared
 /// data (with a compare-and-swap, so two workers starting together agree).
-fn node_id(now: Nanos) -> u64 {
+fn node_id(host: &mut impl Host, now: Nanos) -> u64 {
     const NAME: &str = "tg/node";
-    let mut store = HostShared;
+    let mut store = Shared(host);
     for _ in 0..8 {
         match store.get(NAME) {
             Ok(Some((bytes, cas))) => {
@@ -350,85 +367,47 @@ fn node_id(now: Nanos) -> u64 {
 
 /// (Re-)arms the tick `delay` from now: hosts keep a running timer's old period until it
 /// fires, so the period is cleared first to make the new one take effect at once.
-fn schedule(delay: Nanos) {
+fn schedule(host: &mut impl Host, delay: Nanos) {
     let millis = delay.div_ceil(1_000_000).clamp(1, 60_000);
-    let _ = hostcalls::set_tick_period(std::time::Duration::ZERO);
-    let _ = hostcalls::set_tick_period(std::time::Duration::from_millis(millis));
+    host.set_tick_period(0);
+    host.set_tick_period(u32::try_from(millis).unwrap_or(60_000));
 }
 
-/// The plugin's root context (one per worker VM).
-#[derive(Default)]
-pub struct Root {
-    worker: Option<Rc<RefCell<Worker>>>,
-}
+impl Worker {
+    /// The worker configured from the plugin configuration `bytes` (root context, at
+    /// configure time); the error names the field and the fix.
+    pub fn configure(host: &mut impl Host, bytes: &[u8]) -> Result<Self, String> {
+        let policy = Policy::from_json(bytes).map_err(|err| err.to_string())?;
+        info!("configured {} rules", policy.rules.len());
+        let seed = policy.seed;
+        let now = host.now();
+        let mut worker = Worker::new(host, policy, seed, now);
+        let first = worker.next_sync.min(now.saturating_add(STATS_EVERY));
+        worker.next_tick = first;
+        schedule(host, first.saturating_sub(now));
+        Ok(worker)
+    }
 
-impl Context for Root {
-    fn on_http_call_response(
+    /// A call made by the root context answered: usage, sync or strict checks.
+    pub fn on_root_call_response(
         &mut self,
-        token_id: u32,
+        host: &mut impl Host,
+        token: u32,
         num_headers: usize,
         body_size: usize,
-        _num_trailers: usize,
     ) {
-        let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) else {
-            return;
-        };
-        let now = now();
-        if let Some(usage) = worker.usage.as_mut()
-            && usage.answered(token_id, num_headers, body_size)
+        let now = host.now();
+        if let Some(usage) = self.usage.as_mut()
+            && usage.answered(host, token, num_headers, body_size)
         {
             return;
         }
-        if worker.sync_call == Some(token_id) {
-            worker.sync_answered(token_id, num_headers, body_size, now);
+        if self.sync_call == Some(token) {
+            self.sync_answered(host, token, num_headers, body_size, now);
             return;
         }
-        if http::answer_call(&mut worker, token_id, num_headers, body_size, now) {
-            http::flush_checks(&mut worker, now);
+        if request::answer_call(self, host, token, num_headers, body_size, now) {
+            request::flush_checks(self, host, now);
         }
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-        let policy = match Policy::from_json(&bytes) {
-            Ok(policy) => policy,
-            Err(err) => {
-                error!("invalid configuration: {err}");
-                return false;
-            }
-        };
-        info!("configured {} rules", policy.rules.len());
-        let seed = policy.seed;
-        let now = now();
-        let mut worker = Worker::new(policy, seed, now);
-        let first = worker.next_sync.min(now.saturating_add(STATS_EVERY));
-        worker.next_tick = first;
-        self.worker = Some(Rc::new(RefCell::new(worker)));
-        schedule(first.saturating_sub(now));
-        true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
-            worker.tick(now());
-        }
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let worker = self.worker.clone()?;
-        Some(Box::new(Request::new(context_id, worker)))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }

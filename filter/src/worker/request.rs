@@ -1,20 +1,16 @@
-//! One HTTP request: facts in, verdict out, headers on the way back.
+//! One HTTP request's callbacks: facts in, verdict out, headers on the way back.
 
 use core::hash::BuildHasher;
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use foldhash::quality::FixedState;
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
 
-use super::abi;
+use super::Worker;
 use super::facts::{self, RequestHeaders};
-use super::root::Worker;
-use super::sidecar::{self, Checks, Stream};
-use super::usage::{self, Meter};
-use super::{now, store::HostShared};
+use super::host::{ContextId, Host, Shared};
+use super::strict::{self, Checks, Stream};
+use super::usage_out::Meter;
 use crate::decision::{self, Facts, Verdict};
 use crate::engine::Ask;
 use crate::headers::{self, HeaderList, RuleStatus};
@@ -22,133 +18,104 @@ use crate::policy::Scope;
 use crate::reply::{self, Refusal};
 use crate::{Nanos, SECOND};
 
-/// An HTTP context.
-pub struct Request {
-    context_id: u32,
-    worker: Rc<RefCell<Worker>>,
-    /// Headers, reply state and strict checks; shared with the worker while checks wait.
-    stream: Rc<RefCell<Stream>>,
+/// What a request callback tells the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Go on with the request.
+    Continue,
+    /// Hold it (a reply was sent, or it waits for the sidecar or the leaky-bucket queue).
+    Pause,
 }
 
-impl Request {
-    pub fn new(context_id: u32, worker: Rc<RefCell<Worker>>) -> Self {
-        Request {
-            context_id,
-            worker,
-            stream: Rc::new(RefCell::new(Stream::new(context_id))),
-        }
+/// The request headers arrived: decide.
+pub fn on_request_headers(
+    worker: &mut Worker,
+    shared: &Rc<RefCell<Stream>>,
+    host: &mut impl Host,
+) -> Action {
+    let Ok(mut stream) = shared.try_borrow_mut() else {
+        return Action::Continue;
+    };
+    let context_id = stream.context_id;
+    let now = host.now();
+    let verdict = decide(worker, host, now, &mut stream.meter);
+    if worker.decision.pending.is_empty() || worker.policy.sidecar.is_none() {
+        return act(worker, host, &mut stream, verdict, now);
+    }
+    stream.checks = Checks::new(&worker.decision);
+    let Some(sidecar) = worker.policy.sidecar.clone() else {
+        return Action::Continue;
+    };
+    let failed = worker
+        .calls
+        .send_own(host, &sidecar, context_id, &stream.checks, now);
+    for (_, index) in failed {
+        stream.checks.answer(index, None);
+    }
+    if stream.checks.done() {
+        // Every check failed to go out: decide now, in this callback.
+        return settle(worker, host, &mut stream, now);
+    }
+    drop(stream);
+    worker.waiting.insert(context_id, Rc::clone(shared));
+    Action::Pause
+}
+
+/// A call this request made answered.
+pub fn on_call_response(
+    worker: &mut Worker,
+    _stream: &Rc<RefCell<Stream>>,
+    host: &mut impl Host,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+) {
+    let now = host.now();
+    answer_call(worker, host, token, num_headers, body_size, now);
+    if worker.calls.queued() {
+        // Queued checks go from the root context: wake it.
+        worker.wake_soon(host, now);
     }
 }
 
-impl Context for Request {
-    fn on_http_call_response(
-        &mut self,
-        token_id: u32,
-        num_headers: usize,
-        body_size: usize,
-        _num_trailers: usize,
-    ) {
-        let shared = Rc::clone(&self.worker);
-        let Ok(mut worker) = shared.try_borrow_mut() else {
-            abi::resume_request(self.context_id);
-            return;
-        };
-        let now = now();
-        answer_call(&mut worker, token_id, num_headers, body_size, now);
-        if worker.calls.queued() {
-            // Queued checks go from the root context: wake it.
-            worker.wake_soon(now);
-        }
+/// Request body bytes went by.
+pub fn on_request_body(stream: &mut Stream, body_size: usize) {
+    if let Some(meter) = stream.meter.as_mut() {
+        meter.bytes_in = meter.bytes_in.saturating_add(body_size as u64);
     }
 }
 
-impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let shared = Rc::clone(&self.worker);
-        let Ok(mut worker) = shared.try_borrow_mut() else {
-            return Action::Continue;
-        };
-        let Ok(mut stream) = self.stream.try_borrow_mut() else {
-            return Action::Continue;
-        };
-        let now = now();
-        let verdict = decide(&mut worker, now, &mut stream.meter);
-        if worker.decision.pending.is_empty() || worker.policy.sidecar.is_none() {
-            return act(&mut worker, &mut stream, verdict, now);
+/// The response headers: add the RateLimit headers, note the status for metering.
+pub fn on_response_headers(stream: &mut Stream, host: &mut impl Host) {
+    if !stream.replied {
+        for (name, value) in &stream.headers {
+            host.add_response_header(name, value);
         }
-        stream.checks = Checks::new(&worker.decision);
-        let Some(sidecar) = worker.policy.sidecar.clone() else {
-            return Action::Continue;
-        };
-        let failed = worker
-            .calls
-            .send_own(&sidecar, self.context_id, &stream.checks, now);
-        for (_, index) in failed {
-            stream.checks.answer(index, None);
-        }
-        if stream.checks.done() {
-            // Every check failed to go out: decide now, in this callback.
-            return settle(&mut worker, &mut stream, now);
-        }
-        drop(stream);
-        worker
-            .waiting
-            .insert(self.context_id, Rc::clone(&self.stream));
-        Action::Pause
     }
-
-    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        if let Ok(mut stream) = self.stream.try_borrow_mut()
-            && let Some(meter) = stream.meter.as_mut()
-        {
-            meter.bytes_in = meter.bytes_in.saturating_add(body_size as u64);
-        }
-        Action::Continue
+    // The status of the filter's own reply is known; any other is read (the one host
+    // call metering adds to a request).
+    if let Some(meter) = stream.meter.as_mut()
+        && meter.status == 0
+    {
+        meter.status = host.response_status();
     }
+}
 
-    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if let Ok(mut stream) = self.stream.try_borrow_mut() {
-            if !stream.replied {
-                for (name, value) in &stream.headers {
-                    let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
-                }
-            }
-            // The status of the filter's own reply is known; any other is read (the one host
-            // call metering adds to a request).
-            if let Some(meter) = stream.meter.as_mut()
-                && meter.status == 0
-            {
-                meter.status = usage::response_status();
-            }
-        }
-        Action::Continue
+/// Response body bytes went by.
+pub fn on_response_body(stream: &mut Stream, body_size: usize) {
+    if let Some(meter) = stream.meter.as_mut() {
+        meter.bytes_out = meter.bytes_out.saturating_add(body_size as u64);
     }
+}
 
-    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
-        if let Ok(mut stream) = self.stream.try_borrow_mut()
-            && let Some(meter) = stream.meter.as_mut()
-        {
-            meter.bytes_out = meter.bytes_out.saturating_add(body_size as u64);
-        }
-        Action::Continue
-    }
-
-    fn on_log(&mut self) {
-        let Ok(mut worker) = self.worker.try_borrow_mut() else {
-            return;
-        };
-        // A request that ends while its checks are out: their answers are ignored.
-        worker.waiting.remove(&self.context_id);
-        let meter = self
-            .stream
-            .try_borrow_mut()
-            .ok()
-            .and_then(|mut s| s.meter.take());
-        if let (Some(meter), Some(usage)) = (meter, worker.usage.as_mut()) {
-            let now = now();
-            if usage.record(&meter, now) {
-                worker.wake_soon(now);
-            }
+/// The request is over: meter it.
+pub fn on_log(worker: &mut Worker, stream: &mut Stream, host: &mut impl Host) {
+    // A request that ends while its checks are out: their answers are ignored.
+    worker.waiting.remove(&stream.context_id);
+    if let (Some(meter), Some(usage)) = (stream.meter.take(), worker.usage.as_mut()) {
+        let now = host.now();
+        if usage.record(&meter, now) {
+            worker.wake_soon(host, now);
         }
     }
 }
@@ -157,17 +124,18 @@ impl HttpContext for Request {
 /// checks are all in; false if the call is not a strict one.
 pub fn answer_call(
     worker: &mut Worker,
+    host: &mut impl Host,
     token: u32,
     num_headers: usize,
     body_size: usize,
     now: Nanos,
 ) -> bool {
-    let Some(answers) = worker.calls.answered(token, num_headers, body_size) else {
+    let Some(answers) = worker.calls.answered(host, token, num_headers, body_size) else {
         return false;
     };
     for ((context_id, index), response) in answers {
-        if let Some(stream) = sidecar::deliver(worker, context_id, index, response) {
-            settle_elsewhere(worker, &stream, now);
+        if let Some(stream) = strict::deliver(worker, context_id, index, response) {
+            settle_elsewhere(worker, host, &stream, now);
         }
     }
     true
@@ -175,40 +143,50 @@ pub fn answer_call(
 
 /// Sends the worker's queued strict checks (root context only); checks the host refused to
 /// send fail at once (`failure_mode`), concluding their requests.
-pub fn flush_checks(worker: &mut Worker, now: Nanos) {
+pub fn flush_checks(worker: &mut Worker, host: &mut impl Host, now: Nanos) {
     let Some(sidecar) = worker.policy.sidecar.clone() else {
         return;
     };
-    for (context_id, index) in worker.calls.flush(&sidecar, now) {
-        if let Some(stream) = sidecar::deliver(worker, context_id, index, None) {
-            settle_elsewhere(worker, &stream, now);
+    for (context_id, index) in worker.calls.flush(host, &sidecar, now) {
+        if let Some(stream) = strict::deliver(worker, context_id, index, None) {
+            settle_elsewhere(worker, host, &stream, now);
         }
     }
 }
 
 /// Concludes a request whose checks have all answered, from a callback of any context.
-pub fn settle_elsewhere(worker: &mut Worker, stream: &Rc<RefCell<Stream>>, now: Nanos) {
+pub fn settle_elsewhere(
+    worker: &mut Worker,
+    host: &mut impl Host,
+    stream: &Rc<RefCell<Stream>>,
+    now: Nanos,
+) {
     let Ok(mut stream) = stream.try_borrow_mut() else {
         return;
     };
-    if !abi::set_effective_context(stream.context_id) {
+    if !host.set_effective_context(stream.context_id) {
         return; // the request is gone
     }
-    if let Action::Continue = settle(worker, &mut stream, now) {
-        // Through the raw ABI: the SDK's wrapper panics if the stream is already gone.
-        abi::resume_request(stream.context_id);
+    if let Action::Continue = settle(worker, host, &mut stream, now) {
+        host.resume(stream.context_id);
     }
 }
 
 /// Folds a request's strict answers into its verdict and acts on it.
-fn settle(worker: &mut Worker, stream: &mut Stream, now: Nanos) -> Action {
+fn settle(worker: &mut Worker, host: &mut impl Host, stream: &mut Stream, now: Nanos) -> Action {
     let mut checks = std::mem::take(&mut stream.checks);
-    let verdict = checks.conclude(worker, now);
-    act(worker, stream, verdict, now)
+    let verdict = checks.conclude(worker, host, now);
+    act(worker, host, stream, verdict, now)
 }
 
 /// Headers, stats and the verdict's action (reply, pause or continue).
-fn act(worker: &mut Worker, stream: &mut Stream, verdict: Verdict, now: Nanos) -> Action {
+fn act(
+    worker: &mut Worker,
+    host: &mut impl Host,
+    stream: &mut Stream,
+    verdict: Verdict,
+    now: Nanos,
+) -> Action {
     render_headers(worker, now, &mut stream.headers);
     count(worker, verdict);
     if matches!(verdict, Verdict::Admit | Verdict::Delay(_)) {
@@ -217,7 +195,7 @@ fn act(worker: &mut Worker, stream: &mut Stream, verdict: Verdict, now: Nanos) -
     match verdict {
         Verdict::Admit => Action::Continue,
         Verdict::Delay(delay) => {
-            worker.enqueue(now.saturating_add(delay), stream.context_id, now);
+            worker.enqueue(host, now.saturating_add(delay), stream.context_id, now);
             Action::Pause
         }
         Verdict::Refuse(retry_after) => {
@@ -238,7 +216,7 @@ fn act(worker: &mut Worker, stream: &mut Stream, verdict: Verdict, now: Nanos) -
                 .collect();
             let (content_type, body) =
                 reply::too_many_requests(worker.policy.error_format, retry_after, &refused);
-            local_reply(stream, 429, content_type, &body, Some(retry_after));
+            local_reply(host, stream, 429, content_type, &body, Some(retry_after));
             Action::Pause
         }
         Verdict::Unavailable(index) => {
@@ -248,13 +226,14 @@ fn act(worker: &mut Worker, stream: &mut Stream, verdict: Verdict, now: Nanos) -
                 .get(index)
                 .map_or("", |r| r.name.as_str());
             let (content_type, body) = reply::unavailable(worker.policy.error_format, name);
-            local_reply(stream, 503, content_type, &body, None);
+            local_reply(host, stream, 503, content_type, &body, None);
             Action::Pause
         }
     }
 }
 
 fn local_reply(
+    host: &mut impl Host,
     stream: &mut Stream,
     status: u32,
     content_type: &str,
@@ -271,7 +250,7 @@ fn local_reply(
     if let Some(retry) = retry.as_deref() {
         headers.push(("retry-after", retry));
     }
-    stream.replied = hostcalls::send_http_response(status, headers, Some(body.as_bytes())).is_ok();
+    stream.replied = host.send_reply(stream.context_id, status, &headers, body.as_bytes());
     if stream.replied
         && let Some(meter) = stream.meter.as_mut()
     {
@@ -280,16 +259,21 @@ fn local_reply(
 }
 
 /// Gathers what the policy needs about the request and decides it.
-fn decide(worker: &mut Worker, now: Nanos, meter: &mut Option<Meter>) -> Verdict {
+fn decide(
+    worker: &mut Worker,
+    host: &mut impl Host,
+    now: Nanos,
+    meter: &mut Option<Meter>,
+) -> Verdict {
     worker.decision.global_share = worker.global_share(now);
     let needs = &worker.needs;
     let policy = &worker.policy;
-    let headers = RequestHeaders::fetch(policy, needs);
+    let headers = RequestHeaders::fetch(host, policy, needs);
     let path = headers
         .get(":path")
         .map_or("", |p| p.split(['?', '#']).next().unwrap_or(p));
     let client_ip = if needs.client_ip {
-        facts::client_ip(policy, &headers)
+        facts::client_ip(host, policy, &headers)
     } else {
         String::new()
     };
@@ -302,7 +286,7 @@ fn decide(worker: &mut Worker, now: Nanos, meter: &mut Option<Meter>) -> Verdict
         Some(config)
             if tenant.is_none() && needs.tenant && headers.get(&config.header).is_some() =>
         {
-            super::jwt::verified(policy)
+            super::jwt::verified(host, policy)
         }
         _ => None,
     };
@@ -314,7 +298,7 @@ fn decide(worker: &mut Worker, now: Nanos, meter: &mut Option<Meter>) -> Verdict
     let claims: Vec<(String, Option<String>)> = needs
         .claims
         .iter()
-        .map(|c| (c.clone(), jwt.as_ref().and_then(|j| j.claim(c))))
+        .map(|c| (c.clone(), jwt_claim(host, policy, jwt.is_some(), c)))
         .collect();
     let facts = Facts {
         path,
@@ -332,7 +316,7 @@ fn decide(worker: &mut Worker, now: Nanos, meter: &mut Option<Meter>) -> Verdict
         &worker.policy,
         worker.seed,
         &mut worker.limiter,
-        &mut HostShared,
+        &mut Shared(&mut *host),
         &facts,
         now,
         &mut worker.decision,
@@ -346,9 +330,7 @@ fn decide(worker: &mut Worker, now: Nanos, meter: &mut Option<Meter>) -> Verdict
             facts.method,
             now,
         );
-        metered.user = jwt
-            .as_ref()
-            .and_then(|j| j.claim("sub"))
+        metered.user = jwt_claim(host, &worker.policy, jwt.is_some(), "sub")
             .map(|sub| FixedState::with_seed(worker.seed).hash_one(sub));
         *meter = Some(metered);
     }
@@ -425,4 +407,15 @@ fn count(worker: &mut Worker, verdict: Verdict) {
             }
         }
     }
+}
+
+/// Claim `name` of the request's verified token (`verified`: there is one).
+fn jwt_claim(
+    host: &mut impl Host,
+    policy: &crate::policy::Policy,
+    verified: bool,
+    name: &str,
+) -> Option<String> {
+    let config = policy.identity.jwt.as_ref().filter(|_| verified)?;
+    super::jwt::claim(host, config, name)
 }

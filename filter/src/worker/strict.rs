@@ -9,16 +9,12 @@
 //! made the call, so a call carrying other requests' checks is always made by the root, which
 //! outlives every request.)
 
-use std::time::Duration;
-
 use hashbrown::HashMap;
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{BufferType, MapType};
 use serde::de::DeserializeOwned;
 
-use super::root::Worker;
-use super::store::HostShared;
-use super::usage::Meter;
+use super::Worker;
+use super::host::{Host, Shared};
+use super::usage_out::Meter;
 use crate::Nanos;
 use crate::decision::{self, Decision, PendingCheck, RuleResult, Verdict};
 use crate::engine::Outcome;
@@ -119,7 +115,7 @@ impl Checks {
 
     /// Folds the answers into `worker.decision` (results in policy order, verdict) and
     /// returns the verdict; on a refusal the local rules' permits are given back.
-    pub fn conclude(&mut self, worker: &mut Worker, now: Nanos) -> Verdict {
+    pub fn conclude(&mut self, worker: &mut Worker, host: &mut impl Host, now: Nanos) -> Verdict {
         let mut results = std::mem::take(&mut self.local);
         let mut unavailable = None;
         for call in self.calls.drain(..) {
@@ -161,9 +157,12 @@ impl Checks {
             let mut retry_at = now;
             for result in &results {
                 if result.outcome.admitted && !result.cached_only {
-                    worker
-                        .limiter
-                        .refund(&mut HostShared, &result.ask, &result.outcome, now);
+                    worker.limiter.refund(
+                        &mut Shared(&mut *host),
+                        &result.ask,
+                        &result.outcome,
+                        now,
+                    );
                 }
                 if result.refused {
                     retry_at = retry_at.max(result.outcome.retry_at);
@@ -218,6 +217,7 @@ impl Calls {
     /// host refused.
     pub fn send_own(
         &mut self,
+        host: &mut impl Host,
         sidecar: &Sidecar,
         context_id: u32,
         checks: &Checks,
@@ -240,7 +240,7 @@ impl Calls {
             })
             .collect();
         if self.out.len() < MAX_CALLS {
-            self.dispatch(sidecar, own, now)
+            self.dispatch(host, sidecar, own, now)
         } else {
             self.queue.extend(own);
             Vec::new()
@@ -256,19 +256,25 @@ impl Calls {
     /// Only from the root context's callbacks: an answer goes back to the context that made
     /// the call, and the root is the one context sure to outlive it. Returns the checks whose
     /// call the host refused.
-    pub fn flush(&mut self, sidecar: &Sidecar, now: Nanos) -> Targets {
+    pub fn flush(&mut self, host: &mut impl Host, sidecar: &Sidecar, now: Nanos) -> Targets {
         let mut failed = Vec::new();
         while !self.queue.is_empty() && self.out.len() < MAX_CALLS {
             let take = batch_end(&self.queue, MAX_CHECK_BATCH, |q| q.0);
             let batch: Vec<Queued> = self.queue.drain(..take).collect();
-            failed.extend(self.dispatch(sidecar, batch, now));
+            failed.extend(self.dispatch(host, sidecar, batch, now));
         }
         failed
     }
 
     /// One call for `batch`, given until the earliest of its deadlines; its targets back if
     /// that has passed already or the host refused the call.
-    fn dispatch(&mut self, sidecar: &Sidecar, batch: Vec<Queued>, now: Nanos) -> Targets {
+    fn dispatch(
+        &mut self,
+        host: &mut impl Host,
+        sidecar: &Sidecar,
+        batch: Vec<Queued>,
+        now: Nanos,
+    ) -> Targets {
         let targets: Targets = batch
             .iter()
             .map(|&(ctx, index, _, _)| (ctx, index))
@@ -290,10 +296,9 @@ impl Calls {
                 }),
             ),
         };
-        let timeout = Duration::from_millis(left);
         match body
             .ok()
-            .and_then(|body| call(sidecar, path, &body, timeout))
+            .and_then(|body| call(host, sidecar, path, &body, left))
         {
             Some(token) => {
                 self.out.insert(token, targets);
@@ -307,15 +312,16 @@ impl Calls {
     /// or nothing when the token is not one of these calls.
     pub fn answered(
         &mut self,
+        host: &mut impl Host,
         token: u32,
         num_headers: usize,
         body_size: usize,
     ) -> Option<Vec<Delivery>> {
         let targets = self.out.remove(&token)?;
         let responses: Vec<Option<CheckResponse>> = if targets.len() == 1 {
-            vec![read_response::<CheckResponse>(num_headers, body_size)]
+            vec![read_response::<CheckResponse>(host, num_headers, body_size)]
         } else {
-            match read_response::<CheckBatchResponse>(num_headers, body_size) {
+            match read_response::<CheckBatchResponse>(host, num_headers, body_size) {
                 Some(batch) if batch.results.len() == targets.len() => {
                     batch.results.into_iter().map(Some).collect()
                 }
@@ -347,40 +353,25 @@ pub fn deliver(
     }
 }
 
-/// POSTs the JSON `body` to the sidecar's `path`, given `timeout`; the call's token, or `None`
-/// if the host refused.
-pub fn call(sidecar: &Sidecar, path: &str, body: &[u8], timeout: Duration) -> Option<u32> {
-    hostcalls::dispatch_http_call(
-        &sidecar.cluster,
-        vec![
-            (":method", "POST"),
-            (":path", path),
-            (":authority", &sidecar.authority),
-            ("content-type", "application/json"),
-        ],
-        Some(body),
-        vec![],
-        timeout,
-    )
-    .ok()
+/// POSTs the JSON `body` to the sidecar's `path`, given `timeout_ms`; the call's token, or
+/// `None` if the host refused.
+pub fn call(
+    host: &mut impl Host,
+    sidecar: &Sidecar,
+    path: &str,
+    body: &[u8],
+    timeout_ms: u64,
+) -> Option<u32> {
+    host.call(&sidecar.cluster, &sidecar.authority, path, body, timeout_ms)
 }
 
-/// The current call response as a `T` (`CheckResponse`, `SyncResponse`), or `None` (no headers
-/// on a timeout or a failed connection, a status other than 200, or a body that does not parse). The headers
-/// are only read when there are some: the SDK's getters panic on statuses other than
-/// `Ok`/`NotFound`, which a host may return for a call that got no response.
-pub fn read_response<T: DeserializeOwned>(num_headers: usize, body_size: usize) -> Option<T> {
-    if num_headers == 0 {
-        return None;
-    }
-    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()?;
-    if status != "200" {
-        return None;
-    }
-    let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
-        .ok()
-        .flatten()?;
+/// The current call response as a `T` (`CheckResponse`, `SyncResponse`), or `None` (a
+/// timeout or a failed connection, a status other than 200, or a body that does not parse).
+pub fn read_response<T: DeserializeOwned>(
+    host: &mut impl Host,
+    num_headers: usize,
+    body_size: usize,
+) -> Option<T> {
+    let body = host.call_response(num_headers, body_size)?;
     serde_json::from_slice(&body).ok()
 }

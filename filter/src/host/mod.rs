@@ -108,10 +108,12 @@ impl Context for Request {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        if let Ok(mut worker) = self.worker.try_borrow_mut() {
+        if let (Ok(mut worker), Ok(mut stream)) =
+            (self.worker.try_borrow_mut(), self.stream.try_borrow_mut())
+        {
             request::on_call_response(
                 &mut worker,
-                &self.stream,
+                &mut stream,
                 &mut ProxyHost,
                 token_id,
                 num_headers,
@@ -123,13 +125,13 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match self.worker.try_borrow_mut() {
-            Ok(mut worker) => action(request::on_request_headers(
+        match (self.worker.try_borrow_mut(), self.stream.try_borrow_mut()) {
+            (Ok(mut worker), Ok(mut stream)) => action(request::on_request_headers(
                 &mut worker,
-                &self.stream,
+                &mut stream,
                 &mut ProxyHost,
             )),
-            Err(_) => Action::Continue,
+            _ => Action::Continue,
         }
     }
 

@@ -5,6 +5,10 @@
 //! [`Node`] drives one worker the way a proxy would: it enters a context, runs a callback,
 //! and routes call answers to the context that made the call.
 
+// Test support: a broken precondition of a test (a refused configuration, an unknown call)
+// is a panic with its reason.
+#![allow(clippy::panic)]
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -32,11 +36,14 @@ pub struct Call {
     pub timeout_ms: u64,
 }
 
+/// A local reply: status, headers, body.
+pub type Reply = (u32, Vec<(String, String)>, Vec<u8>);
+
 /// What the host did for one request.
 #[derive(Clone, Debug, Default)]
 pub struct RequestLog {
     pub resumed: u32,
-    pub reply: Option<(u32, Vec<(String, String)>, Vec<u8>)>,
+    pub reply: Option<Reply>,
     pub response_headers: Vec<(String, String)>,
 }
 
@@ -307,7 +314,7 @@ impl Node {
         let stream = Rc::new(RefCell::new(Stream::new(id)));
         self.streams.insert(id, Rc::clone(&stream));
         self.host.enter(id);
-        request::on_request_headers(&mut self.worker, &stream, &mut self.host)
+        request::on_request_headers(&mut self.worker, &mut stream.borrow_mut(), &mut self.host)
     }
 
     /// The root context's tick.
@@ -332,7 +339,7 @@ impl Node {
         } else if let Some(stream) = self.streams.get(&call.context).cloned() {
             request::on_call_response(
                 &mut self.worker,
-                &stream,
+                &mut stream.borrow_mut(),
                 &mut self.host,
                 token,
                 headers,

@@ -16,25 +16,25 @@ mod tests;
 pub mod usage_out;
 
 use core::hash::BuildHasher;
-use std::cell::RefCell;
-use std::rc::Rc;
 
 use log::{info, warn};
 
 use crate::decision::{Decision, Needs};
+use crate::engine::slots::create;
 use crate::engine::{Limiter, SharedStore};
 use crate::policy::{Policy, Scope};
 use crate::protocol::{SYNC_PATH, SyncResponse};
 use crate::sync::{Sync, refill_lag};
 use crate::{Nanos, SECOND};
 use host::{Host, Shared};
-use strict::{Calls, Stream};
 use usage_out::UsageOut;
 
 /// Keys of other keys this worker keeps leases and refusals for, at most.
 const LOCAL_CACHE: usize = 16_384;
 /// How often counters go to the host's stats.
 const STATS_EVERY: Nanos = SECOND;
+/// A context id no host hands out (ids count up from 1).
+const NO_SUCH_CONTEXT: u32 = u32::MAX;
 
 /// Per-rule counters not yet sent to the host.
 #[derive(Clone, Copy, Debug, Default)]
@@ -58,8 +58,6 @@ pub struct Worker {
     metric_ids: Vec<[Option<u32>; 5]>,
     /// Paused requests: (release time, HTTP context id).
     pub queue: Vec<(Nanos, u32)>,
-    /// When the next tick is due.
-    next_tick: Nanos,
     last_flush: Nanos,
     /// `global` rules' sync (policies with a sidecar and at least one `global` rule).
     pub sync: Option<Sync>,
@@ -70,14 +68,10 @@ pub struct Worker {
     degraded: bool,
     /// `tollgate.sync.{batches,failures,dropped}`.
     sync_ids: [Option<u32>; 3],
-    /// `strict` checks queued and calls out.
-    pub calls: Calls,
     /// Usage on its way to the sidecar (policies with `usage` on).
     pub usage: Option<UsageOut>,
     /// `tollgate.usage.{batches,failures,dropped,log_dropped}`.
     usage_ids: [Option<u32>; 4],
-    /// Requests waiting for `strict` answers, by HTTP context.
-    pub waiting: hashbrown::HashMap<u32, Rc<RefCell<Stream>>>,
 }
 
 impl Worker {
@@ -122,36 +116,15 @@ impl Worker {
             sync_call: None,
             degraded: false,
             sync_ids,
-            calls: Calls::default(),
-            waiting: hashbrown::HashMap::new(),
             needs: Needs::of(&policy),
             counters: vec![RuleCounters::default(); policy.rules.len()],
             limiter: Limiter::new(policy.state_slots, LOCAL_CACHE),
             decision: Decision::default(),
             metric_ids,
             queue: Vec::new(),
-            next_tick: now,
             last_flush: now,
             seed,
             policy,
-        }
-    }
-
-    /// Ticks within a millisecond (queued strict checks wait for the root context).
-    pub fn wake_soon(&mut self, host: &mut impl Host, now: Nanos) {
-        let due = now.saturating_add(1_000_000);
-        if due < self.next_tick {
-            schedule(host, 1_000_000);
-            self.next_tick = due;
-        }
-    }
-
-    /// Holds HTTP context `context_id` until `due`, ticking early enough to release it.
-    pub fn enqueue(&mut self, host: &mut impl Host, due: Nanos, context_id: u32, now: Nanos) {
-        self.queue.push((due, context_id));
-        if due < self.next_tick {
-            schedule(host, due.saturating_sub(now));
-            self.next_tick = due;
         }
     }
 
@@ -162,8 +135,10 @@ impl Worker {
             match self.queue.get(index) {
                 Some(&(due, context_id)) if due <= now => {
                     self.queue.swap_remove(index);
-                    host.set_effective_context(context_id);
-                    host.resume(context_id);
+                    // Only on hosts that switch contexts (checked at configure time).
+                    if host.set_effective_context(context_id) {
+                        host.resume(context_id);
+                    }
                 }
                 _ => index += 1,
             }
@@ -171,9 +146,6 @@ impl Worker {
         if now.saturating_sub(self.last_flush) >= STATS_EVERY {
             self.flush_stats(host);
             self.last_flush = now;
-        }
-        if self.calls.queued() {
-            request::flush_checks(self, host, now);
         }
         if self.sync.is_some() && now >= self.next_sync {
             self.send_sync(host, now);
@@ -183,18 +155,6 @@ impl Worker {
         {
             usage.send(host, sidecar, now);
         }
-        let mut next = self.last_flush.saturating_add(STATS_EVERY);
-        if self.sync.is_some() {
-            next = next.min(self.next_sync);
-        }
-        if let Some(usage) = &self.usage {
-            next = next.min(usage.next_send);
-        }
-        if let Some(due) = self.queue.iter().map(|&(due, _)| due).min() {
-            next = next.min(due);
-        }
-        schedule(host, next.saturating_sub(now));
-        self.next_tick = next;
     }
 
     /// The share `global` rules are cut to at `now` (1: the whole limit), for the decision.
@@ -344,33 +304,24 @@ fn random(salt: u64) -> u64 {
 fn node_id(host: &mut impl Host, now: Nanos) -> u64 {
     const NAME: &str = "tg/node";
     let mut store = Shared(host);
+    let mine = random(now).max(1);
     for _ in 0..8 {
         match store.get(NAME) {
-            Ok(Some((bytes, cas))) => {
+            Ok(Some((bytes, _))) => {
                 if let Ok(id) = <[u8; 8]>::try_from(bytes.as_slice()) {
                     return u64::from_le_bytes(id);
                 }
-                let id = random(now).max(1);
-                if store.set(NAME, &id.to_le_bytes(), cas).is_ok() {
-                    return id;
-                }
+                break;
             }
-            Ok(None) => {
-                // Create the entry empty to get a token, then claim it (one claim wins).
-                let _ = store.set(NAME, &[], 0);
-            }
+            Ok(None) => match create(&mut store, NAME, &mine.to_le_bytes()) {
+                Ok(true) => return mine,
+                Ok(false) => {}
+                Err(_) => break,
+            },
             Err(_) => break,
         }
     }
-    random(now).max(1)
-}
-
-/// (Re-)arms the tick `delay` from now: hosts keep a running timer's old period until it
-/// fires, so the period is cleared first to make the new one take effect at once.
-fn schedule(host: &mut impl Host, delay: Nanos) {
-    let millis = delay.div_ceil(1_000_000).clamp(1, 60_000);
-    host.set_tick_period(0);
-    host.set_tick_period(u32::try_from(millis).unwrap_or(60_000));
+    mine
 }
 
 impl Worker {
@@ -381,14 +332,47 @@ impl Worker {
         info!("configured {} rules", policy.rules.len());
         let seed = policy.seed;
         let now = host.now();
-        let mut worker = Worker::new(host, policy, seed, now);
-        let first = worker.next_sync.min(now.saturating_add(STATS_EVERY));
-        worker.next_tick = first;
-        schedule(host, first.saturating_sub(now));
+        let queued = policy.rules.iter().position(|r| r.queue > 0);
+        if let Some(index) = queued
+            && host.set_effective_context(NO_SUCH_CONTEXT)
+        {
+            // The host accepts a context that does not exist: it does not switch contexts,
+            // so the tick could not resume a queued request (it would resume another).
+            return Err(format!(
+                "rules[{index}].queue: this proxy cannot resume a request from the timer that releases it (nginx's ngx_wasm_module); remove queue, or use a host that can (Envoy)"
+            ));
+        }
+        let worker = Worker::new(host, policy, seed, now);
+        // Set once: hosts differ on re-arming a timer (ngx_wasm_module adds one per call).
+        host.set_tick_period(worker.tick_period());
         Ok(worker)
     }
 
-    /// A call made by the root context answered: usage, sync or strict checks.
+    /// The tick period, in milliseconds: often enough for the stats, the sync and usage
+    /// intervals and, with a leaky-bucket queue, a tenth of its rules' spacing.
+    fn tick_period(&self) -> u32 {
+        let mut period = STATS_EVERY;
+        if let Some(sidecar) = self.policy.sidecar.as_ref().filter(|_| self.sync.is_some()) {
+            period = period.min(sidecar.sync_interval_ms.saturating_mul(1_000_000));
+        }
+        if let Some(usage) = self.policy.usage {
+            period = period.min(usage.interval_ms.saturating_mul(1_000_000));
+        }
+        for rule in self.policy.rules.iter().filter(|r| r.queue > 0) {
+            // The spacing of the highest limit any plan gives the rule.
+            let limit = (0..self.policy.plans.len())
+                .map(Some)
+                .chain([None])
+                .map(|plan| crate::decision::quota(&self.policy, rule, plan).limit)
+                .max()
+                .unwrap_or(1);
+            let spacing = rule.window / limit.max(1);
+            period = period.min(spacing / 10);
+        }
+        u32::try_from(period / 1_000_000).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// A call made by the root context answered: usage or sync.
     pub fn on_root_call_response(
         &mut self,
         host: &mut impl Host,
@@ -404,10 +388,6 @@ impl Worker {
         }
         if self.sync_call == Some(token) {
             self.sync_answered(host, token, num_headers, body_size, now);
-            return;
-        }
-        if request::answer_call(self, host, token, num_headers, body_size, now) {
-            request::flush_checks(self, host, now);
         }
     }
 }

@@ -1,15 +1,12 @@
 //! One HTTP request's callbacks: facts in, verdict out, headers on the way back.
 
 use core::hash::BuildHasher;
-use std::cell::RefCell;
-use std::rc::Rc;
-
 use foldhash::quality::FixedState;
 
 use super::Worker;
 use super::facts::{self, RequestHeaders};
-use super::host::{ContextId, Host, Shared};
-use super::strict::{self, Checks, Stream};
+use super::host::{Host, Shared};
+use super::strict::{Checks, Stream};
 use super::usage_out::Meter;
 use crate::decision::{self, Facts, Verdict};
 use crate::engine::Ask;
@@ -27,54 +24,50 @@ pub enum Action {
     Pause,
 }
 
-/// The request headers arrived: decide.
+/// The request headers arrived: decide (and pause for the sidecar when `strict` rules
+/// apply).
 pub fn on_request_headers(
     worker: &mut Worker,
-    shared: &Rc<RefCell<Stream>>,
+    stream: &mut Stream,
     host: &mut impl Host,
 ) -> Action {
-    let Ok(mut stream) = shared.try_borrow_mut() else {
-        return Action::Continue;
-    };
-    let context_id = stream.context_id;
     let now = host.now();
     let verdict = decide(worker, host, now, &mut stream.meter);
-    if worker.decision.pending.is_empty() || worker.policy.sidecar.is_none() {
-        return act(worker, host, &mut stream, verdict, now);
-    }
-    stream.checks = Checks::new(&worker.decision);
-    let Some(sidecar) = worker.policy.sidecar.clone() else {
-        return Action::Continue;
+    let Some(sidecar) = worker.policy.sidecar.as_ref() else {
+        return act(worker, host, stream, verdict, now);
     };
-    let failed = worker
-        .calls
-        .send_own(host, &sidecar, context_id, &stream.checks, now);
-    for (_, index) in failed {
-        stream.checks.answer(index, None);
+    if worker.decision.pending.is_empty() {
+        return act(worker, host, stream, verdict, now);
     }
-    if stream.checks.done() {
-        // Every check failed to go out: decide now, in this callback.
-        return settle(worker, host, &mut stream, now);
+    stream.checks = Checks::send(host, sidecar, stream.context_id, &worker.decision);
+    if stream.checks.call.is_none() {
+        // The host refused the call: decide now, as for a sidecar that does not answer.
+        let checks = std::mem::take(&mut stream.checks);
+        let verdict = checks.conclude(&[], worker, host, now);
+        return act(worker, host, stream, verdict, now);
     }
-    drop(stream);
-    worker.waiting.insert(context_id, Rc::clone(shared));
     Action::Pause
 }
 
-/// A call this request made answered.
+/// A call this request made answered: conclude and resume or answer the request, from this
+/// request's own callback.
 pub fn on_call_response(
     worker: &mut Worker,
-    _stream: &Rc<RefCell<Stream>>,
+    stream: &mut Stream,
     host: &mut impl Host,
     token: u32,
     num_headers: usize,
     body_size: usize,
 ) {
+    if stream.checks.call != Some(token) {
+        return;
+    }
     let now = host.now();
-    answer_call(worker, host, token, num_headers, body_size, now);
-    if worker.calls.queued() {
-        // Queued checks go from the root context: wake it.
-        worker.wake_soon(host, now);
+    let checks = std::mem::take(&mut stream.checks);
+    let answers = checks.read(host, num_headers, body_size);
+    let verdict = checks.conclude(&answers, worker, host, now);
+    if act(worker, host, stream, verdict, now) == Action::Continue {
+        host.resume(stream.context_id);
     }
 }
 
@@ -110,73 +103,10 @@ pub fn on_response_body(stream: &mut Stream, body_size: usize) {
 
 /// The request is over: meter it.
 pub fn on_log(worker: &mut Worker, stream: &mut Stream, host: &mut impl Host) {
-    // A request that ends while its checks are out: their answers are ignored.
-    worker.waiting.remove(&stream.context_id);
+    // A full batch goes at the next tick.
     if let (Some(meter), Some(usage)) = (stream.meter.take(), worker.usage.as_mut()) {
-        let now = host.now();
-        if usage.record(&meter, now) {
-            worker.wake_soon(host, now);
-        }
+        usage.record(&meter, host.now());
     }
-}
-
-/// Hands the answers of call `token` to the requests they belong to, concluding those whose
-/// checks are all in; false if the call is not a strict one.
-pub fn answer_call(
-    worker: &mut Worker,
-    host: &mut impl Host,
-    token: u32,
-    num_headers: usize,
-    body_size: usize,
-    now: Nanos,
-) -> bool {
-    let Some(answers) = worker.calls.answered(host, token, num_headers, body_size) else {
-        return false;
-    };
-    for ((context_id, index), response) in answers {
-        if let Some(stream) = strict::deliver(worker, context_id, index, response) {
-            settle_elsewhere(worker, host, &stream, now);
-        }
-    }
-    true
-}
-
-/// Sends the worker's queued strict checks (root context only); checks the host refused to
-/// send fail at once (`failure_mode`), concluding their requests.
-pub fn flush_checks(worker: &mut Worker, host: &mut impl Host, now: Nanos) {
-    let Some(sidecar) = worker.policy.sidecar.clone() else {
-        return;
-    };
-    for (context_id, index) in worker.calls.flush(host, &sidecar, now) {
-        if let Some(stream) = strict::deliver(worker, context_id, index, None) {
-            settle_elsewhere(worker, host, &stream, now);
-        }
-    }
-}
-
-/// Concludes a request whose checks have all answered, from a callback of any context.
-pub fn settle_elsewhere(
-    worker: &mut Worker,
-    host: &mut impl Host,
-    stream: &Rc<RefCell<Stream>>,
-    now: Nanos,
-) {
-    let Ok(mut stream) = stream.try_borrow_mut() else {
-        return;
-    };
-    if !host.set_effective_context(stream.context_id) {
-        return; // the request is gone
-    }
-    if let Action::Continue = settle(worker, host, &mut stream, now) {
-        host.resume(stream.context_id);
-    }
-}
-
-/// Folds a request's strict answers into its verdict and acts on it.
-fn settle(worker: &mut Worker, host: &mut impl Host, stream: &mut Stream, now: Nanos) -> Action {
-    let mut checks = std::mem::take(&mut stream.checks);
-    let verdict = checks.conclude(worker, host, now);
-    act(worker, host, stream, verdict, now)
 }
 
 /// Headers, stats and the verdict's action (reply, pause or continue).
@@ -195,7 +125,9 @@ fn act(
     match verdict {
         Verdict::Admit => Action::Continue,
         Verdict::Delay(delay) => {
-            worker.enqueue(host, now.saturating_add(delay), stream.context_id, now);
+            worker
+                .queue
+                .push((now.saturating_add(delay), stream.context_id));
             Action::Pause
         }
         Verdict::Refuse(retry_after) => {

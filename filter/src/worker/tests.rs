@@ -1,5 +1,11 @@
 //! The worker against the strict mock host: the host rules of ngx_wasm_module and Envoy's
 //! quirks, which only a real proxy used to exercise.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use super::mock::{MockHost, Node, ROOT};
 use super::request::Action;

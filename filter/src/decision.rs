@@ -389,5 +389,4 @@ fn lookup<'a>(pairs: &'a [(String, Option<String>)], name: &str) -> Option<&'a s
 }
 
 #[cfg(test)]
-#[path = "decision_tests.rs"]
 mod tests;

@@ -2,6 +2,7 @@
 //! and compiled ([`compile`]) into a [`Policy`] the request path can use without further
 //! checks. Every mistake is reported as a [`ConfigError`] naming the field path and the fix.
 
+mod check;
 mod compile;
 mod duration;
 mod limit;
@@ -16,7 +17,7 @@ use hashbrown::HashMap;
 use crate::Nanos;
 use crate::algorithm::Algorithm;
 
-pub use compile::ConfigError;
+pub use check::ConfigError;
 
 /// Index of a plan in [`Policy::plans`].
 pub type PlanId = usize;

@@ -10,6 +10,7 @@ pub mod jwt;
 #[cfg(test)]
 pub mod mock;
 pub mod request;
+pub mod sidecar;
 pub mod strict;
 #[cfg(test)]
 mod tests;
@@ -187,7 +188,7 @@ impl Worker {
         };
         self.sync_call = serde_json::to_vec(&batch)
             .ok()
-            .and_then(|body| strict::call(host, sidecar, SYNC_PATH, &body, sidecar.timeout_ms));
+            .and_then(|body| sidecar::call(host, sidecar, SYNC_PATH, &body, sidecar.timeout_ms));
         if self.sync_call.is_none() {
             sync.failed();
         }
@@ -209,7 +210,7 @@ impl Worker {
         let (Some(sync), Some(config)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
             return;
         };
-        let Some(response) = strict::read_response::<SyncResponse>(host, num_headers, body_size)
+        let Some(response) = sidecar::read_response::<SyncResponse>(host, num_headers, body_size)
         else {
             sync.failed();
             return;

@@ -7,10 +7,9 @@
 //! waits behind another's call, and nothing is resumed from another context's callback
 //! (which nginx's ngx_wasm_module cannot do: it resumes whichever request is current).
 
-use serde::de::DeserializeOwned;
-
 use super::Worker;
 use super::host::{Host, Shared};
+use super::sidecar::{call, read_response};
 use super::usage_out::Meter;
 use crate::Nanos;
 use crate::decision::{self, Decision, PendingCheck, RuleResult, Verdict};
@@ -174,27 +173,4 @@ fn outcome(response: &CheckResponse, now: Nanos) -> Outcome {
         },
         ..Outcome::default()
     }
-}
-
-/// POSTs the JSON `body` to the sidecar's `path`, given `timeout_ms`; the call's token, or
-/// `None` if the host refused.
-pub fn call(
-    host: &mut impl Host,
-    sidecar: &Sidecar,
-    path: &str,
-    body: &[u8],
-    timeout_ms: u64,
-) -> Option<u32> {
-    host.call(&sidecar.cluster, &sidecar.authority, path, body, timeout_ms)
-}
-
-/// The current call response as a `T` (`CheckResponse`, `SyncResponse`), or `None` (a
-/// timeout or a failed connection, a status other than 200, or a body that does not parse).
-pub fn read_response<T: DeserializeOwned>(
-    host: &mut impl Host,
-    num_headers: usize,
-    body_size: usize,
-) -> Option<T> {
-    let body = host.call_response(num_headers, body_size)?;
-    serde_json::from_slice(&body).ok()
 }

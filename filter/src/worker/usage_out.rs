@@ -19,7 +19,7 @@
 use log::warn;
 
 use super::host::Host;
-use super::strict::{call, read_response};
+use super::sidecar::{call, read_response};
 use crate::decision::Decision;
 use crate::policy::{PlanId, Policy, Sidecar};
 use crate::usage::{

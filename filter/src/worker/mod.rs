@@ -34,6 +34,8 @@ use usage_out::UsageOut;
 const LOCAL_CACHE: usize = 16_384;
 /// How often counters go to the host's stats.
 const STATS_EVERY: Nanos = SECOND;
+/// Logged at configure time on a host that cannot release a queued request.
+pub const NO_QUEUE: &str = "rules[{index}].queue: this proxy cannot hold a request and release it later (nginx's ngx_wasm_module resumes only the request whose callback runs): leaky-bucket requests over the rate are refused instead of queued";
 /// A context id no host hands out (ids count up from 1).
 const NO_SUCH_CONTEXT: u32 = u32::MAX;
 
@@ -329,7 +331,7 @@ impl Worker {
     /// The worker configured from the plugin configuration `bytes` (root context, at
     /// configure time); the error names the field and the fix.
     pub fn configure(host: &mut impl Host, bytes: &[u8]) -> Result<Self, String> {
-        let policy = Policy::from_json(bytes).map_err(|err| err.to_string())?;
+        let mut policy = Policy::from_json(bytes).map_err(|err| err.to_string())?;
         info!("configured {} rules", policy.rules.len());
         let seed = policy.seed;
         let now = host.now();
@@ -337,11 +339,12 @@ impl Worker {
         if let Some(index) = queued
             && host.set_effective_context(NO_SUCH_CONTEXT)
         {
-            // The host accepts a context that does not exist: it does not switch contexts,
-            // so the tick could not resume a queued request (it would resume another).
-            return Err(format!(
-                "rules[{index}].queue: this proxy cannot resume a request from the timer that releases it (nginx's ngx_wasm_module); remove queue, or use a host that can (Envoy)"
-            ));
+            // The host accepts a context that does not exist: it does not switch contexts, so
+            // the tick could not resume a queued request (it would resume another one).
+            warn!("{}", NO_QUEUE.replace("{index}", &index.to_string()));
+            for rule in &mut policy.rules {
+                rule.queue = 0;
+            }
         }
         let worker = Worker::new(host, policy, seed, now);
         // Set once: hosts differ on re-arming a timer (ngx_wasm_module adds one per call).

@@ -141,18 +141,25 @@ fn queue_config() -> String {
 }
 
 #[test]
-fn a_leaky_bucket_queue_is_refused_where_a_request_cannot_be_resumed_from_the_tick() {
-    let mut host = MockHost::default();
-    host.enter(ROOT);
-    let err = match super::Worker::configure(&mut host, queue_config().as_bytes()) {
-        Ok(_) => panic!("configured a queue on a host that cannot release it"),
-        Err(err) => err,
-    };
-    assert_eq!(
-        err,
-        "rules[0].queue: this proxy cannot resume a request from the timer that releases it (nginx's ngx_wasm_module); remove queue, or use a host that can (Envoy)"
-    );
-    no_violations_host(&host);
+fn where_a_request_cannot_be_resumed_from_the_tick_a_leaky_bucket_refuses_instead_of_queueing() {
+    let mut node = Node::new(MockHost::default(), &queue_config());
+    for id in 10..14 {
+        node.host
+            .properties
+            .insert((id, "source.address".into()), b"192.0.2.1:4000".to_vec());
+    }
+    assert_eq!(node.request(10, &[(":path", "/")]), Action::Continue);
+    for id in 11..14 {
+        assert_eq!(node.request(id, &[(":path", "/")]), Action::Pause);
+        let reply = node.log(id).reply.map(|r| r.0);
+        assert_eq!(reply, Some(429), "request {id} is refused, not held");
+    }
+    for _ in 0..50 {
+        node.host.now += 10_000_000;
+        node.tick();
+    }
+    no_violations(&node);
+    no_violations_host(&node.host);
 }
 
 fn no_violations_host(host: &MockHost) {

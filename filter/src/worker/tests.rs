@@ -7,7 +7,7 @@
     clippy::indexing_slicing
 )]
 
-use super::mock::{MockHost, Node, ROOT};
+use super::mock::{MockHost, Node};
 use super::request::Action;
 use crate::SECOND;
 

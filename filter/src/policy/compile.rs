@@ -303,7 +303,20 @@ fn jwt(raw: RawJwt) -> Result<Jwt, ConfigError> {
             hint,
         )
     };
+    let claims_header = raw
+        .claims_header
+        .map(|name| header_name(&child(path, "claims_header"), &name))
+        .transpose()?;
+    if claims_header.as_deref() == Some(header.as_str()) {
+        return Err(at(
+            child(path, "claims_header"),
+            format!(
+                "{header:?} is the token's own header, which nothing has verified (name the header your proxy's authentication step sets to the verified claims)"
+            ),
+        ));
+    }
     Ok(Jwt {
+        claims_header,
         header,
         tenant_claim: text(
             "tenant_claim",

@@ -34,7 +34,10 @@ impl RequestHeaders {
         }
         if needs.tenant {
             wanted.extend(policy.identity.api_key_header.as_deref());
-            wanted.extend(policy.identity.jwt.as_ref().map(|j| j.header.as_str()));
+            if let Some(jwt) = &policy.identity.jwt {
+                wanted.push(jwt.header.as_str());
+                wanted.extend(jwt.claims_header.as_deref());
+            }
         }
         wanted.extend(needs.headers.iter().map(String::as_str));
         let pairs = match wanted.as_slice() {

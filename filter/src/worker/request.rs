@@ -214,11 +214,17 @@ fn decide(
         _ => None,
     };
     let tenant = api_key.and_then(|key| policy.tenants.get(key));
+    // A verified token leaves its claims header (when configured) or, on Envoy, metadata
+    // that is only looked for when the token's header is there.
     let jwt = match &policy.identity.jwt {
         Some(config)
-            if tenant.is_none() && needs.tenant && headers.get(&config.header).is_some() =>
+            if tenant.is_none()
+                && needs.tenant
+                && headers
+                    .get(config.claims_header.as_deref().unwrap_or(&config.header))
+                    .is_some() =>
         {
-            super::jwt::verified(host, policy)
+            super::jwt::verified(host, policy, &headers)
         }
         _ => None,
     };
@@ -230,7 +236,7 @@ fn decide(
     let claims: Vec<(String, Option<String>)> = needs
         .claims
         .iter()
-        .map(|c| (c.clone(), jwt_claim(host, policy, jwt.is_some(), c)))
+        .map(|c| (c.clone(), jwt_claim(host, policy, jwt.as_ref(), c)))
         .collect();
     let facts = Facts {
         path,
@@ -262,7 +268,7 @@ fn decide(
             facts.method,
             now,
         );
-        metered.user = jwt_claim(host, &worker.policy, jwt.is_some(), "sub")
+        metered.user = jwt_claim(host, &worker.policy, jwt.as_ref(), "sub")
             .map(|sub| FixedState::with_seed(worker.seed).hash_one(sub));
         *meter = Some(metered);
     }
@@ -341,13 +347,13 @@ fn count(worker: &mut Worker, verdict: Verdict) {
     }
 }
 
-/// Claim `name` of the request's verified token (`verified`: there is one).
+/// Claim `name` of the request's verified token, if there is one.
 fn jwt_claim(
     host: &mut impl Host,
     policy: &crate::policy::Policy,
-    verified: bool,
+    verified: Option<&super::jwt::Verified>,
     name: &str,
 ) -> Option<String> {
-    let config = policy.identity.jwt.as_ref().filter(|_| verified)?;
-    super::jwt::claim(host, config, name)
+    let config = policy.identity.jwt.as_ref()?;
+    verified?.claim(host, config, name)
 }

@@ -255,3 +255,23 @@ fn a_full_shared_memory_zone_follows_failure_mode() {
     }
     let _ = SECOND;
 }
+
+#[test]
+fn jwt_claims_come_from_the_trusted_claims_header() {
+    let config = config(
+        r#""identity": {"jwt": {"claims_header": "x-jwt-payload", "tenant_claim": "org"}},"#,
+        &rule("per-tenant", r#""tenant""#, 1, "local"),
+    );
+    let mut node = Node::new(MockHost::default(), &config);
+    // {"org":"acme"}, base64url without padding.
+    let claims = ("X-JWT-Payload", "eyJvcmciOiJhY21lIn0");
+    assert_eq!(
+        node.request(10, &[(":path", "/"), claims]),
+        Action::Continue
+    );
+    assert_eq!(node.request(11, &[(":path", "/"), claims]), Action::Pause);
+    assert_eq!(node.log(11).reply.map(|r| r.0), Some(429));
+    // Without the header: anonymous, the tenant rule does not apply.
+    assert_eq!(node.request(12, &[(":path", "/")]), Action::Continue);
+    no_violations(&node);
+}

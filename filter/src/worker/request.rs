@@ -209,25 +209,7 @@ fn decide(
     } else {
         String::new()
     };
-    let api_key = match (&policy.identity.api_key_header, needs.tenant) {
-        (Some(name), true) => headers.get(name),
-        _ => None,
-    };
-    let tenant = api_key.and_then(|key| policy.tenants.get(key));
-    // A verified token leaves its claims header (when configured) or, on Envoy, metadata
-    // that is only looked for when the token's header is there.
-    let jwt = match &policy.identity.jwt {
-        Some(config)
-            if tenant.is_none()
-                && needs.tenant
-                && headers
-                    .get(config.claims_header.as_deref().unwrap_or(&config.header))
-                    .is_some() =>
-        {
-            super::jwt::verified(host, policy, &headers)
-        }
-        _ => None,
-    };
+    let (api_key, tenant, jwt) = identify(host, policy, needs, &headers);
     let named: Vec<(String, Option<String>)> = needs
         .headers
         .iter()
@@ -273,6 +255,39 @@ fn decide(
         *meter = Some(metered);
     }
     worker.decision.verdict
+}
+
+/// The request's API key, the configuration's tenant for it, and else the claims of a token
+/// the proxy verified: a verified token leaves its claims header (when configured) or, on
+/// Envoy, metadata that is only looked for when the token's header is there.
+fn identify<'a>(
+    host: &mut impl Host,
+    policy: &'a crate::policy::Policy,
+    needs: &crate::decision::Needs,
+    headers: &'a RequestHeaders,
+) -> (
+    Option<&'a str>,
+    Option<&'a crate::policy::Tenant>,
+    Option<super::jwt::Verified>,
+) {
+    let api_key = match (&policy.identity.api_key_header, needs.tenant) {
+        (Some(name), true) => headers.get(name),
+        _ => None,
+    };
+    let tenant = api_key.and_then(|key| policy.tenants.get(key));
+    let jwt = match &policy.identity.jwt {
+        Some(config)
+            if tenant.is_none()
+                && needs.tenant
+                && headers
+                    .get(config.claims_header.as_deref().unwrap_or(&config.header))
+                    .is_some() =>
+        {
+            super::jwt::verified(host, policy, headers)
+        }
+        _ => None,
+    };
+    (api_key, tenant, jwt)
 }
 
 fn render_headers(worker: &Worker, now: Nanos, out: &mut HeaderList) {

@@ -62,6 +62,8 @@ pub struct Worker {
     /// Paused requests: (release time, HTTP context id).
     pub queue: Vec<(Nanos, u32)>,
     last_flush: Nanos,
+    /// Half the tick period (sends due within it go at this tick).
+    half_tick: Nanos,
     /// `global` rules' sync (policies with a sidecar and at least one `global` rule).
     pub sync: Option<Sync>,
     next_sync: Nanos,
@@ -126,6 +128,7 @@ impl Worker {
             metric_ids,
             queue: Vec::new(),
             last_flush: now,
+            half_tick: 0,
             seed,
             policy,
         }
@@ -150,11 +153,14 @@ impl Worker {
             self.flush_stats(host);
             self.last_flush = now;
         }
-        if self.sync.is_some() && now >= self.next_sync {
+        // Due within half a tick: a tick that lands just before the due time must not put
+        // the send off by a whole period (the sync interval bounds the overshoot).
+        let soon = now.saturating_add(self.half_tick);
+        if self.sync.is_some() && soon >= self.next_sync {
             self.send_sync(host, now);
         }
         if let (Some(usage), Some(sidecar)) = (self.usage.as_mut(), self.policy.sidecar.as_ref())
-            && usage.due(now)
+            && usage.due(soon)
         {
             usage.send(host, sidecar, now);
         }
@@ -346,9 +352,11 @@ impl Worker {
                 rule.queue = 0;
             }
         }
-        let worker = Worker::new(host, policy, seed, now);
+        let mut worker = Worker::new(host, policy, seed, now);
         // Set once: hosts differ on re-arming a timer (ngx_wasm_module adds one per call).
-        host.set_tick_period(worker.tick_period());
+        let period = worker.tick_period();
+        worker.half_tick = u64::from(period) * 1_000_000 / 2;
+        host.set_tick_period(period);
         Ok(worker)
     }
 

@@ -16,12 +16,10 @@
 //! is counted in `wasmcustom.tollgate.usage.dropped` (`…usage.log_dropped` for the request log)
 //! and logged, never lost silently.
 
-use std::time::Duration;
-
 use log::warn;
-use proxy_wasm::types::{MapType, Status};
 
-use super::sidecar::{self, read_response};
+use super::host::Host;
+use super::sidecar::{call, read_response};
 use crate::decision::Decision;
 use crate::policy::{PlanId, Policy, Sidecar};
 use crate::usage::{
@@ -257,7 +255,7 @@ impl UsageOut {
     }
 
     /// Sends the failed batch again, unchanged, or the next one, unless a call is out.
-    pub fn send(&mut self, sidecar: &Sidecar, now: Nanos) {
+    pub fn send(&mut self, host: &mut impl Host, sidecar: &Sidecar, now: Nanos) {
         self.next_send = now.saturating_add(self.interval);
         if self.in_flight.as_ref().is_some_and(|b| b.waiting) {
             return;
@@ -269,11 +267,12 @@ impl UsageOut {
                 None => return,
             },
         };
-        self.call = sidecar::call(
+        self.call = call(
+            host,
             sidecar,
             USAGE_PATH,
             &body,
-            Duration::from_millis(sidecar.timeout_ms.max(1_000)),
+            sidecar.timeout_ms.max(1_000),
         );
         if self.call.is_none() {
             self.stats.failures = self.stats.failures.saturating_add(1);
@@ -305,12 +304,18 @@ impl UsageOut {
     }
 
     /// The answer to call `token`; false if it is not this worker's usage call.
-    pub fn answered(&mut self, token: u32, num_headers: usize, body_size: usize) -> bool {
+    pub fn answered(
+        &mut self,
+        host: &mut impl Host,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) -> bool {
         if self.call != Some(token) {
             return false;
         }
         self.call = None;
-        if read_response::<UsageResponse>(num_headers, body_size).is_some() {
+        if read_response::<UsageResponse>(host, num_headers, body_size).is_some() {
             self.in_flight = None;
             self.stats.batches = self.stats.batches.saturating_add(1);
         } else {
@@ -323,43 +328,8 @@ impl UsageOut {
     }
 }
 
-#[link(wasm_import_module = "env")]
-unsafe extern "C" {
-    fn proxy_get_header_map_value(
-        map_type: MapType,
-        key_data: *const u8,
-        key_size: usize,
-        return_value_data: *mut *mut u8,
-        return_value_size: *mut usize,
-    ) -> Status;
-}
-
-/// The response's status from its `:status` header (0 if the host has none), read through the
-/// raw ABI: the SDK's getter panics on a host status other than `Ok`/`NotFound` and on bytes
-/// that are not UTF-8.
-pub fn response_status() -> u16 {
-    const KEY: &str = ":status";
-    let mut data: *mut u8 = core::ptr::null_mut();
-    let mut size: usize = 0;
-    // SAFETY: on success the host hands over a buffer it allocated through this module's
-    // allocator, of `size` bytes, which we then own (and free when `bytes` drops).
-    let bytes = unsafe {
-        match proxy_get_header_map_value(
-            MapType::HttpResponseHeaders,
-            KEY.as_ptr(),
-            KEY.len(),
-            &mut data,
-            &mut size,
-        ) {
-            Status::Ok if !data.is_null() => Vec::from_raw_parts(data, size, size),
-            _ => return 0,
-        }
-    };
-    parse_status(&bytes)
-}
-
 /// A three-digit status from 100 to 599, else 0.
-fn parse_status(bytes: &[u8]) -> u16 {
+pub fn parse_status(bytes: &[u8]) -> u16 {
     match bytes {
         [a @ b'1'..=b'5', b @ b'0'..=b'9', c @ b'0'..=b'9'] => {
             u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')

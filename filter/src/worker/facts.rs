@@ -8,10 +8,7 @@
 //! (parsed in place, never as `String`s), and the downstream address (a property) is only
 //! read when `X-Forwarded-For` does not already name the client.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MapType;
-
-use super::abi;
+use super::host::Host;
 use crate::decision::Needs;
 use crate::header_map::HeaderPairs;
 use crate::identity;
@@ -24,7 +21,7 @@ pub struct RequestHeaders {
 
 impl RequestHeaders {
     /// Fetches the headers `policy` needs (one call for one header, the whole map for more).
-    pub fn fetch(policy: &Policy, needs: &Needs) -> Self {
+    pub fn fetch(host: &mut impl Host, policy: &Policy, needs: &Needs) -> Self {
         let mut wanted: Vec<&str> = Vec::new();
         if needs.path {
             wanted.push(":path");
@@ -37,18 +34,22 @@ impl RequestHeaders {
         }
         if needs.tenant {
             wanted.extend(policy.identity.api_key_header.as_deref());
-            wanted.extend(policy.identity.jwt.as_ref().map(|j| j.header.as_str()));
+            if let Some(jwt) = &policy.identity.jwt {
+                wanted.push(jwt.header.as_str());
+                wanted.extend(jwt.claims_header.as_deref());
+            }
         }
         wanted.extend(needs.headers.iter().map(String::as_str));
         let pairs = match wanted.as_slice() {
             [] => HeaderPairs::default(),
-            [one] => hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, one)
-                .ok()
-                .flatten()
+            [one] => host
+                .request_header(one)
                 .map_or_else(HeaderPairs::default, |value| {
                     HeaderPairs::single(one, &value)
                 }),
-            _ => abi::request_header_pairs().map_or_else(HeaderPairs::default, HeaderPairs::parse),
+            _ => host
+                .request_header_pairs()
+                .map_or_else(HeaderPairs::default, HeaderPairs::parse),
         };
         RequestHeaders { pairs }
     }
@@ -72,7 +73,7 @@ impl RequestHeaders {
 
 /// The client's address as the policy trusts it (no port). Reads the downstream address only
 /// when the trusted `X-Forwarded-For` hop does not name the client.
-pub fn client_ip(policy: &Policy, headers: &RequestHeaders) -> String {
+pub fn client_ip(host: &mut impl Host, policy: &Policy, headers: &RequestHeaders) -> String {
     let hops = policy.identity.xff_trusted_hops;
     let xff = if hops > 0 {
         headers.forwarded_for()
@@ -83,10 +84,7 @@ pub fn client_ip(policy: &Policy, headers: &RequestHeaders) -> String {
     if !from_xff.is_empty() {
         return from_xff.to_owned();
     }
-    let downstream = hostcalls::get_property(vec!["source", "address"])
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+    let downstream = host.property(&["source", "address"]).unwrap_or_default();
     let downstream = String::from_utf8(downstream).unwrap_or_default();
     identity::client_ip(None, &downstream, 0).to_owned()
 }

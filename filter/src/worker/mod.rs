@@ -1,30 +1,43 @@
-//! The root context: configuration, the worker's shared state, stats, `global` rules' sync
-//! with the sidecar, and the tick that drives them and releases queued requests.
+//! One worker of the proxy, as plain Rust: configuration, the state every request context of
+//! the worker shares, stats, `global` rules' sync with the sidecar, `strict` checks, usage
+//! metering, and the tick that drives them. Everything it asks of the proxy goes through
+//! [`host::Host`], so the whole of it runs natively against a mock host in tests; the
+//! Proxy-Wasm glue (`crate::host`, wasm32 only) only forwards callbacks here.
+
+pub mod facts;
+pub mod host;
+pub mod jwt;
+#[cfg(test)]
+pub mod mock;
+pub mod request;
+pub mod sidecar;
+pub mod strict;
+#[cfg(test)]
+mod tests;
+pub mod usage_out;
 
 use core::hash::BuildHasher;
-use std::cell::RefCell;
-use std::rc::Rc;
 
-use log::{error, info, warn};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use log::{info, warn};
 
-use super::sidecar::{self, Calls, Stream};
-use super::store::HostShared;
-use super::usage::UsageOut;
-use super::{abi, http, http::Request, now};
 use crate::decision::{Decision, Needs};
+use crate::engine::slots::create;
 use crate::engine::{Limiter, SharedStore};
 use crate::policy::{Policy, Scope};
 use crate::protocol::{SYNC_PATH, SyncResponse};
 use crate::sync::{Sync, refill_lag};
 use crate::{Nanos, SECOND};
+use host::{Host, Shared};
+use usage_out::UsageOut;
 
 /// Keys of other keys this worker keeps leases and refusals for, at most.
 const LOCAL_CACHE: usize = 16_384;
 /// How often counters go to the host's stats.
 const STATS_EVERY: Nanos = SECOND;
+/// Logged at configure time on a host that cannot release a queued request.
+pub const NO_QUEUE: &str = "rules[{index}].queue: this proxy cannot hold a request and release it later (nginx's ngx_wasm_module resumes only the request whose callback runs): leaky-bucket requests over the rate are refused instead of queued";
+/// A context id no host hands out (ids count up from 1).
+const NO_SUCH_CONTEXT: u32 = u32::MAX;
 
 /// Per-rule counters not yet sent to the host.
 #[derive(Clone, Copy, Debug, Default)]
@@ -48,9 +61,9 @@ pub struct Worker {
     metric_ids: Vec<[Option<u32>; 5]>,
     /// Paused requests: (release time, HTTP context id).
     pub queue: Vec<(Nanos, u32)>,
-    /// When the next tick is due.
-    next_tick: Nanos,
     last_flush: Nanos,
+    /// Half the tick period (sends due within it go at this tick).
+    half_tick: Nanos,
     /// `global` rules' sync (policies with a sidecar and at least one `global` rule).
     pub sync: Option<Sync>,
     next_sync: Nanos,
@@ -60,18 +73,14 @@ pub struct Worker {
     degraded: bool,
     /// `tollgate.sync.{batches,failures,dropped}`.
     sync_ids: [Option<u32>; 3],
-    /// `strict` checks queued and calls out.
-    pub calls: Calls,
     /// Usage on its way to the sidecar (policies with `usage` on).
     pub usage: Option<UsageOut>,
     /// `tollgate.usage.{batches,failures,dropped,log_dropped}`.
     usage_ids: [Option<u32>; 4],
-    /// Requests waiting for `strict` answers, by HTTP context.
-    pub waiting: hashbrown::HashMap<u32, Rc<RefCell<Stream>>>,
 }
 
 impl Worker {
-    fn new(policy: Policy, seed: u64, now: Nanos) -> Self {
+    fn new(host: &mut impl Host, policy: Policy, seed: u64, now: Nanos) -> Self {
         let metric_ids = policy
             .rules
             .iter()
@@ -83,21 +92,21 @@ impl Worker {
                     "queued",
                     "sidecar_failures",
                 ]
-                .map(|what| abi::define_counter(&format!("tollgate.{}.{}", rule.name, what)))
+                .map(|what| host.define_counter(&format!("tollgate.{}.{}", rule.name, what)))
             })
             .collect();
         let syncs =
             policy.sidecar.is_some() && policy.rules.iter().any(|rule| rule.scope == Scope::Global);
         let sync_ids = if syncs {
             ["batches", "failures", "dropped"]
-                .map(|what| abi::define_counter(&format!("tollgate.sync.{what}")))
+                .map(|what| host.define_counter(&format!("tollgate.sync.{what}")))
         } else {
             [None; 3]
         };
         let usage_ids = match policy.usage {
             Some(usage) => ["batches", "failures", "dropped", "log_dropped"].map(|what| {
                 (what != "log_dropped" || usage.request_log)
-                    .then(|| abi::define_counter(&format!("tollgate.usage.{what}")))
+                    .then(|| host.define_counter(&format!("tollgate.usage.{what}")))
                     .flatten()
             }),
             None => [None; 4],
@@ -107,82 +116,54 @@ impl Worker {
                 UsageOut::new(random(now ^ 1), u.interval_ms, u.request_log, &policy, now)
             }),
             usage_ids,
-            sync: syncs.then(|| Sync::new(random(now), node_id(now), now)),
+            sync: syncs.then(|| Sync::new(random(now), node_id(host, now), now)),
             next_sync: now,
             sync_call: None,
             degraded: false,
             sync_ids,
-            calls: Calls::default(),
-            waiting: hashbrown::HashMap::new(),
             needs: Needs::of(&policy),
             counters: vec![RuleCounters::default(); policy.rules.len()],
             limiter: Limiter::new(policy.state_slots, LOCAL_CACHE),
             decision: Decision::default(),
             metric_ids,
             queue: Vec::new(),
-            next_tick: now,
             last_flush: now,
+            half_tick: 0,
             seed,
             policy,
         }
     }
 
-    /// Ticks within a millisecond (queued strict checks wait for the root context).
-    pub fn wake_soon(&mut self, now: Nanos) {
-        let due = now.saturating_add(1_000_000);
-        if due < self.next_tick {
-            schedule(1_000_000);
-            self.next_tick = due;
-        }
-    }
-
-    /// Holds HTTP context `context_id` until `due`, ticking early enough to release it.
-    pub fn enqueue(&mut self, due: Nanos, context_id: u32, now: Nanos) {
-        self.queue.push((due, context_id));
-        if due < self.next_tick {
-            schedule(due.saturating_sub(now));
-            self.next_tick = due;
-        }
-    }
-
-    fn tick(&mut self, now: Nanos) {
+    /// The root context's tick.
+    pub fn tick(&mut self, host: &mut impl Host, now: Nanos) {
         let mut index = 0;
         while index < self.queue.len() {
             match self.queue.get(index) {
                 Some(&(due, context_id)) if due <= now => {
                     self.queue.swap_remove(index);
-                    abi::resume_request(context_id);
+                    // Only on hosts that switch contexts (checked at configure time).
+                    if host.set_effective_context(context_id) {
+                        host.resume(context_id);
+                    }
                 }
                 _ => index += 1,
             }
         }
         if now.saturating_sub(self.last_flush) >= STATS_EVERY {
-            self.flush_stats();
+            self.flush_stats(host);
             self.last_flush = now;
         }
-        if self.calls.queued() {
-            http::flush_checks(self, now);
-        }
-        if self.sync.is_some() && now >= self.next_sync {
-            self.send_sync(now);
+        // Due within half a tick: a tick that lands just before the due time must not put
+        // the send off by a whole period (the sync interval bounds the overshoot).
+        let soon = now.saturating_add(self.half_tick);
+        if self.sync.is_some() && soon >= self.next_sync {
+            self.send_sync(host, now);
         }
         if let (Some(usage), Some(sidecar)) = (self.usage.as_mut(), self.policy.sidecar.as_ref())
-            && usage.due(now)
+            && usage.due(soon)
         {
-            usage.send(sidecar, now);
+            usage.send(host, sidecar, now);
         }
-        let mut next = self.last_flush.saturating_add(STATS_EVERY);
-        if self.sync.is_some() {
-            next = next.min(self.next_sync);
-        }
-        if let Some(usage) = &self.usage {
-            next = next.min(usage.next_send);
-        }
-        if let Some(due) = self.queue.iter().map(|&(due, _)| due).min() {
-            next = next.min(due);
-        }
-        schedule(next.saturating_sub(now));
-        self.next_tick = next;
     }
 
     /// The share `global` rules are cut to at `now` (1: the whole limit), for the decision.
@@ -194,7 +175,7 @@ impl Worker {
     }
 
     /// Sends the next batch of `global` admissions (or a heartbeat) unless one is out.
-    fn send_sync(&mut self, now: Nanos) {
+    fn send_sync(&mut self, host: &mut impl Host, now: Nanos) {
         let (Some(sync), Some(sidecar)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
             return;
         };
@@ -213,21 +194,23 @@ impl Worker {
         let Some(batch) = sync.next_batch(&self.policy, now) else {
             return;
         };
-        self.sync_call = serde_json::to_vec(&batch).ok().and_then(|body| {
-            sidecar::call(
-                sidecar,
-                SYNC_PATH,
-                &body,
-                std::time::Duration::from_millis(sidecar.timeout_ms),
-            )
-        });
+        self.sync_call = serde_json::to_vec(&batch)
+            .ok()
+            .and_then(|body| sidecar::call(host, sidecar, SYNC_PATH, &body, sidecar.timeout_ms));
         if self.sync_call.is_none() {
             sync.failed();
         }
     }
 
     /// The sidecar's answer to the sync call `token`; folds the totals into the node's buckets.
-    fn sync_answered(&mut self, token: u32, num_headers: usize, body_size: usize, now: Nanos) {
+    fn sync_answered(
+        &mut self,
+        host: &mut impl Host,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        now: Nanos,
+    ) {
         if self.sync_call != Some(token) {
             return;
         }
@@ -235,7 +218,8 @@ impl Worker {
         let (Some(sync), Some(config)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
             return;
         };
-        let Some(response) = sidecar::read_response::<SyncResponse>(num_headers, body_size) else {
+        let Some(response) = sidecar::read_response::<SyncResponse>(host, num_headers, body_size)
+        else {
             sync.failed();
             return;
         };
@@ -248,7 +232,9 @@ impl Worker {
         let interval = config.sync_interval_ms.saturating_mul(1_000_000);
         for fold in folds {
             let target = fold.target.saturating_add(refill_lag(&fold.ask, interval));
-            let _ = self.limiter.fold(&mut HostShared, &fold.ask, target, now);
+            let _ = self
+                .limiter
+                .fold(&mut Shared(&mut *host), &fold.ask, target, now);
         }
         if self.degraded {
             self.degraded = false;
@@ -256,7 +242,7 @@ impl Worker {
         }
     }
 
-    fn flush_stats(&mut self) {
+    fn flush_stats(&mut self, host: &mut impl Host) {
         for (counters, ids) in self.counters.iter_mut().zip(&self.metric_ids) {
             let values = [
                 counters.allowed,
@@ -267,7 +253,7 @@ impl Worker {
             ];
             for (value, id) in values.into_iter().zip(ids) {
                 if let (Some(id), true) = (id, value > 0) {
-                    abi::increment(*id, value);
+                    host.increment(*id, value);
                 }
             }
             *counters = RuleCounters::default();
@@ -276,7 +262,7 @@ impl Worker {
             let values = [sync.stats.batches, sync.stats.failures, sync.stats.dropped];
             for (value, id) in values.into_iter().zip(self.sync_ids) {
                 if let (Some(id), true) = (id, value > 0) {
-                    abi::increment(id, value);
+                    host.increment(id, value);
                 }
             }
             if sync.stats.dropped > 0 {
@@ -297,7 +283,7 @@ impl Worker {
             ];
             for (value, id) in values.into_iter().zip(self.usage_ids) {
                 if let (Some(id), true) = (id, value > 0) {
-                    abi::increment(id, value);
+                    host.increment(id, value);
                 }
             }
             if stats.dropped > 0 {
@@ -324,111 +310,96 @@ fn random(salt: u64) -> u64 {
 
 /// This node's id, the same for every worker: the first worker to start creates it in shared
 /// data (with a compare-and-swap, so two workers starting together agree).
-fn node_id(now: Nanos) -> u64 {
+fn node_id(host: &mut impl Host, now: Nanos) -> u64 {
     const NAME: &str = "tg/node";
-    let mut store = HostShared;
+    let mut store = Shared(host);
+    let mine = random(now).max(1);
     for _ in 0..8 {
         match store.get(NAME) {
-            Ok(Some((bytes, cas))) => {
+            Ok(Some((bytes, _))) => {
                 if let Ok(id) = <[u8; 8]>::try_from(bytes.as_slice()) {
                     return u64::from_le_bytes(id);
                 }
-                let id = random(now).max(1);
-                if store.set(NAME, &id.to_le_bytes(), cas).is_ok() {
-                    return id;
-                }
+                break;
             }
-            Ok(None) => {
-                // Create the entry empty to get a token, then claim it (one claim wins).
-                let _ = store.set(NAME, &[], 0);
-            }
+            Ok(None) => match create(&mut store, NAME, &mine.to_le_bytes()) {
+                Ok(true) => return mine,
+                Ok(false) => {}
+                Err(_) => break,
+            },
             Err(_) => break,
         }
     }
-    random(now).max(1)
+    mine
 }
 
-/// (Re-)arms the tick `delay` from now: hosts keep a running timer's old period until it
-/// fires, so the period is cleared first to make the new one take effect at once.
-fn schedule(delay: Nanos) {
-    let millis = delay.div_ceil(1_000_000).clamp(1, 60_000);
-    let _ = hostcalls::set_tick_period(std::time::Duration::ZERO);
-    let _ = hostcalls::set_tick_period(std::time::Duration::from_millis(millis));
-}
+impl Worker {
+    /// The worker configured from the plugin configuration `bytes` (root context, at
+    /// configure time); the error names the field and the fix.
+    pub fn configure(host: &mut impl Host, bytes: &[u8]) -> Result<Self, String> {
+        let mut policy = Policy::from_json(bytes).map_err(|err| err.to_string())?;
+        info!("configured {} rules", policy.rules.len());
+        let seed = policy.seed;
+        let now = host.now();
+        let queued = policy.rules.iter().position(|r| r.queue > 0);
+        if let Some(index) = queued
+            && host.set_effective_context(NO_SUCH_CONTEXT)
+        {
+            // The host accepts a context that does not exist: it does not switch contexts, so
+            // the tick could not resume a queued request (it would resume another one).
+            warn!("{}", NO_QUEUE.replace("{index}", &index.to_string()));
+            for rule in &mut policy.rules {
+                rule.queue = 0;
+            }
+        }
+        let mut worker = Worker::new(host, policy, seed, now);
+        // Set once: hosts differ on re-arming a timer (ngx_wasm_module adds one per call).
+        let period = worker.tick_period();
+        worker.half_tick = u64::from(period) * 1_000_000 / 2;
+        host.set_tick_period(period);
+        Ok(worker)
+    }
 
-/// The plugin's root context (one per worker VM).
-#[derive(Default)]
-pub struct Root {
-    worker: Option<Rc<RefCell<Worker>>>,
-}
+    /// The tick period, in milliseconds: often enough for the stats, the sync and usage
+    /// intervals and, with a leaky-bucket queue, a tenth of its rules' spacing.
+    fn tick_period(&self) -> u32 {
+        let mut period = STATS_EVERY;
+        if let Some(sidecar) = self.policy.sidecar.as_ref().filter(|_| self.sync.is_some()) {
+            period = period.min(sidecar.sync_interval_ms.saturating_mul(1_000_000));
+        }
+        if let Some(usage) = self.policy.usage {
+            period = period.min(usage.interval_ms.saturating_mul(1_000_000));
+        }
+        for rule in self.policy.rules.iter().filter(|r| r.queue > 0) {
+            // The spacing of the highest limit any plan gives the rule.
+            let limit = (0..self.policy.plans.len())
+                .map(Some)
+                .chain([None])
+                .map(|plan| crate::decision::quota(&self.policy, rule, plan).limit)
+                .max()
+                .unwrap_or(1);
+            let spacing = rule.window / limit.max(1);
+            period = period.min(spacing / 10);
+        }
+        u32::try_from(period / 1_000_000).unwrap_or(u32::MAX).max(1)
+    }
 
-impl Context for Root {
-    fn on_http_call_response(
+    /// A call made by the root context answered: usage or sync.
+    pub fn on_root_call_response(
         &mut self,
-        token_id: u32,
+        host: &mut impl Host,
+        token: u32,
         num_headers: usize,
         body_size: usize,
-        _num_trailers: usize,
     ) {
-        let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) else {
-            return;
-        };
-        let now = now();
-        if let Some(usage) = worker.usage.as_mut()
-            && usage.answered(token_id, num_headers, body_size)
+        let now = host.now();
+        if let Some(usage) = self.usage.as_mut()
+            && usage.answered(host, token, num_headers, body_size)
         {
             return;
         }
-        if worker.sync_call == Some(token_id) {
-            worker.sync_answered(token_id, num_headers, body_size, now);
-            return;
+        if self.sync_call == Some(token) {
+            self.sync_answered(host, token, num_headers, body_size, now);
         }
-        if http::answer_call(&mut worker, token_id, num_headers, body_size, now) {
-            http::flush_checks(&mut worker, now);
-        }
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
-        let bytes = hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::PluginConfiguration,
-            0,
-            usize::MAX,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-        let policy = match Policy::from_json(&bytes) {
-            Ok(policy) => policy,
-            Err(err) => {
-                error!("invalid configuration: {err}");
-                return false;
-            }
-        };
-        info!("configured {} rules", policy.rules.len());
-        let seed = policy.seed;
-        let now = now();
-        let mut worker = Worker::new(policy, seed, now);
-        let first = worker.next_sync.min(now.saturating_add(STATS_EVERY));
-        worker.next_tick = first;
-        self.worker = Some(Rc::new(RefCell::new(worker)));
-        schedule(first.saturating_sub(now));
-        true
-    }
-
-    fn on_tick(&mut self) {
-        if let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
-            worker.tick(now());
-        }
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let worker = self.worker.clone()?;
-        Some(Box::new(Request::new(context_id, worker)))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Every host call that returns a value makes the host call back into the VM to allocate
 //! memory for it, and that round trip dominates the filter's cost: measured under callgrind
-//! in Envoy 1.40 (`bench/instructions.py --probes`), one `get_map_value` costs ≈ 14k
+//! in Envoy 1.40 (`bench/filter/instructions.py --probes`), one `get_map_value` costs ≈ 14k
 //! instructions, one `get_property` ≈ 12k, while `get_map` of a whole small header map costs
 //! ≈ 20k. So one header is read alone, two or more come from one read of the whole map
 //! (parsed in place, never as `String`s), and the downstream address (a property) is only

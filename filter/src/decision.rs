@@ -248,9 +248,37 @@ pub fn decide(
             refused |= !shadow;
         }
     }
-    if refused {
+    // The shared memory failed (a full zone): the rule could not be decided.
+    let unavailable = out
+        .results
+        .iter()
+        .find(|r| r.outcome.store_failed && !r.cached_only)
+        .filter(|_| policy.failure_mode == FailureMode::Closed)
+        .filter(|r| !policy.rules.get(r.rule).is_some_and(|rule| rule.shadow))
+        .map(|r| r.rule);
+    out.verdict = fold(limiter, store, &out.results, unavailable, now);
+    if !matches!(out.verdict, Verdict::Admit | Verdict::Delay(_)) {
+        out.pending.clear();
+    }
+    out.results.sort_by_key(|r| r.rule);
+}
+
+/// The verdict of a request's rule results (local ones, and `strict` ones once the sidecar
+/// answered): refused if any rule refused, else unavailable if a rule could not be decided
+/// (`unavailable`, `failure_mode` `closed`), else admitted after the longest queue delay.
+/// On a refusal the permits the admitting rules took are given back: a refused request
+/// consumes nothing.
+pub fn fold(
+    limiter: &mut Limiter,
+    store: &mut impl SharedStore,
+    results: &[RuleResult],
+    unavailable: Option<usize>,
+    now: Nanos,
+) -> Verdict {
+    let refused = results.iter().any(|r| r.refused);
+    if refused || unavailable.is_some() {
         let mut retry_at = now;
-        for result in out.results.iter_mut() {
+        for result in results {
             if result.outcome.admitted && !result.cached_only {
                 limiter.refund(store, &result.ask, &result.outcome, now);
             }
@@ -258,21 +286,22 @@ pub fn decide(
                 retry_at = retry_at.max(result.outcome.retry_at);
             }
         }
-        out.verdict = Verdict::Refuse(seconds_until(retry_at, now).max(1));
-        out.pending.clear();
-    } else {
-        let delay = out
-            .results
-            .iter()
-            .filter(|r| r.outcome.admitted)
-            .map(|r| r.outcome.delay)
-            .max()
-            .unwrap_or(0);
-        if delay > 0 {
-            out.verdict = Verdict::Delay(delay);
-        }
+        return match unavailable {
+            Some(index) if !refused => Verdict::Unavailable(index),
+            _ => Verdict::Refuse(seconds_until(retry_at, now).max(1)),
+        };
     }
-    out.results.sort_by_key(|r| r.rule);
+    let delay = results
+        .iter()
+        .filter(|r| r.outcome.admitted)
+        .map(|r| r.outcome.delay)
+        .max()
+        .unwrap_or(0);
+    if delay > 0 {
+        Verdict::Delay(delay)
+    } else {
+        Verdict::Admit
+    }
 }
 
 /// Whole seconds from `now` until `at`, rounded up.
@@ -360,5 +389,4 @@ fn lookup<'a>(pairs: &'a [(String, Option<String>)], name: &str) -> Option<&'a s
 }
 
 #[cfg(test)]
-#[path = "decision_tests.rs"]
 mod tests;

@@ -259,5 +259,4 @@ fn entry(policy: &Policy, pending: &Pending, now: Nanos) -> SyncEntry {
 }
 
 #[cfg(test)]
-#[path = "sync_tests.rs"]
 mod tests;

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use support::redis::TestRedis;
 use tollgate_filter::usage::{UsageBatch, UsageRecord};
-use tollgate_sidecar::db::Database;
 use tollgate_sidecar::metrics::Metrics;
-use tollgate_sidecar::usage::flush;
-use tollgate_sidecar::usage::{RedisUsageStore, UsageStore};
+use tollgate_sidecar::services::flush;
+use tollgate_sidecar::storage::sql::Database;
+use tollgate_sidecar::storage::usage::{RedisUsageStore, UsageStore};
 use tollgate_sidecar::wal::{LogSettings, Logged, LoggedOptions, Marker, RedisWatch, UsageLog};
 
 fn today() -> String {

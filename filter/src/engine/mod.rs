@@ -74,6 +74,9 @@ pub struct Outcome {
     pub delay: Nanos,
     /// Where the permits came from, to give them back if another rule refuses.
     pub source: Source,
+    /// The shared data failed (a full zone): nothing was decided; `failure_mode` says what
+    /// to do (admitted is set, as for `open`).
+    pub store_failed: bool,
 }
 
 /// Where an admission's permits came from.
@@ -174,6 +177,7 @@ impl Limiter {
                 remaining: ask.quota.limit,
                 reset: now,
                 retry_at: now,
+                store_failed: true,
                 ..Outcome::default()
             };
         };
@@ -288,6 +292,7 @@ impl Limiter {
             retry_at: now,
             delay: grant.delay,
             source,
+            store_failed: false,
         }
     }
 }

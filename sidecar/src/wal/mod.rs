@@ -227,7 +227,7 @@ fn log_id(dir: &Path) -> std::io::Result<String> {
             return Ok(id.to_owned());
         }
     }
-    let id = crate::usage::new_flush_id(crate::system_clock());
+    let id = crate::storage::usage::new_flush_id(crate::system_clock());
     let temporary = dir.join("ID.new");
     std::fs::write(&temporary, &id)?;
     File::open(&temporary)?.sync_all()?;

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use super::{Logged, LoggedOptions, Marker, RedisWatch, UsageLog};
 use crate::config::Settings;
-use crate::db::Database;
 use crate::metrics::Metrics;
-use crate::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
+use crate::storage::sql::Database;
+use crate::storage::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
 
 /// The usage store `settings` ask for ([`crate::server::usage_store`]), wrapped in the usage
 /// log unless `TOLLGATE_USAGE_LOG` is off, replayed, and (with Redis) watched.

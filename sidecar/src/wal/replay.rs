@@ -7,7 +7,7 @@
 //! time (in log order, so each sender's batches reach the store in the order it sent them, and
 //! none after one that failed).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 
 use futures_util::future::join_all;
@@ -16,8 +16,8 @@ use tollgate_filter::usage::UsageBatch;
 
 use super::book::Book;
 use super::segment::{self, Entry};
-use crate::db::Database;
-use crate::usage::{StoreError, UsageStore};
+use crate::storage::sql::{Database, UsageSink};
+use crate::storage::usage::{StoreError, UsageStore};
 
 /// Batches ingested at once during a replay.
 const WINDOW: usize = 512;
@@ -140,7 +140,7 @@ async fn coverage(
         }
     }
     let ids: Vec<String> = staged.iter().map(|(_, _, id)| id.clone()).collect();
-    let committed = committed(database, &ids).await?;
+    let committed = database.committed(&ids).await?;
     for (position, tenant, id) in staged {
         if committed.contains(&id) {
             let until = done.entry(tenant).or_insert(position);
@@ -148,30 +148,4 @@ async fn coverage(
         }
     }
     Ok(done)
-}
-
-/// Which of `ids` are in `usage_flushes`.
-async fn committed(database: &Database, ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
-    let mut found = HashSet::new();
-    for chunk in ids.chunks(500) {
-        let rows: Vec<String> = match database {
-            Database::Postgres(pool) => {
-                sqlx::query_scalar("SELECT flush_id FROM usage_flushes WHERE flush_id = ANY($1)")
-                    .bind(chunk)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Database::Sqlite(pool) => {
-                let marks = vec!["?"; chunk.len()].join(",");
-                let sql = format!("SELECT flush_id FROM usage_flushes WHERE flush_id IN ({marks})");
-                let mut query = sqlx::query_scalar(&sql);
-                for id in chunk {
-                    query = query.bind(id);
-                }
-                query.fetch_all(pool).await?
-            }
-        };
-        found.extend(rows);
-    }
-    Ok(found)
 }

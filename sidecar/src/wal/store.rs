@@ -13,9 +13,9 @@ use super::book::Book;
 use super::replay::{self, ReplayError, Replayed};
 use super::watch::{Marker, RedisWatch};
 use super::{UsageLog, segment};
-use crate::db::Database;
 use crate::metrics::Metrics;
-use crate::usage::{Ingested, Snapshot, StoreError, UsageStore, by_tenant};
+use crate::storage::sql::Database;
+use crate::storage::usage::{Ingested, Snapshot, StoreError, UsageStore, by_tenant};
 
 /// How often the watcher looks at Redis.
 const WATCH_EVERY: Duration = Duration::from_secs(1);

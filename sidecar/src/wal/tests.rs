@@ -4,11 +4,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::segment::{self, Entry};
 use super::*;
-use crate::db::Database;
 use crate::metrics::Metrics;
-use crate::usage::contract::{NOW, TODAY, batch, record};
-use crate::usage::flush::{self, FailAfter, FlushError};
-use crate::usage::{MemoryUsageStore, UsageStore};
+use crate::services::flush::{self, FailAfter, FlushError};
+use crate::storage::sql::Database;
+use crate::storage::usage::contract::{NOW, TODAY, batch, record};
+use crate::storage::usage::{MemoryUsageStore, UsageStore};
 
 fn fresh_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);

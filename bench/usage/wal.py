@@ -9,8 +9,8 @@ Load: the Rust load generator `sidecar/examples/usage_load.rs` (every answer che
 totals checked before and after). Build first:
 
     cargo build --release -p tollgate-sidecar --bin tollgate-sidecar --example usage_load
-    .venv/bin/python bench/usage_wal.py                 # 3 rounds x 5 s per mode, 1,000,000-record replay
-    .venv/bin/python bench/usage_wal.py --runs 1 --seconds 2 --replay-records 200000   # a quick look
+    .venv/bin/python bench/usage/wal.py                 # 3 rounds x 5 s per mode, 1,000,000-record replay
+    .venv/bin/python bench/usage/wal.py --runs 1 --seconds 2 --replay-records 200000   # a quick look
 
 It starts its own redis-server (no persistence) and sidecars on free loopback ports, each with
 its own working directory (SQLite usage database, usage log) under a temporary directory, and
@@ -32,7 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.harness.redis import RedisServer  # noqa: E402
@@ -44,7 +44,7 @@ REPLAYED = re.compile(r"usage log replayed.*?records=(\d+).*?seconds=([0-9.e-]+)
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="bench/usage_wal.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="bench/usage/wal.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=3, help="interleaved rounds per mode; medians reported (3)")
     p.add_argument("--seconds", type=float, default=5, help="seconds of each ingest measurement (5)")

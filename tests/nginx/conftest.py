@@ -49,15 +49,15 @@ def idle_seconds() -> float:
 
 @pytest.fixture
 def start_nginx(tmp_path: Path, nginx_bin: Path, nginx_wasm: Path) -> Iterator[StartNginx]:
-    """`start_nginx(filter_config, upstream_port=...)` → a ready nginx (2 workers), stopped after
-    the test; a worker that died during the test fails it here, with the error log's tail."""
+    """`start_nginx(filter_config, upstream_port=...)` → a ready nginx (2 workers; `wait=False`:
+    just spawned), stopped after the test; a worker that died during the test fails it here, with the error log's tail."""
     started: list[Nginx] = []
 
-    def start(filter_config: dict, *, upstream_port: int, workers: int = 2) -> Nginx:
+    def start(filter_config: dict, *, upstream_port: int, workers: int = 2, wait: bool = True) -> Nginx:
         nginx = Nginx.for_filter(nginx_bin, tmp_path / f"n{len(started)}", filter_config,
                                  upstream_port=upstream_port, wasm=nginx_wasm, workers=workers)
         started.append(nginx)
-        return nginx.start()
+        return nginx.start() if wait else nginx.spawn()
 
     yield start
     crashes = []

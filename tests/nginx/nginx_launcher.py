@@ -5,7 +5,7 @@
     nginx.worker_crashes()   # "worker process ... exited on signal" lines in the error log
     nginx.stop()             # SIGQUIT to the master by PID, SIGKILL if it lingers
 
-The master stays in the foreground (`daemon off`) with 2 worker processes; the access log
+The master stays in the foreground (`-g 'daemon off;'`) with 2 worker processes; the access log
 records each request's worker PID (`$pid`), so a test can tell that both workers served.
 The client address is `$remote_addr`, rewritten by `realip` from `X-Real-IP` when the peer is
 127.0.0.1 (the test client plays the trusted load balancer).
@@ -52,8 +52,6 @@ def render_conf(
     return f"""
 worker_processes {workers};
 worker_rlimit_nofile {worker_connections * 3};
-daemon off;
-master_process on;
 pid logs/nginx.pid;
 error_log logs/error.log info;
 
@@ -136,20 +134,30 @@ class Nginx:
     def access_log(self) -> Path:
         return self.prefix / "logs" / "access.log"
 
-    def start(self, timeout: float = READY_TIMEOUT) -> "Nginx":
+    def spawn(self) -> "Nginx":
+        """Start the master and return at once (for configurations the filter must refuse)."""
         for sub in ("conf", "logs", "temp"):
             (self.prefix / sub).mkdir(parents=True, exist_ok=True)
         conf = self.prefix / "conf" / "nginx.conf"
         conf.write_text(self.conf_text)
         with open(self.prefix / "logs" / "stdout.log", "wb") as out:
             self.proc = subprocess.Popen(
-                [str(self.bin), "-p", f"{self.prefix}/", "-c", str(conf)],
+                [str(self.bin), "-p", f"{self.prefix}/", "-c", str(conf), "-g", "daemon off; master_process on;"],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
+        return self
+
+    def start(self, timeout: float = READY_TIMEOUT) -> "Nginx":
+        """Spawn and wait until both workers run and `/__ready` answers."""
+        self.spawn()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         while not self._ready():
             if self.proc.poll() is not None:
                 raise NginxFailed(f"nginx exited with status {self.proc.returncode}\n{self.log_tail()}")
+            if "exited with fatal code" in self.log():  # a worker failed its start (e.g. the filter's configure)
+                self.stop()
+                raise NginxFailed(f"a worker failed to start\n{self.log_tail()}")
             if time.monotonic() >= deadline:
                 self.stop()
                 raise NginxFailed(f"nginx not ready after {timeout:.0f}s\n{self.log_tail()}")
@@ -159,8 +167,10 @@ class Nginx:
     def _ready(self) -> bool:
         if len(self.worker_pids()) != self.workers:
             return False
+        # Any HTTP answer: a worker serves (the test servers answer /__ready themselves; the
+        # example proxies it, and its API answers 404).
         try:
-            return http.get(self.port, "/__ready", timeout=2).status == 200
+            return http.get(self.port, "/__ready", timeout=2).status > 0
         except OSError:
             return False
 
@@ -208,8 +218,9 @@ class Nginx:
         return f"--- last {len(tail)} lines of {self.error_log} ---\n" + "\n".join(tail)
 
     def worker_crashes(self) -> list[str]:
-        """Error-log lines of workers that died (a trap or a signal), e.g. 'exited on signal 11'."""
-        return [line for line in self.log().splitlines() if "exited on signal" in line or "wasm trap" in line]
+        """Error-log lines of workers that died ('exited on signal 11') or whose Wasm instance
+        trapped (which fails every request in flight on that instance)."""
+        return [line for line in self.log().splitlines() if "exited on signal" in line or "trapped" in line]
 
     def served_by(self) -> dict[int, int]:
         """Requests per worker PID, from the access log."""

@@ -14,10 +14,10 @@ PRO = {"X-Api-Key": "key-pro-0001"}
 def example_conf(*, port: int, upstream_port: int, sidecar_port: int, wasm) -> str:
     text = EXAMPLE.read_text()
     for old, new in [
-        ("/opt/tollgate/tollgate_filter.wasm", str(wasm)),
-        ("127.0.0.1:10000", f"127.0.0.1:{port}"),
-        ("127.0.0.1:8000", f"127.0.0.1:{upstream_port}"),
-        ("127.0.0.1:8080", f"127.0.0.1:{sidecar_port}"),
+        ("module tollgate /opt/tollgate/tollgate_filter.wasm;", f"module tollgate {wasm};"),
+        ("listen 127.0.0.1:10000;", f"listen 127.0.0.1:{port};"),
+        ("server 127.0.0.1:8000;", f"server 127.0.0.1:{upstream_port};"),
+        ('"cluster": "127.0.0.1:8080"', f'"cluster": "127.0.0.1:{sidecar_port}"'),
     ]:
         assert text.count(old) == 1, f"{EXAMPLE} should name {old} once"
         text = text.replace(old, new)

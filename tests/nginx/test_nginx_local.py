@@ -3,10 +3,14 @@ contract, header names in any case, and the client address from realip."""
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from harness import http, policy
+from harness.wait import until
 
 LIMIT = 200
 CONNECTIONS = 16
@@ -125,3 +129,41 @@ def test_client_address_comes_from_realip(start_nginx, demo_api):
     nginx.wait_served(6)
     lines = nginx.access_log.read_text().splitlines()
     assert any(" 192.0.2.1 " in line for line in lines), lines[-5:]
+
+
+def test_a_leaky_bucket_queue_refuses_instead_of_holding(start_nginx, demo_api):
+    # ngx_wasm_module cannot resume a request from the timer that would release it (it resumes
+    # whichever request is current), so on nginx a queue refuses what it would have held: the
+    # filter warns once, naming the rule, and no request waits or lands on another's context.
+    cfg = policy.config(policy.rule("drip", "leaky_bucket", 5, "1s", queue=10))
+    nginx = start_nginx(cfg, upstream_port=demo_api.port)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        responses = list(pool.map(lambda _: nginx.get("/api/drip"), range(12)))
+    assert "rules[0].queue" in nginx.log(), "no warning naming the queued rule\n" + nginx.log_tail()
+    statuses = http.statuses(responses)
+    assert set(statuses) <= {200, 429} and 200 in statuses and 429 in statuses, statuses
+    slowest = max(r.done_at - r.sent_at for r in responses)
+    assert slowest < 1.0, f"a request was held for {slowest:.2f}s"
+    for r in responses:
+        if r.status == 200:
+            assert r.json()["path"] == "/api/drip", r
+
+
+def b64url_json(payload: dict) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+
+
+def test_jwt_claims_from_a_trusted_header(start_nginx, demo_api):
+    # No jwt_authn metadata on nginx: the verified claims arrive in a header that the
+    # authentication step in front sets (here the test client plays that step); a token that
+    # nothing verified picks no tenant.
+    jwt = {"header": "authorization", "tenant_claim": "tenant", "plan_claim": "plan", "claims_header": "x-jwt-claims"}
+    cfg = policy.config(policy.rule("per-tenant", "fixed_window", 2, "1h", key=["tenant"]), identity={"jwt": jwt})
+    nginx = start_nginx(cfg, upstream_port=demo_api.port)
+    a = {"Authorization": "Bearer verified-upstream", "X-JWT-Claims": b64url_json({"tenant": "t-a", "plan": "pro"})}
+    b = {"authorization": "Bearer verified-upstream", "x-jwt-claims": json.dumps({"tenant": "t-b"})}
+    assert [nginx.get("/api/x", a).status for _ in range(3)] == [200, 200, 429]
+    assert nginx.get("/api/x", b).status == 200
+    # A token alone, with no verified claims beside it, is anonymous: the tenant rule does not apply.
+    token_only = {"Authorization": "Bearer " + b64url_json({"alg": "none"}) + "." + b64url_json({"tenant": "t-a"}) + "."}
+    assert [nginx.get("/api/x", token_only).status for _ in range(3)] == [200, 200, 200]

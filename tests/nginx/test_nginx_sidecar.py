@@ -48,7 +48,8 @@ def test_strict_is_exact_across_two_workers(start_nginx, demo_api, sidecar):
 
 
 def test_concurrent_strict_checks_stay_exact_on_one_worker(start_nginx, demo_api, sidecar):
-    # One worker, 48 requests at once: checks queue behind the call out and travel in batches.
+    # One worker, 48 requests at once, each waiting for its own strict answer: every request
+    # gets its own decision, and exactly the limit is admitted.
     nginx = start_nginx(strict_config(sidecar.port, 20), upstream_port=demo_api.port, workers=1)
     with ThreadPoolExecutor(max_workers=48) as pool:
         responses = list(pool.map(lambda _: nginx.get("/api/x"), range(48)))

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from harness import http, policy
 from harness.sidecar import SidecarProcess
 from harness.wait import until
+from test_usage import rows  # api_usage_daily as the Envoy usage test reads it
 
 FREE = {"X-Api-Key": "key-free-0001"}  # t-free
 PRO = {"x-api-key": "key-pro-0001"}  # t-pro
@@ -35,13 +36,17 @@ def test_strict_admits_exactly_the_limit(start_nginx, demo_api, sidecar):
     assert sidecar.decisions() == 6
 
 
+def admitted_at_once(nginx, requests: int, threads: int) -> dict[int, int]:
+    """`requests` fresh-connection GETs from `threads` threads at once: {status: count}."""
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        responses = list(pool.map(lambda _: nginx.get("/api/x"), range(requests)))
+    found = http.statuses(responses)
+    return {status: found.count(status) for status in set(found)}
+
+
 def test_strict_is_exact_across_two_workers(start_nginx, demo_api, sidecar):
     nginx = start_nginx(strict_config(sidecar.port, 3), upstream_port=demo_api.port)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        responses = list(pool.map(lambda _: nginx.get("/api/x"), range(16)))
-    statuses = http.statuses(responses)
-    assert statuses.count(200) == 3, [str(r) for r in responses]
-    assert statuses.count(429) == 13, [str(r) for r in responses]
+    assert admitted_at_once(nginx, 16, threads=8) == {200: 3, 429: 13}
     assert sidecar.decisions() == 16
     served = nginx.wait_served(16)
     assert len(served) == 2, f"both workers must serve: {served}"
@@ -51,11 +56,7 @@ def test_concurrent_strict_checks_stay_exact_on_one_worker(start_nginx, demo_api
     # One worker, 48 requests at once, each waiting for its own strict answer: every request
     # gets its own decision, and exactly the limit is admitted.
     nginx = start_nginx(strict_config(sidecar.port, 20), upstream_port=demo_api.port, workers=1)
-    with ThreadPoolExecutor(max_workers=48) as pool:
-        responses = list(pool.map(lambda _: nginx.get("/api/x"), range(48)))
-    statuses = http.statuses(responses)
-    assert statuses.count(200) == 20, [str(r) for r in responses]
-    assert statuses.count(429) == 28, [str(r) for r in responses]
+    assert admitted_at_once(nginx, 48, threads=48) == {200: 20, 429: 28}
     assert sidecar.decisions() == 48
 
 
@@ -76,16 +77,11 @@ def test_global_rule_syncs_with_the_sidecar(start_nginx, demo_api, sidecar):
 
 
 def usage_rows(db: str) -> dict[tuple[str, str], dict]:
+    """api_usage_daily by (tenant, endpoint); empty until the sidecar created it."""
     try:
-        with sqlite3.connect(db) as conn:
-            conn.row_factory = sqlite3.Row
-            found = conn.execute(
-                "SELECT tenant_id, endpoint, plan, requests, bytes_in, bytes_out, errors_4xx, errors_5xx, date "
-                "FROM api_usage_daily"
-            ).fetchall()
+        return rows(db)
     except sqlite3.Error:
         return {}
-    return {(r["tenant_id"], r["endpoint"]): dict(r) for r in found}
 
 
 def test_usage_is_counted_once_into_api_usage_daily(start_nginx, demo_api, tmp_path):

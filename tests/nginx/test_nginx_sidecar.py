@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import http, policy
-from harness.sidecar import SidecarProcess
+from harness.sidecar import SidecarProcess, free_port
 from harness.wait import until
 from test_usage import rows  # api_usage_daily as the Envoy usage test reads it
 
@@ -58,6 +58,17 @@ def test_concurrent_strict_checks_stay_exact_on_one_worker(start_nginx, demo_api
     nginx = start_nginx(strict_config(sidecar.port, 20), upstream_port=demo_api.port, workers=1)
     assert admitted_at_once(nginx, 48, threads=48) == {200: 20, 429: 28}
     assert sidecar.decisions() == 48
+
+
+def test_sidecar_gone_fails_open_or_closed(start_nginx, demo_api):
+    # Nothing listens on the sidecar's port: the check fails at once, and failure_mode decides.
+    gone = free_port()
+    opened = start_nginx({**strict_config(gone, 1), "failure_mode": "open"}, upstream_port=demo_api.port)
+    assert [opened.get("/api/x").status for _ in range(3)] == [200, 200, 200]
+    closed = start_nginx(strict_config(gone, 1), upstream_port=demo_api.port)
+    resp = closed.get("/api/x")
+    assert resp.status == 503, resp
+    assert resp.json()["error"] == "rate_limit_unavailable", resp
 
 
 def test_global_rule_syncs_with_the_sidecar(start_nginx, demo_api, sidecar):

@@ -122,12 +122,13 @@ def test_sidecar_that_never_answers_times_out(start_envoy):
     assert 0.15 <= elapsed < 2.0, elapsed
 
 
-def test_concurrent_checks_travel_in_batches_and_stay_exact(start_envoy, sidecar):
-    # One worker, 48 requests at once: beyond the call a worker keeps out, checks queue and go
-    # many per call (POST /v1/checks). Batched or not, exactly the limit is admitted, every
-    # request gets its own answer, and the sidecar decided each request once; and at least one
-    # call carried several checks: fewer calls to the sidecar than decisions. (Usage metering
-    # is off so that every call on the sidecar cluster is a check.)
+def test_concurrent_checks_each_make_their_own_call_and_stay_exact(start_envoy, sidecar):
+    # One worker, 48 requests at once: each request sends its own check and is answered from
+    # its own callback (no request waits behind another's call, and nothing resumes a request
+    # from another context, which ngx_wasm_module forbids). Exactly the limit is admitted,
+    # every request gets its own answer, the sidecar decided each request once, and there was
+    # exactly one call per request. (Usage metering is off so that every call on the sidecar
+    # cluster is a check.)
     cfg = strict_config(policy.rule("s", "fixed_window", 20, "1h", scope="strict"))
     cfg["usage"] = {"enabled": False}
     envoy = start_envoy(config.tollgate(cfg, sidecar_port=sidecar.port))
@@ -146,13 +147,12 @@ def test_concurrent_checks_travel_in_batches_and_stay_exact(start_envoy, sidecar
     assert sidecar.decisions() == 48
     assert sidecar.metric("tollgate_errors_total") == 0
     calls = envoy.stats(r"^cluster\.tollgate_sidecar\.upstream_rq_total$")["cluster.tollgate_sidecar.upstream_rq_total"]
-    assert 1 <= calls < 48, f"{calls} calls to the sidecar for 48 checks: no call carried a batch"
+    assert calls == 48, f"{calls} calls to the sidecar for 48 checks: one per request expected"
 
 
 def test_queued_checks_never_wait_past_the_timeout(start_envoy):
-    # A silent sidecar and eight requests at once on one worker: one call goes out, the other
-    # checks queue behind it. Each request still gets its 503 once ITS timeout_ms is up — a
-    # queued check is not given a fresh timeout when its call finally goes.
+    # A silent sidecar and eight requests at once on one worker, each with its own call: each
+    # request gets its 503 once ITS timeout_ms is up, never later.
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(64)

@@ -6,6 +6,7 @@
 use core::hash::{BuildHasher, Hasher};
 
 use crate::algorithm::{Algorithm, Quota};
+use crate::allocation::Allowances;
 use crate::engine::{Ask, Limiter, Outcome, SharedStore};
 use crate::policy::{FailureMode, KeyPart, LimitSpec, Match, PlanId, Policy, Rule, Scope};
 use crate::protocol::{CheckRequest, WireAlgorithm};
@@ -210,7 +211,7 @@ pub fn decide(
             key,
             algorithm: rule.algorithm,
             quota: if rule.scope == Scope::Global {
-                node_share(configured, out.global_share)
+                global_quota(configured, &limiter.allowances, key, out.global_share, now)
             } else {
                 configured
             },
@@ -241,7 +242,18 @@ pub fn decide(
             result.cached_only = true;
             continue;
         }
-        result.outcome = limiter.acquire(store, &result.ask, now);
+        let allowance = allowance(policy, limiter, result, out.global_share, now);
+        result.outcome = match allowance {
+            Some(left) if left < result.ask.cost => spent(now),
+            _ => limiter.acquire(store, &result.ask, now),
+        };
+        if let (Some(left), true) = (allowance, result.outcome.admitted) {
+            limiter
+                .allowances
+                .spend(result.ask.key, result.ask.cost, now);
+            let left = left.saturating_sub(result.ask.cost);
+            result.outcome.remaining = result.outcome.remaining.min(left);
+        }
         let shadow = policy.rules.get(result.rule).is_some_and(|r| r.shadow);
         if !result.outcome.admitted {
             result.refused = !shadow;
@@ -252,6 +264,11 @@ pub fn decide(
         let mut retry_at = now;
         for result in out.results.iter_mut() {
             if result.outcome.admitted && !result.cached_only {
+                if allowance(policy, limiter, result, out.global_share, now).is_some() {
+                    limiter
+                        .allowances
+                        .give_back(result.ask.key, result.ask.cost);
+                }
                 limiter.refund(store, &result.ask, &result.outcome, now);
             }
             if result.refused {
@@ -314,6 +331,53 @@ pub fn quota(policy: &Policy, rule: &Rule, plan: Option<PlanId>) -> Quota {
         _ => limit,
     };
     Quota::new(limit, rule.window, burst, rule.queue)
+}
+
+/// A `global` rule's quota on this worker at `now`: the rule's own while the sidecar answers
+/// (`share` ≤ 1) and the worker holds a live allowance of the bucket (which then caps it, see
+/// [`crate::allocation`]); otherwise the starter share, one of the nodes' equal shares.
+pub fn global_quota(
+    configured: Quota,
+    allowances: &Allowances,
+    key: u64,
+    share: u64,
+    now: Nanos,
+) -> Quota {
+    if share <= 1 && allowances.left(key, now).is_some() {
+        configured
+    } else {
+        node_share(configured, share.max(allowances.nodes()))
+    }
+}
+
+/// The permits a `global` rule's live allowance leaves for `result`'s bucket (`None`: not a
+/// `global` rule, or its bucket is on the starter share).
+fn allowance(
+    policy: &Policy,
+    limiter: &Limiter,
+    result: &RuleResult,
+    share: u64,
+    now: Nanos,
+) -> Option<u64> {
+    let global = policy
+        .rules
+        .get(result.rule)
+        .is_some_and(|r| r.scope == Scope::Global);
+    if !global || share > 1 {
+        return None;
+    }
+    limiter.allowances.left(result.ask.key, now)
+}
+
+/// The refusal of a request whose `global` allowance is spent: retry in a second (the
+/// worker's next sync brings a new one, if the others left anything).
+fn spent(now: Nanos) -> Outcome {
+    let retry_at = now.saturating_add(SECOND);
+    Outcome {
+        retry_at,
+        reset: retry_at,
+        ..Outcome::default()
+    }
 }
 
 /// `quota` cut to one of `nodes` equal shares (limit and burst divided, at least 1 each).

@@ -27,6 +27,7 @@
 //! # }
 //! ```
 
+pub mod allocation;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -35,6 +35,7 @@ use tollgate_filter::algorithm::{Algorithm, Quota, State as BucketState};
 use tollgate_filter::protocol::{SYNC_PATH, SyncEntry, SyncRequest, SyncResponse, SyncTotal};
 
 use super::fail;
+use crate::allocation::{self, Lease};
 use crate::error::ApiError;
 use crate::metrics::SyncCounts;
 use crate::storage::{CounterKey, CounterStore, StoreError, Write};
@@ -86,6 +87,7 @@ async fn apply<S: CounterStore>(
         .begin_batch(batch.sender, batch.seq, batch.node, now)
         .await?;
     let counts = counts(&batch.entries);
+    let lease = Lease::of(&batch);
     // Owned items: a stream of futures borrowing from the batch is not `Send` to the compiler
     // (its closure would have to be general over the borrows' lifetimes).
     let totals = stream::iter(batch.entries.into_iter().zip(quotas))
@@ -95,7 +97,8 @@ async fn apply<S: CounterStore>(
             } else {
                 0
             };
-            total(Arc::clone(&app.store), entry, quota, hits, now)
+            let lease = lease.map(|lease| (lease, start.nodes));
+            total(Arc::clone(&app.store), entry, quota, hits, lease, now)
         })
         .buffered(CONCURRENCY)
         .try_collect::<Vec<_>>()
@@ -139,19 +142,27 @@ async fn total<S: CounterStore>(
     entry: SyncEntry,
     quota: Quota,
     hits: u64,
+    lease: Option<(Lease, u64)>,
     now: Nanos,
 ) -> Result<SyncTotal, StoreError> {
     let algorithm = Algorithm::from(entry.algorithm);
     let admitted_at = now.saturating_sub(entry.age_ns);
     let key = CounterKey {
-        rule: entry.rule,
+        rule: entry.rule.clone(),
         key: entry.key,
     };
-    store
+    let mut total = store
         .update(&key, now, |state| {
             fold(algorithm, &quota, state, admitted_at, now, hits)
         })
-        .await
+        .await?;
+    if let Some((lease, nodes)) = lease {
+        let budget = allocation::budget(algorithm, &quota, total.remaining, lease.interval_ns);
+        let granted =
+            allocation::grant(&*store, &entry, &quota, &lease, nodes, hits, budget, now).await?;
+        total.allowance = Some(granted);
+    }
+    Ok(total)
 }
 
 /// Takes `hits` permits (as many as are left) from `state` as of `admitted_at` — when the
@@ -178,6 +189,7 @@ fn fold(
             .acquire(quota, state, now, 0, 0)
             .reset
             .saturating_sub(now),
+        allowance: None,
     };
     let write = if taken > 0 {
         Write::State {

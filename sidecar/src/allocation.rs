@@ -13,40 +13,33 @@
 //! - **Demand** `d`: what the worker admitted and refused for the bucket since its previous
 //!   batch (`hits + denied`, at least 1); other workers' demands are those of their live
 //!   leases.
-//! - **Grant** `g = min(⌈B · d / (d + Σ d_other)⌉, 2·d, B − Σ reserved_other)`: its demand's
-//!   share of the budget, at most twice its demand (a quiet worker does not lock up permits a
-//!   busy one will ask for a moment later), never more than what the other workers' live
-//!   leases leave. A busy worker alone on a bucket gets all of it at its next sync (its
-//!   demand counts the requests it refused); a quiet one gets at least 1 while anything is
-//!   left.
-//! - **Reservation**: the worker's lease reserves `max(g, r − hits)` (its new grant, or what its
-//!   previous reservation `r` may still spend while this batch was on its way); other workers'
-//!   grants never touch reserved permits. A lease not renewed for `lease_ns` (the worker
-//!   went quiet on the bucket) keeps at most [`IDLE_FLOOR`] permits, on the worker as here,
-//!   so a worker that burst and went quiet does not keep the others from the rest; its
-//!   demand no longer weighs. Its line is forgotten [`RETAIN`] leases later.
-//!
-//! - **Opening**: a worker with no allowance for a bucket spends its node's *starter share*
-//!   (what a fresh bucket of `limit ÷ nodes` holds) before its first sync of it. For one sync
-//!   interval and the timeout after a bucket's ledger opens, every live node's starter share
-//!   not yet reported (`max(0, starter − hits the node reported)`) is reserved too, so nodes
-//!   that all start on a bucket in the same instant cannot be granted what the others are
-//!   spending meanwhile.
+//! - **Grant** `g = min(⌈B · d / (d + Σ d_other)⌉, B − Σ reserved_other)`: its demand's
+//!   share of the budget, never more than what the other workers' leases leave. A worker
+//!   alone on a bucket gets all of it; a quiet one gets at least 1 while anything is left.
+//! - **Reservation**: the worker's lease reserves `max(g, g_previous − hits)` — its new
+//!   allowance, or what its previous one may still spend while this batch was on its way —
+//!   and other workers' grants never touch reserved permits. A lease not renewed for
+//!   `lease_ns` (the worker went quiet on the bucket) keeps at most [`IDLE_FLOOR`] permits, on
+//!   the worker as here, and its demand no longer weighs: a worker that burst and went quiet
+//!   does not keep the others from the rest. Its line is forgotten [`RETAIN`] leases later.
+//! - **Opening**: for one sync interval and the timeout after a bucket's first sync (the time
+//!   every node's first batch for it needs to arrive), nothing is granted: each worker keeps
+//!   deciding on its node's *starter share* (a fresh bucket of `limit ÷ nodes`, see the
+//!   filter's `allocation` module), which the nodes can all spend at once without
+//!   overshooting, and reports it. Only then is the remaining divided by demand.
 //!
 //! So as long as every worker spends only its allowance, the workers together admit at most
-//! the global remaining: the limit holds however fast each one bursts. What is left over is a
-//! starter share spent by a node that first meets the bucket after its opening, and at most
-//! [`IDLE_FLOOR`] per worker quiet on a bucket for longer than [`RETAIN`] leases.
+//! the global remaining: the limit holds however fast each one bursts. What can still go
+//! over: a starter share spent by a node that first meets the bucket after its opening, and
+//! at most [`IDLE_FLOOR`] per worker quiet on a bucket for longer than [`RETAIN`] leases.
 //!
 //! The leases of a bucket live in the counter store next to it, as one more key
 //! ([`ledger_key`]), updated atomically like the bucket itself; a ledger whose leases all
 //! ended is forgotten like an idle bucket.
 
-use std::collections::HashMap;
 use tollgate_filter::Nanos;
 
 use tollgate_filter::algorithm::{Algorithm, Quota, State};
-use tollgate_filter::decision::node_share;
 use tollgate_filter::protocol::{SyncEntry, SyncRequest};
 
 use crate::storage::{CounterKey, CounterStore, StoreError, Write};
@@ -70,8 +63,6 @@ pub const RETAIN: u64 = 100;
 pub struct Lease {
     /// The worker.
     pub sender: u64,
-    /// Its node.
-    pub node: u64,
     /// How long its allowances hold.
     pub lease_ns: Nanos,
     /// Its sync interval (token and leaky buckets' allowances include one interval's refill).
@@ -83,14 +74,14 @@ impl Lease {
     pub fn of(batch: &SyncRequest) -> Option<Lease> {
         (batch.lease_ns > 0).then_some(Lease {
             sender: batch.sender,
-            node: batch.node,
             lease_ns: batch.lease_ns,
             interval_ns: batch.interval_ns,
         })
     }
 
-    /// How long after a ledger opens the nodes' starter shares are reserved: one interval and
-    /// the timeout (what is left of the lease after two more intervals).
+    /// How long after a ledger opens it grants nothing: one interval and the timeout (what is
+    /// left of the lease after two more intervals), the time every node's first batch for the
+    /// bucket needs to arrive.
     fn opening(&self) -> Nanos {
         self.lease_ns
             .saturating_sub(self.interval_ns.saturating_mul(2))
@@ -103,20 +94,14 @@ impl Lease {
 pub struct Claim {
     /// The worker.
     pub sender: u64,
-    /// Its node.
-    pub node: u64,
     /// Its hits that were applied (0 for a duplicate batch).
     pub applied: u64,
     /// Its demand (`hits + denied`).
     pub demand: u64,
     /// How long its lease holds in full.
     pub lease_ns: Nanos,
-    /// How long after the ledger opens starter shares are reserved.
+    /// How long after the ledger opens no allowance is granted.
     pub opening_ns: Nanos,
-    /// Live nodes.
-    pub nodes: u64,
-    /// What one node's starter share of the bucket holds.
-    pub starter: u64,
 }
 
 /// The ledger of `rule`'s bucket `key`.
@@ -139,34 +124,23 @@ pub fn budget(algorithm: Algorithm, quota: &Quota, remaining: u64, interval_ns: 
     remaining.saturating_add(refill)
 }
 
-/// What a node's starter share of a fresh bucket holds (the filter's `limit ÷ nodes` quota).
-pub fn starter(algorithm: Algorithm, quota: &Quota, nodes: u64) -> u64 {
-    algorithm.available(&node_share(*quota, nodes), &State::default(), 0)
-}
-
 /// Grants the entry's worker its allowance of a budget of `budget` permits, recording its
-/// lease in the bucket's ledger; `nodes` live nodes share the bucket.
-#[allow(clippy::too_many_arguments)] // one entry's facts, each from a different source
+/// lease in the bucket's ledger (`None`: the ledger is opening, the worker keeps its starter
+/// share).
 pub async fn grant<S: CounterStore>(
     store: &S,
     entry: &SyncEntry,
-    quota: &Quota,
     lease: &Lease,
-    nodes: u64,
     applied: u64,
     budget: u64,
     now: Nanos,
-) -> Result<u64, StoreError> {
-    let algorithm = Algorithm::from(entry.algorithm);
+) -> Result<Option<u64>, StoreError> {
     let claim = Claim {
         sender: lease.sender,
-        node: lease.node,
         applied,
         demand: entry.hits.saturating_add(entry.denied),
         lease_ns: lease.lease_ns,
         opening_ns: lease.opening(),
-        nodes: nodes.max(1),
-        starter: starter(algorithm, quota, nodes),
     };
     let key = ledger_key(&entry.rule, entry.key);
     store
@@ -178,13 +152,13 @@ pub async fn grant<S: CounterStore>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Line {
     sender: u64,
-    node: u64,
+    /// Its latest allowance.
+    granted: u64,
+    /// What it may spend: its allowance, or more of the one before while its batch was out.
     reserved: u64,
     /// When it was granted.
     at: Nanos,
     demand: u64,
-    /// Hits the worker reported since the ledger opened.
-    reported: u64,
 }
 
 impl Line {
@@ -203,8 +177,9 @@ impl Line {
     }
 }
 
-/// The allocation rule (see the module docs) on a ledger `state`: returns the claim's grant.
-pub fn allot(state: &mut State, claim: &Claim, budget: u64, now: Nanos) -> (u64, Write) {
+/// The allocation rule (see the module docs) on a ledger `state`: returns the claim's grant
+/// (`None` while the ledger opens).
+pub fn allot(state: &mut State, claim: &Claim, budget: u64, now: Nanos) -> (Option<u64>, Write) {
     let lease = claim.lease_ns;
     let retain = lease.saturating_mul(RETAIN);
     let mut lines = decode(state);
@@ -223,18 +198,10 @@ pub fn allot(state: &mut State, claim: &Claim, budget: u64, now: Nanos) -> (u64,
     {
         lines.swap_remove(first);
     }
-    let reported = previous
-        .map_or(0, |p| p.reported)
-        .saturating_add(claim.applied);
-    let starters = if now <= opened.saturating_add(claim.opening_ns) {
-        unreported_starters(&lines, claim, reported)
-    } else {
-        0
-    };
     let reserved = lines
         .iter()
         .map(|l| l.holds(now, lease))
-        .fold(starters, u64::saturating_add);
+        .fold(0, u64::saturating_add);
     let others: u64 = lines
         .iter()
         .filter(|l| l.active(now, lease))
@@ -243,52 +210,47 @@ pub fn allot(state: &mut State, claim: &Claim, budget: u64, now: Nanos) -> (u64,
     let demand = claim.demand.max(1);
     let share = u128::from(budget) * u128::from(demand);
     let fair = share.div_ceil(u128::from(demand.saturating_add(others)));
-    let grant = u64::try_from(fair)
-        .unwrap_or(u64::MAX)
-        .min(demand.saturating_mul(2))
-        .min(budget.saturating_sub(reserved));
-    let still = previous.map_or(0, |p| p.holds(now, lease).saturating_sub(claim.applied));
+    let opening = now <= opened.saturating_add(claim.opening_ns);
+    let grant = if opening {
+        0
+    } else {
+        u64::try_from(fair)
+            .unwrap_or(u64::MAX)
+            .min(budget.saturating_sub(reserved))
+    };
+    // Until its next batch the worker may still spend what its previous allowance left when
+    // this batch went out (the hits in it came from that allowance).
+    let still = previous.map_or(0, |p| {
+        let left = if p.active(now, lease) {
+            p.granted
+        } else {
+            p.granted.min(IDLE_FLOOR)
+        };
+        left.saturating_sub(claim.applied)
+    });
     lines.push(Line {
         sender: claim.sender,
-        node: claim.node,
+        granted: grant,
         reserved: grant.max(still),
         at: now,
         demand,
-        reported,
     });
     encode(state, opened, &lines);
     let idle_at = now.saturating_add(retain).saturating_add(1);
-    (grant, Write::State { idle_at })
-}
-
-/// The starter shares live nodes may be spending that they have not reported yet: per node,
-/// its starter share less the hits its workers reported (nodes with no line reported none).
-fn unreported_starters(lines: &[Line], claim: &Claim, reported: u64) -> u64 {
-    let mut by_node: HashMap<u64, u64> = HashMap::new();
-    by_node.insert(claim.node, reported);
-    for line in lines {
-        let hits = by_node.entry(line.node).or_insert(0);
-        *hits = hits.saturating_add(line.reported);
-    }
-    let silent = claim.nodes.saturating_sub(by_node.len() as u64);
-    by_node
-        .values()
-        .map(|hits| claim.starter.saturating_sub(*hits))
-        .fold(silent.saturating_mul(claim.starter), u64::saturating_add)
+    ((!opening).then_some(grant), Write::State { idle_at })
 }
 
 fn decode(state: &State) -> Vec<Line> {
     state
         .log
-        .chunks_exact(6)
+        .chunks_exact(5)
         .filter_map(|words| match *words {
-            [sender, node, reserved, at, demand, reported] => Some(Line {
+            [sender, granted, reserved, at, demand] => Some(Line {
                 sender,
-                node,
+                granted,
                 reserved,
                 at,
                 demand,
-                reported,
             }),
             _ => None,
         })
@@ -299,8 +261,9 @@ fn encode(state: &mut State, opened: Nanos, lines: &[Line]) {
     state.words = [opened, 0, 0];
     state.log.clear();
     for l in lines {
-        let words = [l.sender, l.node, l.reserved, l.at, l.demand, l.reported];
-        state.log.extend(words);
+        state
+            .log
+            .extend([l.sender, l.granted, l.reserved, l.at, l.demand]);
     }
 }
 

@@ -97,7 +97,6 @@ async fn apply<S: CounterStore>(
             } else {
                 0
             };
-            let lease = lease.map(|lease| (lease, start.nodes));
             total(Arc::clone(&app.store), entry, quota, hits, lease, now)
         })
         .buffered(CONCURRENCY)
@@ -142,7 +141,7 @@ async fn total<S: CounterStore>(
     entry: SyncEntry,
     quota: Quota,
     hits: u64,
-    lease: Option<(Lease, u64)>,
+    lease: Option<Lease>,
     now: Nanos,
 ) -> Result<SyncTotal, StoreError> {
     let algorithm = Algorithm::from(entry.algorithm);
@@ -156,11 +155,9 @@ async fn total<S: CounterStore>(
             fold(algorithm, &quota, state, admitted_at, now, hits)
         })
         .await?;
-    if let Some((lease, nodes)) = lease {
+    if let Some(lease) = lease {
         let budget = allocation::budget(algorithm, &quota, total.remaining, lease.interval_ns);
-        let granted =
-            allocation::grant(&*store, &entry, &quota, &lease, nodes, hits, budget, now).await?;
-        total.allowance = Some(granted);
+        total.allowance = allocation::grant(&*store, &entry, &lease, hits, budget, now).await?;
     }
     Ok(total)
 }

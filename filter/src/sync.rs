@@ -93,6 +93,8 @@ pub struct Sync {
     in_flight: Option<Batch>,
     last_ok: Nanos,
     nodes: u64,
+    /// Whether the sidecar ever answered (`nodes` is its count).
+    heard: bool,
     /// Counters not yet sent to the host.
     pub stats: SyncStats,
 }
@@ -110,6 +112,7 @@ impl Sync {
             in_flight: None,
             last_ok: now,
             nodes: 1,
+            heard: false,
             stats: SyncStats::default(),
         }
     }
@@ -255,6 +258,7 @@ impl Sync {
         self.stats.batches = self.stats.batches.saturating_add(1);
         self.last_ok = now;
         self.nodes = response.nodes.max(1);
+        self.heard = true;
         batch
             .entries
             .iter()
@@ -296,10 +300,14 @@ impl Sync {
         }
     }
 
-    /// The node count `global` rules' starter shares divide by: the configured one, or the
-    /// last the sidecar reported.
+    /// The node count `global` rules' starter shares divide by: the last one the sidecar
+    /// reported (the nodes actually syncing), or the configured one before any answer.
     pub fn nodes(&self, sidecar: &Sidecar) -> u64 {
-        sidecar.nodes.unwrap_or(self.nodes).max(1)
+        if self.heard {
+            self.nodes.max(1)
+        } else {
+            sidecar.nodes.unwrap_or(1).max(1)
+        }
     }
 
     /// Buckets waiting to be sent (not counting a batch in flight).

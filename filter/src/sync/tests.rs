@@ -203,6 +203,13 @@ fn batches_ask_for_allowances_and_answers_bring_them_less_what_was_admitted_sinc
     assert_eq!(of(1), Some(Allowance { left: 96, until }));
     assert_eq!(of(2), Some(Allowance { left: 2, until }));
     assert_eq!(sync.nodes(policy.sidecar.as_ref().unwrap()), 3);
+    // Starter shares divide by the nodes the sidecar sees, the configured count before that.
+    let configured = Sidecar {
+        nodes: Some(5),
+        ..policy.sidecar.clone().unwrap()
+    };
+    assert_eq!(sync.nodes(&configured), 3);
+    assert_eq!(Sync::new(1, 2, NOW).nodes(&configured), 5);
 }
 
 #[test]

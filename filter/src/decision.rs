@@ -211,7 +211,8 @@ pub fn decide(
             key,
             algorithm: rule.algorithm,
             quota: if rule.scope == Scope::Global {
-                global_quota(configured, &limiter.allowances, key, out.global_share, now)
+                let (allowances, share) = (&limiter.allowances, out.global_share);
+                global_quota(rule.algorithm, configured, allowances, key, share, now)
             } else {
                 configured
             },
@@ -333,20 +334,36 @@ pub fn quota(policy: &Policy, rule: &Rule, plan: Option<PlanId>) -> Quota {
     Quota::new(limit, rule.window, burst, rule.queue)
 }
 
-/// A `global` rule's quota on this worker at `now`: the rule's own while the sidecar answers
-/// (`share` ≤ 1) and the worker holds a live allowance of the bucket (which then caps it, see
-/// [`crate::allocation`]); otherwise the starter share, one of the nodes' equal shares.
+/// A `global` rule's quota on this worker at `now`: one of `share` equal node shares while
+/// the sidecar is silent (`share` > 1); the rule's own when the worker holds an allowance of
+/// the bucket (which then caps it, see [`crate::allocation`]); otherwise the starter share.
 pub fn global_quota(
+    algorithm: Algorithm,
     configured: Quota,
     allowances: &Allowances,
     key: u64,
     share: u64,
     now: Nanos,
 ) -> Quota {
-    if share <= 1 && allowances.left(key, now).is_some() {
+    if share > 1 {
+        node_share(configured, share)
+    } else if allowances.left(key, now).is_some() {
         configured
     } else {
-        node_share(configured, share.max(allowances.nodes()))
+        starter_share(algorithm, configured, allowances.nodes())
+    }
+}
+
+/// One of `nodes` equal shares of what a fresh bucket of `quota` holds. A token bucket's
+/// burst is divided, not its rate, so that the tokens a node spends on its starter share weigh
+/// the same once it decides with the whole quota; the other algorithms divide the limit.
+pub fn starter_share(algorithm: Algorithm, quota: Quota, nodes: u64) -> Quota {
+    match algorithm {
+        Algorithm::TokenBucket => Quota {
+            burst: (quota.burst / nodes.max(1)).max(1),
+            ..quota
+        },
+        _ => node_share(quota, nodes),
     }
 }
 

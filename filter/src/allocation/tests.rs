@@ -166,10 +166,19 @@ mod decisions {
             let policy = policy(algorithm, "");
             let mut limiter = Limiter::new(1024, 64);
             limiter.allowances.set_nodes(3);
-            let got = admitted(&policy, &mut limiter, &mut MemStore::default(), 40);
+            let mut store = MemStore::default();
+            let got = admitted(&policy, &mut limiter, &mut store, 40);
             // The leaky bucket lets one through at a time (no queue); the others a third of 30.
             let expected = if algorithm == "leaky_bucket" { 1 } else { 10 };
             assert_eq!(got, expected, "{algorithm}");
+            // With an allowance the whole quota counts what the starter share spent alike (a
+            // token bucket's rate is not divided): the rest of the 30.
+            let key = key(&policy, &mut limiter);
+            let until = NOW + SECOND;
+            limiter.allow(key, Allowance { left: 100, until }, NOW);
+            let more = admitted(&policy, &mut limiter, &mut store, 40);
+            let rest = if algorithm == "leaky_bucket" { 0 } else { 20 };
+            assert_eq!(more, rest, "{algorithm}");
         }
     }
 

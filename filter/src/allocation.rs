@@ -20,6 +20,7 @@
 use hashbrown::HashMap;
 
 use crate::Nanos;
+use crate::algorithm::{Algorithm, Quota};
 
 /// Buckets with an allowance a worker remembers at most; beyond it a new allowance is not
 /// kept and its bucket stays on the starter share (never more permits, only fewer).
@@ -118,6 +119,52 @@ impl Allowances {
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
     }
+}
+
+/// A `global` rule's quota on this worker at `now`: one of `share` equal node shares while
+/// the sidecar is silent (`share` > 1); the rule's own when the worker holds an allowance of
+/// the bucket (which then caps it, see [`crate::allocation`]); otherwise the starter share.
+pub fn global_quota(
+    algorithm: Algorithm,
+    configured: Quota,
+    allowances: &Allowances,
+    key: u64,
+    share: u64,
+    now: Nanos,
+) -> Quota {
+    if share > 1 {
+        node_share(configured, share)
+    } else if allowances.left(key, now).is_some() {
+        configured
+    } else {
+        starter_share(algorithm, configured, allowances.nodes())
+    }
+}
+
+/// One of `nodes` equal shares of what a fresh bucket of `quota` holds. A token bucket's
+/// burst is divided, not its rate, so that the tokens a node spends on its starter share weigh
+/// the same once it decides with the whole quota; the other algorithms divide the limit.
+pub fn starter_share(algorithm: Algorithm, quota: Quota, nodes: u64) -> Quota {
+    match algorithm {
+        Algorithm::TokenBucket => Quota {
+            burst: (quota.burst / nodes.max(1)).max(1),
+            ..quota
+        },
+        _ => node_share(quota, nodes),
+    }
+}
+
+/// `quota` cut to one of `nodes` equal shares (limit and burst divided, at least 1 each).
+pub fn node_share(quota: Quota, nodes: u64) -> Quota {
+    if nodes <= 1 {
+        return quota;
+    }
+    Quota::new(
+        (quota.limit / nodes).max(1),
+        quota.window,
+        (quota.burst / nodes).max(1),
+        quota.queue,
+    )
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 use core::hash::{BuildHasher, Hasher};
 
 use crate::algorithm::{Algorithm, Quota};
-use crate::allocation::Allowances;
+use crate::allocation::global_quota;
+pub use crate::allocation::node_share;
 use crate::engine::{Ask, Limiter, Outcome, SharedStore};
 use crate::policy::{FailureMode, KeyPart, LimitSpec, Match, PlanId, Policy, Rule, Scope};
 use crate::protocol::{CheckRequest, WireAlgorithm};
@@ -334,39 +335,6 @@ pub fn quota(policy: &Policy, rule: &Rule, plan: Option<PlanId>) -> Quota {
     Quota::new(limit, rule.window, burst, rule.queue)
 }
 
-/// A `global` rule's quota on this worker at `now`: one of `share` equal node shares while
-/// the sidecar is silent (`share` > 1); the rule's own when the worker holds an allowance of
-/// the bucket (which then caps it, see [`crate::allocation`]); otherwise the starter share.
-pub fn global_quota(
-    algorithm: Algorithm,
-    configured: Quota,
-    allowances: &Allowances,
-    key: u64,
-    share: u64,
-    now: Nanos,
-) -> Quota {
-    if share > 1 {
-        node_share(configured, share)
-    } else if allowances.left(key, now).is_some() {
-        configured
-    } else {
-        starter_share(algorithm, configured, allowances.nodes())
-    }
-}
-
-/// One of `nodes` equal shares of what a fresh bucket of `quota` holds. A token bucket's
-/// burst is divided, not its rate, so that the tokens a node spends on its starter share weigh
-/// the same once it decides with the whole quota; the other algorithms divide the limit.
-pub fn starter_share(algorithm: Algorithm, quota: Quota, nodes: u64) -> Quota {
-    match algorithm {
-        Algorithm::TokenBucket => Quota {
-            burst: (quota.burst / nodes.max(1)).max(1),
-            ..quota
-        },
-        _ => node_share(quota, nodes),
-    }
-}
-
 /// The permits a `global` rule's live allowance leaves for `result`'s bucket (`None`: not a
 /// `global` rule, or its bucket is on the starter share).
 fn allowance(
@@ -384,30 +352,6 @@ fn allowance(
         return None;
     }
     limiter.allowances.left(result.ask.key, now)
-}
-
-/// The refusal of a request whose `global` allowance is spent: retry in a second (the
-/// worker's next sync brings a new one, if the others left anything).
-fn spent(now: Nanos) -> Outcome {
-    let retry_at = now.saturating_add(SECOND);
-    Outcome {
-        retry_at,
-        reset: retry_at,
-        ..Outcome::default()
-    }
-}
-
-/// `quota` cut to one of `nodes` equal shares (limit and burst divided, at least 1 each).
-pub fn node_share(quota: Quota, nodes: u64) -> Quota {
-    if nodes <= 1 {
-        return quota;
-    }
-    Quota::new(
-        (quota.limit / nodes).max(1),
-        quota.window,
-        (quota.burst / nodes).max(1),
-        quota.queue,
-    )
 }
 
 /// The bucket of `rule` for this request, or `None` when a key part is missing (a rule keyed
@@ -438,6 +382,17 @@ pub fn bucket_key(seed: u64, index: usize, rule: &Rule, facts: &Facts<'_>) -> Op
 
 fn lookup<'a>(pairs: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(n, _)| n == name)?.1.as_deref()
+}
+
+/// The refusal of a request whose `global` allowance is spent: retry in a second (the
+/// worker's next sync brings a new one, if the others left anything).
+fn spent(now: Nanos) -> Outcome {
+    let retry_at = now.saturating_add(SECOND);
+    Outcome {
+        retry_at,
+        reset: retry_at,
+        ..Outcome::default()
+    }
 }
 
 #[cfg(test)]

@@ -12,10 +12,12 @@
 //! still finds a permit (its admission then syncs and brings a fresh allowance).
 //!
 //! A worker without an allowance for a bucket (a key it never synced) decides with the
-//! *starter share*: the rule's quota divided by the node count, in the
-//! node-wide bucket, so that all workers of a node share it exactly — `limit ÷ nodes` for
-//! every node at once cannot overshoot. Its first sync of the key then asks for an
-//! allowance. This is also the fallback while the sidecar is silent.
+//! *starter share* ([`starter_share`]): what a fresh bucket holds divided by the node count
+//! the sidecar reports, in the node-wide bucket, so that all workers of a node share it
+//! exactly — `limit ÷ nodes` for every node at once cannot overshoot. Its syncs of the key
+//! ask for an allowance; the sidecar grants none for one interval and the timeout after the
+//! key's first sync (until every node could report its starter spending), then one in
+//! proportion to demand. While the sidecar is silent every node keeps to [`node_share`].
 
 use hashbrown::HashMap;
 

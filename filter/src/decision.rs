@@ -116,6 +116,9 @@ pub struct RuleResult {
     pub refused: bool,
     /// Whether it was only looked up in the cache after another rule had refused.
     pub cached_only: bool,
+    /// Whether its permits were spent from the worker's `global` allowance (given back with
+    /// the permits when another rule refuses the request).
+    pub from_allowance: bool,
 }
 
 /// A `strict` rule the sidecar must decide before the request may go on.
@@ -226,6 +229,7 @@ pub fn decide(
             outcome: Outcome::default(),
             refused: false,
             cached_only: false,
+            from_allowance: false,
         });
     }
     // Leased rules first: they are cheap, and a refusal there spares the shared-data rules.
@@ -253,6 +257,7 @@ pub fn decide(
             limiter
                 .allowances
                 .spend(result.ask.key, result.ask.cost, now);
+            result.from_allowance = true;
             let left = left.saturating_sub(result.ask.cost);
             result.outcome.remaining = result.outcome.remaining.min(left);
         }
@@ -262,11 +267,39 @@ pub fn decide(
             refused |= !shadow;
         }
     }
-    if refused {
+    // The shared memory failed (a full zone): the rule could not be decided.
+    let unavailable = out
+        .results
+        .iter()
+        .find(|r| r.outcome.store_failed && !r.cached_only)
+        .filter(|_| policy.failure_mode == FailureMode::Closed)
+        .filter(|r| !policy.rules.get(r.rule).is_some_and(|rule| rule.shadow))
+        .map(|r| r.rule);
+    out.verdict = fold(limiter, store, &out.results, unavailable, now);
+    if !matches!(out.verdict, Verdict::Admit | Verdict::Delay(_)) {
+        out.pending.clear();
+    }
+    out.results.sort_by_key(|r| r.rule);
+}
+
+/// The verdict of a request's rule results (local ones, and `strict` ones once the sidecar
+/// answered): refused if any rule refused, else unavailable if a rule could not be decided
+/// (`unavailable`, `failure_mode` `closed`), else admitted after the longest queue delay.
+/// On a refusal the permits the admitting rules took are given back: a refused request
+/// consumes nothing.
+pub fn fold(
+    limiter: &mut Limiter,
+    store: &mut impl SharedStore,
+    results: &[RuleResult],
+    unavailable: Option<usize>,
+    now: Nanos,
+) -> Verdict {
+    let refused = results.iter().any(|r| r.refused);
+    if refused || unavailable.is_some() {
         let mut retry_at = now;
-        for result in out.results.iter_mut() {
+        for result in results {
             if result.outcome.admitted && !result.cached_only {
-                if allowance(policy, limiter, result, out.global_share, now).is_some() {
+                if result.from_allowance {
                     limiter
                         .allowances
                         .give_back(result.ask.key, result.ask.cost);
@@ -277,21 +310,22 @@ pub fn decide(
                 retry_at = retry_at.max(result.outcome.retry_at);
             }
         }
-        out.verdict = Verdict::Refuse(seconds_until(retry_at, now).max(1));
-        out.pending.clear();
-    } else {
-        let delay = out
-            .results
-            .iter()
-            .filter(|r| r.outcome.admitted)
-            .map(|r| r.outcome.delay)
-            .max()
-            .unwrap_or(0);
-        if delay > 0 {
-            out.verdict = Verdict::Delay(delay);
-        }
+        return match unavailable {
+            Some(index) if !refused => Verdict::Unavailable(index),
+            _ => Verdict::Refuse(seconds_until(retry_at, now).max(1)),
+        };
     }
-    out.results.sort_by_key(|r| r.rule);
+    let delay = results
+        .iter()
+        .filter(|r| r.outcome.admitted)
+        .map(|r| r.outcome.delay)
+        .max()
+        .unwrap_or(0);
+    if delay > 0 {
+        Verdict::Delay(delay)
+    } else {
+        Verdict::Admit
+    }
 }
 
 /// Whole seconds from `now` until `at`, rounded up.
@@ -396,5 +430,4 @@ fn spent(now: Nanos) -> Outcome {
 }
 
 #[cfg(test)]
-#[path = "decision_tests.rs"]
 mod tests;

@@ -45,13 +45,17 @@ impl HeaderPairs {
         HeaderPairs { bytes, spans }
     }
 
-    /// The UTF-8 values of header `name`, in order.
+    /// The UTF-8 values of header `name` (lower case; matched in any case: hosts other than
+    /// Envoy hand names over as the client wrote them), in order.
     pub fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
         self.spans.iter().filter_map(move |(n, v)| {
-            (self.bytes.get(n.clone())? == name.as_bytes())
-                .then(|| self.bytes.get(v.clone()))
-                .flatten()
-                .and_then(|v| core::str::from_utf8(v).ok())
+            (self
+                .bytes
+                .get(n.clone())?
+                .eq_ignore_ascii_case(name.as_bytes()))
+            .then(|| self.bytes.get(v.clone()))
+            .flatten()
+            .and_then(|v| core::str::from_utf8(v).ok())
         })
     }
 }

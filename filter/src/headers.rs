@@ -280,5 +280,4 @@ fn base64_symbol(v: u32) -> char {
     clippy::panic,
     clippy::indexing_slicing
 )]
-#[path = "headers_tests.rs"]
 mod tests;

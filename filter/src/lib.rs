@@ -1,10 +1,11 @@
 //! Tollgate's rate-limit filter.
 //!
-//! The crate has two faces. Compiled for `wasm32-wasip1` it is a Proxy-Wasm HTTP filter
-//! (the [`host`] module, the only code that touches the proxy ABI). Compiled anywhere else it
-//! is a plain library of the filter's logic — algorithms, policy, identity, header rendering —
-//! that the sidecar and the tests use directly. All of that logic takes the clock as an
-//! argument and never panics.
+//! The crate has two faces. Compiled for `wasm32-wasip1` it is a Proxy-Wasm HTTP filter: the
+//! `host` module (wasm32 only) is the only code that touches the proxy ABI, one call per
+//! method of [`worker::host::Host`]. Everything else is a plain library — algorithms, policy,
+//! identity, header rendering, and the per-worker logic ([`worker`]: requests, strict checks,
+//! sync, usage, the tick) — that the sidecar and the tests use directly, the worker logic
+//! against a mock host. All of it takes the clock from its caller and never panics.
 //!
 //! ```
 //! use tollgate_filter::algorithm::{Algorithm, Quota, State};
@@ -28,9 +29,11 @@ pub mod headers;
 pub mod identity;
 pub mod policy;
 pub mod protocol;
+pub mod registry;
 pub mod reply;
 pub mod sync;
 pub mod usage;
+pub mod worker;
 
 #[cfg(all(target_arch = "wasm32", target_os = "wasi"))]
 mod host;

@@ -377,5 +377,4 @@ mod buffer;
 pub use buffer::{RequestLog, RequestUsage, UsageAggregate, UsageBuffer};
 
 #[cfg(test)]
-#[path = "usage_tests.rs"]
 mod tests;

@@ -31,7 +31,8 @@ fn bad_config_dir() -> PathBuf {
 fn shared_fixture() -> Vec<u8> {
     // The repository's own copy of the contract fixture: the configuration every build accepts.
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/filter-config.json");
-    fs::read(&path).unwrap_or_else(|e| panic!("the contract fixture {} is missing ({e})", path.display()))
+    fs::read(&path)
+        .unwrap_or_else(|e| panic!("the contract fixture {} is missing ({e})", path.display()))
 }
 
 #[test]

@@ -1,5 +1,6 @@
 """Burst shapes against several Envoys: every node fired at as fast as keep-alive connections
-allow, for the `global` allocation's end-to-end test and `bench/bursts.py`.
+allow, for the `global` allocation's end-to-end test (tests/test_global_bursts.py) and part 5
+of the sidecar bench (bench/sidecar/bursts.py).
 
 Every load is bounded in count and in time. Results are `Hit`s: which node, the status and
 when it came back (monotonic seconds).

@@ -60,6 +60,7 @@ impl LocalCache {
             retry_at: now,
             delay: 0,
             source: Source::Lease,
+            store_failed: false,
         })
     }
 

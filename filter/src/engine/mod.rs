@@ -75,6 +75,9 @@ pub struct Outcome {
     pub delay: Nanos,
     /// Where the permits came from, to give them back if another rule refuses.
     pub source: Source,
+    /// The shared data failed (a full zone): nothing was decided; `failure_mode` says what
+    /// to do (admitted is set, as for `open`).
+    pub store_failed: bool,
 }
 
 /// Where an admission's permits came from.
@@ -178,6 +181,7 @@ impl Limiter {
                 remaining: ask.quota.limit,
                 reset: now,
                 retry_at: now,
+                store_failed: true,
                 ..Outcome::default()
             };
         };
@@ -302,6 +306,7 @@ impl Limiter {
             retry_at: now,
             delay: grant.delay,
             source,
+            store_failed: false,
         }
     }
 }

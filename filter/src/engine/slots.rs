@@ -8,8 +8,8 @@
 //! soonest evicted, and that is counted.
 //!
 //! Updates are compare-and-swap: read the slot with its CAS token, decide, write back with the
-//! token, retry on conflict. A slot never used has no CAS token yet, so it is first created
-//! empty and read again.
+//! token, retry on conflict. A slot never used has no CAS token yet: it is created with its
+//! first record by [`create`], which never overwrites a record another worker wrote meanwhile.
 
 use core::fmt::Write as _;
 
@@ -36,14 +36,42 @@ pub enum StoreError {
 pub trait SharedStore {
     /// The value and its CAS token (0 when the host gives none), or `None` when absent.
     fn get(&mut self, key: &str) -> Result<Option<(Vec<u8>, u32)>, StoreError>;
-    /// Writes `value` if the entry's token is still `cas` (0: unconditionally).
+    /// Writes `value` if the entry's token is still `cas`. Token 0 means "unconditionally" on
+    /// Envoy and "only if absent" on ngx_wasm_module: pass it only through [`create`].
     fn set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
+}
+
+/// A token no write is expected to hold: Envoy creates a missing key written with any
+/// non-zero token and refuses an existing one unless its token matches (tokens count up from
+/// 1 across the node, so this one matches only the one write in 2³² that got it).
+const CREATE_TOKEN: u32 = u32::MAX;
+
+/// Creates `key` with `value` if it is still absent; `Ok(false)` when another worker created
+/// it first (read it again). Works on both hosts' CAS rules: Envoy creates on a non-zero token
+/// and would overwrite on 0; ngx_wasm_module refuses a non-zero token on a missing key and
+/// creates on 0 only if absent.
+pub fn create(store: &mut impl SharedStore, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+    match store.set(key, value, CREATE_TOKEN) {
+        Ok(()) => return Ok(true),
+        Err(StoreError::CasMismatch) => {}
+        Err(StoreError::Failed) => return Err(StoreError::Failed),
+    }
+    // Refused: either someone created the key (both hosts), or the host wants 0 for a new key.
+    if store.get(key)?.is_some() {
+        return Ok(false);
+    }
+    match store.set(key, value, 0) {
+        Ok(()) => Ok(true),
+        Err(StoreError::CasMismatch) => Ok(false),
+        Err(StoreError::Failed) => Err(StoreError::Failed),
+    }
 }
 
 /// Where a key's bucket was found (or will be created).
 struct Located {
     index: u32,
-    cas: u32,
+    /// The slot's token; `None` for a slot never written.
+    cas: Option<u32>,
     state: State,
     claimed: bool,
 }
@@ -99,7 +127,15 @@ impl SlotTable {
                 .extend_from_slice(&algorithm.idle_at(quota, &state).to_le_bytes());
             state.encode(&mut self.record);
             self.set_name(found.index);
-            match store.set(&self.name, &self.record, found.cas) {
+            let written = match found.cas {
+                Some(cas) => store.set(&self.name, &self.record, cas),
+                None => match create(store, &self.name, &self.record) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => Err(StoreError::CasMismatch),
+                    Err(err) => Err(err),
+                },
+            };
+            match written {
                 Ok(()) => return Some(grant),
                 Err(StoreError::CasMismatch) => {
                     stats.cas_conflicts = stats.cas_conflicts.saturating_add(1)
@@ -125,12 +161,11 @@ impl SlotTable {
             self.set_name(index);
             stats.shared_reads = stats.shared_reads.saturating_add(1);
             let Some((bytes, cas)) = store.get(&self.name)? else {
-                // Never used, so the key is not further along: create the slot to get a token.
-                store.set(&self.name, &[], 0)?;
-                let cas = store.get(&self.name)?.map_or(0, |(_, cas)| cas);
+                // Never used, so the key is not further along: the slot is created with the
+                // key's first record.
                 return Ok(Located {
                     index,
-                    cas,
+                    cas: None,
                     state: State::default(),
                     claimed: true,
                 });
@@ -143,7 +178,7 @@ impl SlotTable {
                     .unwrap_or_default();
                 return Ok(Located {
                     index,
-                    cas,
+                    cas: Some(cas),
                     state,
                     claimed: false,
                 });
@@ -164,7 +199,7 @@ impl SlotTable {
         };
         Ok(Located {
             index,
-            cas,
+            cas: Some(cas),
             state: State::default(),
             claimed: true,
         })

@@ -335,3 +335,47 @@ fn folding_keeps_a_lease_that_cannot_go_back() {
         assert_eq!(admitted, 20, "fold at step {fold_at}");
     }
 }
+
+/// Worker A decides one request while worker B's whole decision is slipped in before A's
+/// `nth` shared-data write (for every `nth`), on both hosts' CAS semantics: a bucket of one
+/// permit admits exactly one of the two, and the store never fails.
+#[test]
+fn a_competing_write_between_get_and_set_never_over_admits() {
+    for strict in [true, false] {
+        for nth in 0..8 {
+            let mut store = if strict {
+                MemStore::default()
+            } else {
+                MemStore::envoy()
+            };
+            let ask = ask(Algorithm::FixedWindow, 1, 1);
+            let now = 10 * MINUTE;
+            let b_admitted = std::rc::Rc::new(std::cell::Cell::new(false));
+            let seen = std::rc::Rc::clone(&b_admitted);
+            store.compete_before_write(
+                nth,
+                Box::new(move |store: &mut MemStore| {
+                    let mut b = Limiter::new(1024, 64);
+                    seen.set(b.acquire(store, &ask, now).admitted);
+                    assert_eq!(b.stats.store_failures, 0);
+                }),
+            );
+            let mut a = Limiter::new(1024, 64);
+            let a_admitted = a.acquire(&mut store, &ask, now).admitted;
+            let host = if strict { "strict" } else { "envoy" };
+            assert_eq!(
+                a.stats.store_failures, 0,
+                "{host}: competitor before write {nth}: the store failed (fail open)"
+            );
+            if store.competitor_pending() {
+                continue; // A made fewer writes than that: nothing slipped in.
+            }
+            assert_eq!(
+                u32::from(a_admitted) + u32::from(b_admitted.get()),
+                1,
+                "{host}: competitor before write {nth}: a={a_admitted} b={}",
+                b_admitted.get()
+            );
+        }
+    }
+}

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::compile::{MAX_LIMIT, at, unknown_plan};
+use super::check::{MAX_LIMIT, at, unknown_plan};
 use super::serde_error::{LIMIT_HINT, child, unknown_field};
 use super::{ConfigError, LimitSpec, Plan, Rule};
 use crate::algorithm::Algorithm;

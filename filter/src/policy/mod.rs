@@ -2,6 +2,7 @@
 //! and compiled ([`compile`]) into a [`Policy`] the request path can use without further
 //! checks. Every mistake is reported as a [`ConfigError`] naming the field path and the fix.
 
+mod check;
 mod compile;
 mod duration;
 mod limit;
@@ -16,7 +17,7 @@ use hashbrown::HashMap;
 use crate::Nanos;
 use crate::algorithm::Algorithm;
 
-pub use compile::ConfigError;
+pub use check::ConfigError;
 
 /// Index of a plan in [`Policy::plans`].
 pub type PlanId = usize;
@@ -196,6 +197,11 @@ pub struct Jwt {
     pub metadata_namespace: String,
     /// Key of the payload inside that namespace (`jwt_authn` `payload_in_metadata`).
     pub payload_key: String,
+    /// A request header the proxy's authentication step sets to the verified token's payload
+    /// (JSON, or base64url JSON as Envoy `jwt_authn` `forward_payload_header` writes it); when
+    /// set, claims are read there instead of the dynamic metadata (which only Envoy has). The
+    /// proxy must remove a copy the client sent: the filter trusts this header as it is.
+    pub claims_header: Option<String>,
 }
 
 /// RateLimit header style.

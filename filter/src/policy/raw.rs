@@ -102,6 +102,7 @@ pub(super) struct RawJwt {
     pub plan_claim: Option<String>,
     pub metadata_namespace: Option<String>,
     pub payload_key: Option<String>,
+    pub claims_header: Option<String>,
 }
 
 /// `identity.client_ip`.

@@ -3,7 +3,7 @@
 
 use hashbrown::HashMap;
 
-use super::compile::{at, header_name, is_token, valid_name};
+use super::check::{at, header_name, is_token, valid_name};
 use super::duration::parse_window;
 use super::limit::{burst, check_capacity, limit, queue};
 use super::raw::{Object, RawMatch, RawRule};

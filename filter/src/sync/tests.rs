@@ -231,6 +231,7 @@ fn decisions_record_admissions_or_the_global_rules_refusals() {
         },
         refused,
         cached_only,
+        from_allowance: false,
     };
     let mut sync = Sync::new(7, 9, NOW);
     sync.record_decision(&policy, &[result(true, false, false)], true, NOW);

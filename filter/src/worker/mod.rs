@@ -1,0 +1,409 @@
+//! One worker of the proxy, as plain Rust: configuration, the state every request context of
+//! the worker shares, stats, `global` rules' sync with the sidecar, `strict` checks, usage
+//! metering, and the tick that drives them. Everything it asks of the proxy goes through
+//! [`host::Host`], so the whole of it runs natively against a mock host in tests; the
+//! Proxy-Wasm glue (`crate::host`, wasm32 only) only forwards callbacks here.
+
+pub mod facts;
+pub mod host;
+pub mod jwt;
+#[cfg(test)]
+pub mod mock;
+pub mod request;
+pub mod sidecar;
+pub mod strict;
+#[cfg(test)]
+mod tests;
+pub mod usage_out;
+
+use core::hash::BuildHasher;
+
+use log::{info, warn};
+
+use crate::decision::{Decision, Needs};
+use crate::engine::slots::create;
+use crate::engine::{Limiter, SharedStore};
+use crate::policy::{Policy, Scope};
+use crate::protocol::{SYNC_PATH, SyncResponse};
+use crate::sync::{Sync, refill_lag};
+use crate::{Nanos, SECOND};
+use host::{Host, Shared};
+use usage_out::UsageOut;
+
+/// Keys of other keys this worker keeps leases and refusals for, at most.
+const LOCAL_CACHE: usize = 16_384;
+/// How often counters go to the host's stats.
+const STATS_EVERY: Nanos = SECOND;
+/// Logged at configure time on a host that cannot release a queued request.
+pub const NO_QUEUE: &str = "rules[{index}].queue: this proxy cannot hold a request and release it later (nginx's ngx_wasm_module resumes only the request whose callback runs): leaky-bucket requests over the rate are refused instead of queued";
+/// A context id no host hands out (ids count up from 1).
+const NO_SUCH_CONTEXT: u32 = u32::MAX;
+
+/// Per-rule counters not yet sent to the host.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RuleCounters {
+    pub allowed: u64,
+    pub refused: u64,
+    pub shadow_refused: u64,
+    pub queued: u64,
+    /// `strict` checks the sidecar did not answer (failure_mode decided).
+    pub sidecar_failures: u64,
+}
+
+/// Everything one worker's contexts share.
+pub struct Worker {
+    pub policy: Policy,
+    pub needs: Needs,
+    pub seed: u64,
+    pub limiter: Limiter,
+    pub decision: Decision,
+    pub counters: Vec<RuleCounters>,
+    metric_ids: Vec<[Option<u32>; 5]>,
+    /// Paused requests: (release time, HTTP context id).
+    pub queue: Vec<(Nanos, u32)>,
+    last_flush: Nanos,
+    /// Half the tick period (sends due within it go at this tick).
+    half_tick: Nanos,
+    /// `global` rules' sync (policies with a sidecar and at least one `global` rule).
+    pub sync: Option<Sync>,
+    next_sync: Nanos,
+    /// The token of the sync call in flight.
+    sync_call: Option<u32>,
+    /// Whether `global` rules are cut to the node's share (logged when it changes).
+    degraded: bool,
+    /// `tollgate.sync.{batches,failures,dropped}`.
+    sync_ids: [Option<u32>; 3],
+    /// Usage on its way to the sidecar (policies with `usage` on).
+    pub usage: Option<UsageOut>,
+    /// `tollgate.usage.{batches,failures,dropped,log_dropped}`.
+    usage_ids: [Option<u32>; 4],
+}
+
+impl Worker {
+    fn new(host: &mut impl Host, policy: Policy, seed: u64, now: Nanos) -> Self {
+        let metric_ids = policy
+            .rules
+            .iter()
+            .map(|rule| {
+                [
+                    "allowed",
+                    "refused",
+                    "shadow_refused",
+                    "queued",
+                    "sidecar_failures",
+                ]
+                .map(|what| host.define_counter(&format!("tollgate.{}.{}", rule.name, what)))
+            })
+            .collect();
+        let syncs =
+            policy.sidecar.is_some() && policy.rules.iter().any(|rule| rule.scope == Scope::Global);
+        let sync_ids = if syncs {
+            ["batches", "failures", "dropped"]
+                .map(|what| host.define_counter(&format!("tollgate.sync.{what}")))
+        } else {
+            [None; 3]
+        };
+        let usage_ids = match policy.usage {
+            Some(usage) => ["batches", "failures", "dropped", "log_dropped"].map(|what| {
+                (what != "log_dropped" || usage.request_log)
+                    .then(|| host.define_counter(&format!("tollgate.usage.{what}")))
+                    .flatten()
+            }),
+            None => [None; 4],
+        };
+        Worker {
+            usage: policy.usage.map(|u| {
+                UsageOut::new(random(now ^ 1), u.interval_ms, u.request_log, &policy, now)
+            }),
+            usage_ids,
+            sync: syncs.then(|| Sync::new(random(now), node_id(host, now), now)),
+            next_sync: now,
+            sync_call: None,
+            degraded: false,
+            sync_ids,
+            needs: Needs::of(&policy),
+            counters: vec![RuleCounters::default(); policy.rules.len()],
+            limiter: Limiter::new(policy.state_slots, LOCAL_CACHE),
+            decision: Decision::default(),
+            metric_ids,
+            queue: Vec::new(),
+            last_flush: now,
+            half_tick: 0,
+            seed,
+            policy,
+        }
+    }
+
+    /// The root context's tick.
+    pub fn tick(&mut self, host: &mut impl Host, now: Nanos) {
+        let mut index = 0;
+        while index < self.queue.len() {
+            match self.queue.get(index) {
+                Some(&(due, context_id)) if due <= now => {
+                    self.queue.swap_remove(index);
+                    // Only on hosts that switch contexts (checked at configure time).
+                    if host.set_effective_context(context_id) {
+                        host.resume(context_id);
+                    }
+                }
+                _ => index += 1,
+            }
+        }
+        if now.saturating_sub(self.last_flush) >= STATS_EVERY {
+            self.flush_stats(host);
+            self.last_flush = now;
+        }
+        // Due within half a tick: a tick that lands just before the due time must not put
+        // the send off by a whole period (the sync interval bounds the overshoot).
+        let soon = now.saturating_add(self.half_tick);
+        if self.sync.is_some() && soon >= self.next_sync {
+            self.send_sync(host, now);
+        }
+        if let (Some(usage), Some(sidecar)) = (self.usage.as_mut(), self.policy.sidecar.as_ref())
+            && usage.due(soon)
+        {
+            usage.send(host, sidecar, now);
+        }
+    }
+
+    /// The share `global` rules are cut to at `now` (1: the whole limit), for the decision.
+    pub fn global_share(&self, now: Nanos) -> u64 {
+        match (&self.sync, &self.policy.sidecar) {
+            (Some(sync), Some(sidecar)) => sync.share(sidecar, now),
+            _ => 1,
+        }
+    }
+
+    /// Sends the next batch of `global` admissions (or a heartbeat) unless one is out.
+    fn send_sync(&mut self, host: &mut impl Host, now: Nanos) {
+        let (Some(sync), Some(sidecar)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
+            return;
+        };
+        self.next_sync = now.saturating_add(sidecar.sync_interval_ms.saturating_mul(1_000_000));
+        let share = sync.share(sidecar, now);
+        if (share > 1) != self.degraded {
+            self.degraded = share > 1;
+            if self.degraded {
+                warn!(
+                    "the sidecar does not answer: global rules limit this node to 1/{share} of their limits"
+                );
+            } else {
+                info!("the sidecar answers again: global rules use their whole limits");
+            }
+        }
+        let Some(batch) = sync.next_batch(&self.policy, now) else {
+            return;
+        };
+        self.sync_call = serde_json::to_vec(&batch)
+            .ok()
+            .and_then(|body| sidecar::call(host, sidecar, SYNC_PATH, &body, sidecar.timeout_ms));
+        if self.sync_call.is_none() {
+            sync.failed();
+        }
+    }
+
+    /// The sidecar's answer to the sync call `token`; folds the totals into the node's buckets.
+    fn sync_answered(
+        &mut self,
+        host: &mut impl Host,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        now: Nanos,
+    ) {
+        if self.sync_call != Some(token) {
+            return;
+        }
+        self.sync_call = None;
+        let (Some(sync), Some(config)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
+            return;
+        };
+        let Some(response) = sidecar::read_response::<SyncResponse>(host, num_headers, body_size)
+        else {
+            sync.failed();
+            return;
+        };
+        let was_shared = sync.share(config, now) > 1;
+        let folds = sync.answered(&response, now);
+        if was_shared && sync.share(config, now) == 1 {
+            // Refusals decided under the node's share would outlive it (until their retry time).
+            self.limiter.forget_refusals();
+        }
+        let interval = config.sync_interval_ms.saturating_mul(1_000_000);
+        self.limiter.allowances.set_nodes(sync.nodes(config));
+        for fold in folds {
+            let target = fold.target.saturating_add(refill_lag(&fold.ask, interval));
+            let _ = self
+                .limiter
+                .fold(&mut Shared(&mut *host), &fold.ask, target, now);
+            if let Some(allowance) = fold.allowance {
+                self.limiter.allow(fold.ask.key, allowance, now);
+            }
+        }
+        if self.degraded {
+            self.degraded = false;
+            info!("the sidecar answers again: global rules use their whole limits");
+        }
+    }
+
+    fn flush_stats(&mut self, host: &mut impl Host) {
+        for (counters, ids) in self.counters.iter_mut().zip(&self.metric_ids) {
+            let values = [
+                counters.allowed,
+                counters.refused,
+                counters.shadow_refused,
+                counters.queued,
+                counters.sidecar_failures,
+            ];
+            for (value, id) in values.into_iter().zip(ids) {
+                if let (Some(id), true) = (id, value > 0) {
+                    host.increment(*id, value);
+                }
+            }
+            *counters = RuleCounters::default();
+        }
+        if let Some(sync) = self.sync.as_mut() {
+            let values = [sync.stats.batches, sync.stats.failures, sync.stats.dropped];
+            for (value, id) in values.into_iter().zip(self.sync_ids) {
+                if let (Some(id), true) = (id, value > 0) {
+                    host.increment(id, value);
+                }
+            }
+            if sync.stats.dropped > 0 {
+                warn!(
+                    "{} global admissions could not be kept for the sidecar (too many keys while it was gone)",
+                    sync.stats.dropped
+                );
+            }
+            sync.stats = Default::default();
+        }
+        if let Some(usage) = self.usage.as_mut() {
+            let stats = usage.stats;
+            let values = [
+                stats.batches,
+                stats.failures,
+                stats.dropped,
+                stats.log_dropped,
+            ];
+            for (value, id) in values.into_iter().zip(self.usage_ids) {
+                if let (Some(id), true) = (id, value > 0) {
+                    host.increment(id, value);
+                }
+            }
+            if stats.dropped > 0 {
+                warn!(
+                    "{} requests could not be metered: the usage buffer was full (sidecar gone too long?) or their tenant id is not a usable label",
+                    stats.dropped
+                );
+            }
+            if stats.log_dropped > 0 {
+                warn!(
+                    "{} requests could not be kept for the request log: its buffer was full (sidecar gone too long?)",
+                    stats.log_dropped
+                );
+            }
+            usage.stats = Default::default();
+        }
+    }
+}
+
+/// A random number (the host's entropy through the standard library's hasher keys).
+fn random(salt: u64) -> u64 {
+    std::hash::RandomState::new().hash_one(salt)
+}
+
+/// This node's id, the same for every worker: the first worker to start creates it in shared
+/// data (with a compare-and-swap, so two workers starting together agree).
+fn node_id(host: &mut impl Host, now: Nanos) -> u64 {
+    const NAME: &str = "tg/node";
+    let mut store = Shared(host);
+    let mine = random(now).max(1);
+    for _ in 0..8 {
+        match store.get(NAME) {
+            Ok(Some((bytes, _))) => {
+                if let Ok(id) = <[u8; 8]>::try_from(bytes.as_slice()) {
+                    return u64::from_le_bytes(id);
+                }
+                break;
+            }
+            Ok(None) => match create(&mut store, NAME, &mine.to_le_bytes()) {
+                Ok(true) => return mine,
+                Ok(false) => {}
+                Err(_) => break,
+            },
+            Err(_) => break,
+        }
+    }
+    mine
+}
+
+impl Worker {
+    /// The worker configured from the plugin configuration `bytes` (root context, at
+    /// configure time); the error names the field and the fix.
+    pub fn configure(host: &mut impl Host, bytes: &[u8]) -> Result<Self, String> {
+        let mut policy = Policy::from_json(bytes).map_err(|err| err.to_string())?;
+        info!("configured {} rules", policy.rules.len());
+        let seed = policy.seed;
+        let now = host.now();
+        let queued = policy.rules.iter().position(|r| r.queue > 0);
+        if let Some(index) = queued
+            && host.set_effective_context(NO_SUCH_CONTEXT)
+        {
+            // The host accepts a context that does not exist: it does not switch contexts, so
+            // the tick could not resume a queued request (it would resume another one).
+            warn!("{}", NO_QUEUE.replace("{index}", &index.to_string()));
+            for rule in &mut policy.rules {
+                rule.queue = 0;
+            }
+        }
+        let mut worker = Worker::new(host, policy, seed, now);
+        // Set once: hosts differ on re-arming a timer (ngx_wasm_module adds one per call).
+        let period = worker.tick_period();
+        worker.half_tick = u64::from(period) * 1_000_000 / 2;
+        host.set_tick_period(period);
+        Ok(worker)
+    }
+
+    /// The tick period, in milliseconds: often enough for the stats, the sync and usage
+    /// intervals and, with a leaky-bucket queue, a tenth of its rules' spacing.
+    fn tick_period(&self) -> u32 {
+        let mut period = STATS_EVERY;
+        if let Some(sidecar) = self.policy.sidecar.as_ref().filter(|_| self.sync.is_some()) {
+            period = period.min(sidecar.sync_interval_ms.saturating_mul(1_000_000));
+        }
+        if let Some(usage) = self.policy.usage {
+            period = period.min(usage.interval_ms.saturating_mul(1_000_000));
+        }
+        for rule in self.policy.rules.iter().filter(|r| r.queue > 0) {
+            // The spacing of the highest limit any plan gives the rule.
+            let limit = (0..self.policy.plans.len())
+                .map(Some)
+                .chain([None])
+                .map(|plan| crate::decision::quota(&self.policy, rule, plan).limit)
+                .max()
+                .unwrap_or(1);
+            let spacing = rule.window / limit.max(1);
+            period = period.min(spacing / 10);
+        }
+        u32::try_from(period / 1_000_000).unwrap_or(u32::MAX).max(1)
+    }
+
+    /// A call made by the root context answered: usage or sync.
+    pub fn on_root_call_response(
+        &mut self,
+        host: &mut impl Host,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+    ) {
+        let now = host.now();
+        if let Some(usage) = self.usage.as_mut()
+            && usage.answered(host, token, num_headers, body_size)
+        {
+            return;
+        }
+        if self.sync_call == Some(token) {
+            self.sync_answered(host, token, num_headers, body_size, now);
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The worker against the strict mock host: the host rules of ngx_wasm_module and Envoy's
+//! quirks, which only a real proxy used to exercise.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use super::mock::{MockHost, Node};
+use super::request::Action;
+use crate::SECOND;
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+const SIDECAR: &str = r#""sidecar": {"cluster": "127.0.0.1:9", "authority": "sidecar", "timeout_ms": 100, "sync_interval_ms": 200}"#;
+
+fn config(extra: &str, rules: &str) -> String {
+    format!(r#"{{ {extra} "rules": [{rules}] }}"#)
+}
+
+fn rule(name: &str, key: &str, limit: u64, scope: &str) -> String {
+    format!(
+        r#"{{"name": "{name}", "key": [{key}], "algorithm": "fixed_window", "limit": {limit}, "window": "1m", "scope": "{scope}"}}"#
+    )
+}
+
+fn no_violations(node: &Node) {
+    assert!(
+        node.host.violations.is_empty(),
+        "host rules broken: {:#?}",
+        node.host.violations
+    );
+}
+
+#[test]
+fn an_idle_worker_arms_one_timer_and_never_another() {
+    let config = config(
+        &format!(r#"{SIDECAR}, "usage": {{"interval_ms": 500}},"#),
+        &rule("g", r#""client_ip""#, 100, "global"),
+    );
+    let mut node = Node::new(MockHost::default(), &config);
+    for _ in 0..100 {
+        node.host.now += 50_000_000;
+        node.tick();
+        // Answer whatever the tick sent (sync heartbeats), as a sidecar that is gone.
+        for call in node.host.calls.clone() {
+            node.answer(call.token, 0, "");
+        }
+    }
+    no_violations(&node);
+    assert_eq!(
+        node.host.timers, 1,
+        "timers armed: {:?}",
+        node.host.tick_periods
+    );
+}
+
+fn strict_node(host: MockHost) -> Node {
+    let config = config(
+        &format!("{SIDECAR},"),
+        &rule("s", r#""client_ip""#, 100, "strict"),
+    );
+    Node::new(host, &config)
+}
+
+const ADMIT: &str = r#"{"admitted": true, "remaining": 5, "reset_after_ns": 1000000000, "retry_after_ns": 0, "delay_ns": 0}"#;
+const REFUSE: &str = r#"{"admitted": false, "remaining": 0, "reset_after_ns": 1000000000, "retry_after_ns": 2000000000, "delay_ns": 0}"#;
+
+/// Answers every call out (a batch gets one answer per check) until none is left.
+fn answer_everything(node: &mut Node, answer: &str) {
+    for _ in 0..100 {
+        let calls = node.host.calls.clone();
+        if calls.is_empty() {
+            node.host.now += 2_000_000;
+            node.tick();
+            if node.host.calls.is_empty() {
+                return;
+            }
+            continue;
+        }
+        for call in calls {
+            let body = if call.path.ends_with("/checks") {
+                let n = serde_json::from_slice::<serde_json::Value>(&call.body).unwrap()["checks"]
+                    .as_array()
+                    .unwrap()
+                    .len();
+                format!(r#"{{"results": [{}]}}"#, vec![answer; n].join(","))
+            } else {
+                answer.to_owned()
+            };
+            node.answer(call.token, 200, &body);
+        }
+    }
+}
+
+#[test]
+fn strict_answers_never_set_the_tick_from_a_request() {
+    let mut node = strict_node(MockHost::default());
+    // A worker that has run a while: its next tick is a second away.
+    node.host.now += 10_000_000;
+    node.tick();
+    for id in 10..13 {
+        assert_eq!(node.request(id, &[(":path", "/")]), Action::Pause);
+    }
+    answer_everything(&mut node, ADMIT);
+    no_violations(&node);
+}
+
+#[test]
+fn simultaneous_strict_requests_are_each_resumed_from_their_own_callback() {
+    let mut node = strict_node(MockHost::default());
+    let ids: Vec<u32> = (10..22).collect();
+    for &id in &ids {
+        assert_eq!(node.request(id, &[(":path", "/")]), Action::Pause);
+    }
+    answer_everything(&mut node, ADMIT);
+    no_violations(&node);
+    for &id in &ids {
+        assert_eq!(node.log(id).resumed, 1, "request {id} was not resumed once");
+    }
+}
+
+#[test]
+fn simultaneous_strict_refusals_are_answered_from_their_own_callback() {
+    let mut node = strict_node(MockHost::default());
+    for id in 10..22 {
+        node.request(id, &[(":path", "/")]);
+    }
+    answer_everything(&mut node, REFUSE);
+    no_violations(&node);
+    for id in 10..22 {
+        let reply = node.log(id).reply.map(|r| r.0);
+        assert_eq!(reply, Some(429), "request {id}");
+    }
+}
+
+fn queue_config() -> String {
+    config(
+        "",
+        r#"{"name": "drip", "key": ["client_ip"], "algorithm": "leaky_bucket", "limit": 5, "window": "1s", "queue": 10, "scope": "local"}"#,
+    )
+}
+
+#[test]
+fn where_a_request_cannot_be_resumed_from_the_tick_a_leaky_bucket_refuses_instead_of_queueing() {
+    let mut node = Node::new(MockHost::default(), &queue_config());
+    for id in 10..14 {
+        node.host
+            .properties
+            .insert((id, "source.address".into()), b"192.0.2.1:4000".to_vec());
+    }
+    assert_eq!(node.request(10, &[(":path", "/")]), Action::Continue);
+    for id in 11..14 {
+        assert_eq!(node.request(id, &[(":path", "/")]), Action::Pause);
+        let reply = node.log(id).reply.map(|r| r.0);
+        assert_eq!(reply, Some(429), "request {id} is refused, not held");
+    }
+    for _ in 0..50 {
+        node.host.now += 10_000_000;
+        node.tick();
+    }
+    no_violations(&node);
+    no_violations_host(&node.host);
+}
+
+fn no_violations_host(host: &MockHost) {
+    assert!(host.violations.is_empty(), "{:#?}", host.violations);
+}
+
+#[test]
+fn on_envoy_queued_requests_leave_from_the_tick_through_their_context() {
+    let host = MockHost {
+        lenient: true,
+        ..MockHost::default()
+    };
+    let mut node = Node::new(host, &queue_config());
+    let peer = |node: &mut Node, id| {
+        node.host
+            .properties
+            .insert((id, "source.address".into()), b"192.0.2.1:4000".to_vec());
+    };
+    let mut paused = Vec::new();
+    for id in 10..14 {
+        peer(&mut node, id);
+        if node.request(id, &[(":path", "/")]) == Action::Pause {
+            paused.push(id);
+        }
+    }
+    assert_eq!(paused.len(), 3, "one leaves at once, three wait");
+    for _ in 0..200 {
+        node.host.now += 10_000_000;
+        node.tick();
+    }
+    no_violations(&node);
+    for id in paused {
+        assert_eq!(node.log(id).resumed, 1, "request {id}");
+    }
+    assert_eq!(node.host.tick_periods.len(), 1);
+}
+
+#[test]
+fn header_names_match_in_any_case() {
+    let config = config(
+        r#""identity": {"api_key_header": "x-api-key", "client_ip": {"xff_trusted_hops": 1}},
+           "tenants": {"key-a": {"id": "a", "plan": "free"}},"#,
+        &[
+            rule("per-tenant", r#""tenant""#, 1, "local"),
+            rule("per-ip", r#""client_ip", "path""#, 1, "local"),
+        ]
+        .join(","),
+    );
+    let mut node = Node::new(MockHost::default(), &config);
+    for id in [10, 11] {
+        node.host
+            .properties
+            .insert((id, "source.address".into()), b"192.0.2.1:4000".to_vec());
+    }
+    let first = [
+        (":path", "/a"),
+        ("X-Api-Key", "key-a"),
+        ("X-Forwarded-For", "10.0.0.1"),
+    ];
+    assert_eq!(node.request(10, &first), Action::Continue);
+    // The same tenant again, from another client: the tenant rule (limit 1) refuses.
+    let second = [
+        (":path", "/a"),
+        ("X-API-KEY", "key-a"),
+        ("x-forwarded-for", "10.0.0.2"),
+    ];
+    assert_eq!(node.request(11, &second), Action::Pause);
+    let reply = node.log(11).reply.expect("a 429");
+    assert_eq!(reply.0, 429);
+    assert!(
+        String::from_utf8_lossy(&reply.2).contains("per-tenant"),
+        "refused by the tenant rule, not the address rule: {}",
+        String::from_utf8_lossy(&reply.2)
+    );
+    no_violations(&node);
+}
+
+#[test]
+fn a_full_shared_memory_zone_follows_failure_mode() {
+    for (mode, expected) in [("open", None), ("closed", Some(503))] {
+        let config = config(
+            &format!(r#""failure_mode": "{mode}","#),
+            &rule("r", r#""path""#, 10, "local"),
+        );
+        let mut host = MockHost::default();
+        host.store.capacity = Some(0);
+        let mut node = Node::new(host, &config);
+        let action = node.request(10, &[(":path", "/a")]);
+        let reply = node.log(10).reply.map(|r| r.0);
+        assert_eq!(reply, expected, "failure_mode {mode}");
+        assert_eq!(action == Action::Continue, expected.is_none());
+        no_violations(&node);
+    }
+    let _ = SECOND;
+}
+
+#[test]
+fn jwt_claims_come_from_the_trusted_claims_header() {
+    let config = config(
+        r#""identity": {"jwt": {"claims_header": "x-jwt-payload", "tenant_claim": "org"}},"#,
+        &rule("per-tenant", r#""tenant""#, 1, "local"),
+    );
+    let mut node = Node::new(MockHost::default(), &config);
+    // {"org":"acme"}, base64url without padding.
+    let claims = ("X-JWT-Payload", "eyJvcmciOiJhY21lIn0");
+    assert_eq!(
+        node.request(10, &[(":path", "/"), claims]),
+        Action::Continue
+    );
+    assert_eq!(node.request(11, &[(":path", "/"), claims]), Action::Pause);
+    assert_eq!(node.log(11).reply.map(|r| r.0), Some(429));
+    // Without the header: anonymous, the tenant rule does not apply.
+    assert_eq!(node.request(12, &[(":path", "/")]), Action::Continue);
+    no_violations(&node);
+}

@@ -1,4 +1,4 @@
-"""The Envoy bootstraps and Tollgate configurations of `bench/sidecar` (parts 2–4).
+"""The Envoy bootstraps and Tollgate configurations of `bench/sidecar` (parts 2–5).
 
 Every Envoy is one listener with a `direct_response` route (no upstream), Tollgate (or nothing)
 in front of the router, and a `tollgate_sidecar` cluster pointing at the sidecar under test.
@@ -59,3 +59,19 @@ def bootstrap(filter_config, wasm_path, sidecar_port):
     chain = [] if filter_config is None else [envoy_config.wasm_filter(filter_config, wasm=wasm_path)]
     return envoy_config.bootstrap(http_filters=chain, routes=[envoy_config.direct(body="ok\n")],
                                   sidecar_port=sidecar_port, codec="HTTP1")
+
+
+def bursts_rule(algorithm, limit, tenants):
+    """Part 5: one `global` rule of `limit` an hour per tenant (one tenant per burst shape, each
+    a fresh bucket), synced every 200 ms with a 200 ms timeout, as the end-to-end burst tests."""
+    sidecar = dict(sidecar_block(200), timeout_ms=200)
+    return {
+        "headers": "none",
+        "failure_mode": "open",
+        "sidecar": sidecar,
+        "identity": {"api_key_header": API_KEY_HEADER},
+        "plans": {"bench": {"requests_per_minute": HUGE}},
+        "tenants": {f"key-{name}": {"id": f"t-{name}", "plan": "bench"} for name in tenants},
+        "rules": [{"name": f"bursts-{algorithm}", "key": ["tenant"], "algorithm": algorithm,
+                   "limit": limit, "window": "1h", "scope": "global"}],
+    }

@@ -1,7 +1,8 @@
 """The sidecar's benchmarks, baselines in the same run: (1) strict decisions/s of the sidecar
 with Redis and in memory, beside redis-benchmark of the same Redis commands; (2) one Envoy
 worker with a strict rule vs the same rule local vs no filter; (3) the shipped fixture (a
-global rule) vs the same all local; (4) global overshoot by sync interval and node count.
+global rule) vs the same all local; (4) global overshoot by sync interval and node count;
+(5) global rules under burst shapes on three nodes of two workers (per-worker allowances).
 Run it with `bench/sidecar/run`, which installs the tools and builds first; see bench/README.md."""
 
 import argparse
@@ -17,7 +18,7 @@ if __package__ in (None, ""):  # run as a file: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common.measure import FAILURES  # noqa: E402
-from bench.sidecar import decisions, one_worker, overshoot, report  # noqa: E402
+from bench.sidecar import bursts, decisions, one_worker, overshoot, report  # noqa: E402
 from bench.sidecar.services import Services  # noqa: E402
 from tests.harness.paths import FILTER_WASM, REPO, SHARED_FIXTURE  # noqa: E402
 
@@ -46,6 +47,7 @@ PARTS = [
                          "Redis unpinned",
          one_worker.run_part, lambda results, opts: report.part23(results), every_run=True),
     Part("4", lambda o: "4. `global` overshoot", overshoot.run_part, report.part4),
+    Part("5", lambda o: "5. `global` under bursts (per-worker allowances)", bursts.run_part, bursts.figures),
 ]
 ALL_PARTS = "".join(part.digits for part in PARTS)
 
@@ -73,6 +75,11 @@ def parse_args(argv):
     p.add_argument("--overshoot-window", default="1m", help="part 4: its window, longer than the load (1m)")
     p.add_argument("--overshoot-algorithm", default="sliding_window_log",
                    choices=["sliding_window_log", "fixed_window"], help="part 4: its algorithm (sliding_window_log)")
+    p.add_argument("--bursts-algorithms", type=lambda t: [a for a in t.split(",") if a.strip()],
+                   default=["fixed_window", "token_bucket"], help="part 5: algorithms (fixed_window,token_bucket)")
+    p.add_argument("--bursts-limit", type=int, default=300, help="part 5: the global rule's limit an hour (300)")
+    p.add_argument("--bursts-store", choices=["redis", "memory"], default="redis",
+                   help="part 5: the sidecar's counters (redis)")
     p.add_argument("--envoy", default=os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv", "bin", "envoy")))
     p.add_argument("--wrk", default="wrk")
     p.add_argument("--redis-server", default="redis-server")
@@ -88,14 +95,15 @@ def parse_args(argv):
     opts = p.parse_args(argv)
     if set(opts.parts) - set(ALL_PARTS) or not opts.parts:
         p.error(f"--parts takes digits from {ALL_PARTS}")
-    if min(opts.runs, opts.duration, opts.keys, opts.paths, opts.overshoot_rate, opts.overshoot_seconds) < 1:
+    if min(opts.runs, opts.duration, opts.keys, opts.paths, opts.overshoot_rate, opts.overshoot_seconds,
+           opts.bursts_limit) < 1:
         p.error("counts and durations must be positive")
     return opts
 
 
 def main(argv):
     opts = parse_args(argv)
-    needed = [opts.sidecar_bin] + [opts.envoy, opts.tollgate_wasm] * bool(set(opts.parts) & set("234")) \
+    needed = [opts.sidecar_bin] + [opts.envoy, opts.tollgate_wasm] * bool(set(opts.parts) & set("2345")) \
         + [opts.fixture] * ("3" in opts.parts)
     for path in needed:
         if not os.path.exists(path):

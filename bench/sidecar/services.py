@@ -42,11 +42,11 @@ class Services:
         until(sidecar.ready, lambda status: status == 200, 30, f"sidecar ({name}) /readyz")
         return sidecar
 
-    def spawn_envoy(self, name, bootstrap, core=None):
-        """Envoy with one worker serving `bootstrap`, pinned to `core` if given; not waited for."""
+    def spawn_envoy(self, name, bootstrap, core=None, workers=1):
+        """Envoy with `workers` workers (1) serving `bootstrap`, pinned to `core` if given; not waited for."""
         prefix = ["taskset", "-c", str(core)] if core is not None else []
-        envoy = Envoy(bootstrap, Path(self.workdir), name=f"envoy-{name}", binary=self.opts.envoy,
-                      prefix=prefix, log_level="warning")
+        envoy = Envoy(bootstrap, Path(self.workdir), concurrency=workers, name=f"envoy-{name}",
+                      binary=self.opts.envoy, prefix=prefix, log_level="warning")
         self.started.append(envoy)
         return envoy.spawn()
 

@@ -6,6 +6,8 @@
 use core::hash::{BuildHasher, Hasher};
 
 use crate::algorithm::{Algorithm, Quota};
+use crate::allocation::global_quota;
+pub use crate::allocation::node_share;
 use crate::engine::{Ask, Limiter, Outcome, SharedStore};
 use crate::policy::{FailureMode, KeyPart, LimitSpec, Match, PlanId, Policy, Rule, Scope};
 use crate::protocol::{CheckRequest, WireAlgorithm};
@@ -114,6 +116,9 @@ pub struct RuleResult {
     pub refused: bool,
     /// Whether it was only looked up in the cache after another rule had refused.
     pub cached_only: bool,
+    /// Whether its permits were spent from the worker's `global` allowance (given back with
+    /// the permits when another rule refuses the request).
+    pub from_allowance: bool,
 }
 
 /// A `strict` rule the sidecar must decide before the request may go on.
@@ -210,7 +215,8 @@ pub fn decide(
             key,
             algorithm: rule.algorithm,
             quota: if rule.scope == Scope::Global {
-                node_share(configured, out.global_share)
+                let (allowances, share) = (&limiter.allowances, out.global_share);
+                global_quota(rule.algorithm, configured, allowances, key, share, now)
             } else {
                 configured
             },
@@ -223,6 +229,7 @@ pub fn decide(
             outcome: Outcome::default(),
             refused: false,
             cached_only: false,
+            from_allowance: false,
         });
     }
     // Leased rules first: they are cheap, and a refusal there spares the shared-data rules.
@@ -241,7 +248,19 @@ pub fn decide(
             result.cached_only = true;
             continue;
         }
-        result.outcome = limiter.acquire(store, &result.ask, now);
+        let allowance = allowance(policy, limiter, result, out.global_share, now);
+        result.outcome = match allowance {
+            Some(left) if left < result.ask.cost => spent(now),
+            _ => limiter.acquire(store, &result.ask, now),
+        };
+        if let (Some(left), true) = (allowance, result.outcome.admitted) {
+            limiter
+                .allowances
+                .spend(result.ask.key, result.ask.cost, now);
+            result.from_allowance = true;
+            let left = left.saturating_sub(result.ask.cost);
+            result.outcome.remaining = result.outcome.remaining.min(left);
+        }
         let shadow = policy.rules.get(result.rule).is_some_and(|r| r.shadow);
         if !result.outcome.admitted {
             result.refused = !shadow;
@@ -280,6 +299,11 @@ pub fn fold(
         let mut retry_at = now;
         for result in results {
             if result.outcome.admitted && !result.cached_only {
+                if result.from_allowance {
+                    limiter
+                        .allowances
+                        .give_back(result.ask.key, result.ask.cost);
+                }
                 limiter.refund(store, &result.ask, &result.outcome, now);
             }
             if result.refused {
@@ -345,17 +369,23 @@ pub fn quota(policy: &Policy, rule: &Rule, plan: Option<PlanId>) -> Quota {
     Quota::new(limit, rule.window, burst, rule.queue)
 }
 
-/// `quota` cut to one of `nodes` equal shares (limit and burst divided, at least 1 each).
-pub fn node_share(quota: Quota, nodes: u64) -> Quota {
-    if nodes <= 1 {
-        return quota;
+/// The permits a `global` rule's live allowance leaves for `result`'s bucket (`None`: not a
+/// `global` rule, or its bucket is on the starter share).
+fn allowance(
+    policy: &Policy,
+    limiter: &Limiter,
+    result: &RuleResult,
+    share: u64,
+    now: Nanos,
+) -> Option<u64> {
+    let global = policy
+        .rules
+        .get(result.rule)
+        .is_some_and(|r| r.scope == Scope::Global);
+    if !global || share > 1 {
+        return None;
     }
-    Quota::new(
-        (quota.limit / nodes).max(1),
-        quota.window,
-        (quota.burst / nodes).max(1),
-        quota.queue,
-    )
+    limiter.allowances.left(result.ask.key, now)
 }
 
 /// The bucket of `rule` for this request, or `None` when a key part is missing (a rule keyed
@@ -386,6 +416,17 @@ pub fn bucket_key(seed: u64, index: usize, rule: &Rule, facts: &Facts<'_>) -> Op
 
 fn lookup<'a>(pairs: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(n, _)| n == name)?.1.as_deref()
+}
+
+/// The refusal of a request whose `global` allowance is spent: retry in a second (the
+/// worker's next sync brings a new one, if the others left anything).
+fn spent(now: Nanos) -> Outcome {
+    let retry_at = now.saturating_add(SECOND);
+    Outcome {
+        retry_at,
+        reset: retry_at,
+        ..Outcome::default()
+    }
 }
 
 #[cfg(test)]

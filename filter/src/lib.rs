@@ -21,6 +21,7 @@
 //! ```
 
 pub mod algorithm;
+pub mod allocation;
 pub mod decision;
 pub mod engine;
 pub mod header_map;

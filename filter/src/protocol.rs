@@ -304,6 +304,19 @@ pub struct SyncRequest {
     pub seq: u64,
     /// At most [`MAX_SYNC_ENTRIES`] buckets.
     pub entries: Vec<SyncEntry>,
+    /// How long an allowance the sidecar grants for this batch stays the worker's
+    /// ([`SyncTotal::allowance`]); 0 (the default, older filters): grant nothing, answer only
+    /// the global totals.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lease_ns: Nanos,
+    /// The sender's `sync_interval_ms` in nanoseconds: token and leaky buckets' allowances
+    /// include what the global bucket refills in one interval (0: nothing).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub interval_ns: Nanos,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// One bucket's admissions in a [`SyncRequest`].
@@ -330,6 +343,11 @@ pub struct SyncEntry {
     /// count against any limit (after a long outage).
     #[serde(default)]
     pub age_ns: Nanos,
+    /// Permits the worker refused for this bucket since its previous batch (its allowance or
+    /// the node's bucket ran out). With `hits`, the worker's demand: the sidecar divides the
+    /// global remaining in proportion to it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub denied: u64,
 }
 
 impl SyncEntry {
@@ -381,6 +399,11 @@ pub struct SyncTotal {
     pub remaining: u64,
     /// Time until the whole quota is available again if nothing more is admitted.
     pub reset_after_ns: Nanos,
+    /// Only when the batch asked for allowances ([`SyncRequest::lease_ns`]): the permits this
+    /// worker may admit for the bucket from the instant the batch was applied until its next
+    /// answer or `lease_ns`, whichever comes first — its share of the global remaining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance: Option<u64>,
 }
 
 #[cfg(test)]
@@ -573,9 +596,18 @@ mod tests {
             entry.quota().unwrap(),
             Quota::new(100, 60_000_000_000, 10, 0)
         );
+        // An older filter's batch: no allowance asked, nothing denied.
+        assert_eq!((batch.lease_ns, batch.interval_ns, entry.denied), (0, 0, 0));
         let again: SyncRequest =
             serde_json::from_str(&serde_json::to_string(&batch).unwrap()).unwrap();
         assert_eq!(again, batch);
+        let asking = SyncRequest {
+            lease_ns: 700,
+            interval_ns: 200,
+            ..batch.clone()
+        };
+        let text = serde_json::to_string(&asking).unwrap();
+        assert_eq!(serde_json::from_str::<SyncRequest>(&text).unwrap(), asking);
 
         let too_many = SyncRequest {
             entries: vec![entry.clone(); MAX_SYNC_ENTRIES + 1],
@@ -603,12 +635,27 @@ mod tests {
             totals: vec![SyncTotal {
                 remaining: 7,
                 reset_after_ns: 8,
+                allowance: None,
             }],
         };
         let text = serde_json::to_string(&response).unwrap();
+        // Without allowances the answer is what older filters parse (no unknown field).
+        assert!(!text.contains("allowance"), "{text}");
         assert_eq!(
             serde_json::from_str::<SyncResponse>(&text).unwrap(),
             response
+        );
+        let granted = SyncResponse {
+            totals: vec![SyncTotal {
+                allowance: Some(5),
+                ..*response.totals.first().unwrap()
+            }],
+            ..response.clone()
+        };
+        let text = serde_json::to_string(&granted).unwrap();
+        assert_eq!(
+            serde_json::from_str::<SyncResponse>(&text).unwrap(),
+            granted
         );
         assert!(
             serde_json::from_str::<SyncResponse>(

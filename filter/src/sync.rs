@@ -11,8 +11,11 @@
 //!
 //! The answer's totals are folded into the node's buckets by taking whatever the bucket has
 //! beyond the global remaining ([`Fold`]); folding only ever lowers what a node may admit.
-//! Between two syncs each node decides alone, so a limit can be overshot by what the other
-//! nodes admit in one interval: at most rate × interval × nodes.
+//! Each batch also asks for allowances ([`crate::allocation`]): every answered bucket comes
+//! with the permits this worker may admit until its next answer — its share of the global
+//! remaining, in proportion to its demand (`hits` and `denied`, what it admitted and refused
+//! since its previous batch) — so that between two syncs the nodes together spend at most
+//! the global remaining, however fast each bursts.
 //!
 //! While the sidecar does not answer for [`Sync::stale_after`] (three intervals and a
 //! timeout), [`Sync::share`] tells the decision to limit each `global` rule to this node's
@@ -22,8 +25,10 @@ use hashbrown::HashMap;
 
 use crate::Nanos;
 use crate::algorithm::Algorithm;
+use crate::allocation::Allowance;
+use crate::decision::RuleResult;
 use crate::engine::Ask;
-use crate::policy::{Policy, Sidecar};
+use crate::policy::{Policy, Scope, Sidecar};
 use crate::protocol::{MAX_SYNC_ENTRIES, SyncEntry, SyncRequest, SyncResponse, WireAlgorithm};
 
 /// Buckets with unsent admissions a worker keeps at most (beyond it admissions are dropped
@@ -47,6 +52,8 @@ struct Pending {
     rule: usize,
     ask: Ask,
     hits: u64,
+    /// Permits refused since the previous batch (demand beyond the allowance).
+    denied: u64,
     first_at: Nanos,
 }
 
@@ -59,6 +66,9 @@ pub struct Fold {
     /// Permits the node may still admit: the global remaining less what this worker admitted
     /// since the batch left.
     pub target: u64,
+    /// This worker's allowance of the bucket (the sidecar's grant less what it admitted since
+    /// the batch left), when the sidecar granted one.
+    pub allowance: Option<Allowance>,
 }
 
 /// A batch sent and not yet acknowledged.
@@ -66,6 +76,9 @@ pub struct Fold {
 struct Batch {
     seq: u64,
     entries: Vec<Pending>,
+    /// When it was last sent: allowances it brings hold `lease` from then.
+    sent_at: Nanos,
+    lease: Nanos,
     /// A call is out (false: it failed and waits to be sent again).
     waiting: bool,
 }
@@ -80,6 +93,8 @@ pub struct Sync {
     in_flight: Option<Batch>,
     last_ok: Nanos,
     nodes: u64,
+    /// Whether the sidecar ever answered (`nodes` is its count).
+    heard: bool,
     /// Counters not yet sent to the host.
     pub stats: SyncStats,
 }
@@ -97,6 +112,7 @@ impl Sync {
             in_flight: None,
             last_ok: now,
             nodes: 1,
+            heard: false,
             stats: SyncStats::default(),
         }
     }
@@ -118,9 +134,56 @@ impl Sync {
                 rule,
                 ask: *ask,
                 hits: permits,
+                denied: 0,
                 first_at: now,
             },
         );
+    }
+
+    /// Counts `permits` refused at `now` by `rule` for `ask`'s bucket: demand the next batch
+    /// reports, so that the sidecar grows this worker's share (nothing when the table is full).
+    pub fn deny(&mut self, rule: usize, ask: &Ask, permits: u64, now: Nanos) {
+        if let Some(entry) = self.pending.get_mut(&ask.key) {
+            entry.denied = entry.denied.saturating_add(permits);
+        } else if self.pending.len() < MAX_PENDING {
+            let pending = Pending {
+                rule,
+                ask: *ask,
+                hits: 0,
+                denied: permits,
+                first_at: now,
+            };
+            self.pending.insert(ask.key, pending);
+        }
+    }
+
+    /// Records a decided request's `global` rules: their permits when the request was
+    /// `admitted`, else the refusals of the `global` rules that refused it.
+    pub fn record_decision(
+        &mut self,
+        policy: &Policy,
+        results: &[RuleResult],
+        admitted: bool,
+        now: Nanos,
+    ) {
+        for result in results {
+            let global = policy
+                .rules
+                .get(result.rule)
+                .is_some_and(|r| r.scope == Scope::Global);
+            if !global || result.cached_only {
+                continue;
+            }
+            let ask = Ask {
+                quota: result.configured,
+                ..result.ask
+            };
+            if admitted && result.outcome.admitted {
+                self.record(result.rule, &ask, ask.cost, now);
+            } else if !admitted && result.refused {
+                self.deny(result.rule, &ask, ask.cost, now);
+            }
+        }
     }
 
     /// The next batch to send at `now`, or `None` while one is out. A failed batch goes again
@@ -148,10 +211,18 @@ impl Sync {
                 Batch {
                     seq,
                     entries,
+                    sent_at: now,
+                    lease: 0,
                     waiting: false,
                 }
             }
         };
+        let (lease, interval) = policy.sidecar.as_ref().map_or((0, 0), |sidecar| {
+            (
+                Self::stale_after(sidecar),
+                sidecar.sync_interval_ms.saturating_mul(1_000_000),
+            )
+        });
         let request = SyncRequest {
             sender: self.sender,
             node: self.node,
@@ -161,9 +232,13 @@ impl Sync {
                 .iter()
                 .map(|p| entry(policy, p, now))
                 .collect(),
+            lease_ns: lease,
+            interval_ns: interval,
         };
         self.in_flight = Some(Batch {
             waiting: true,
+            sent_at: now,
+            lease,
             ..batch
         });
         Some(request)
@@ -183,6 +258,7 @@ impl Sync {
         self.stats.batches = self.stats.batches.saturating_add(1);
         self.last_ok = now;
         self.nodes = response.nodes.max(1);
+        self.heard = true;
         batch
             .entries
             .iter()
@@ -192,6 +268,10 @@ impl Sync {
                 Fold {
                     ask: sent.ask,
                     target: total.remaining.saturating_sub(since),
+                    allowance: total.allowance.map(|granted| Allowance {
+                        left: granted.saturating_sub(since),
+                        until: batch.sent_at.saturating_add(batch.lease),
+                    }),
                 }
             })
             .collect()
@@ -217,6 +297,16 @@ impl Sync {
             1
         } else {
             sidecar.nodes.unwrap_or(self.nodes).max(1)
+        }
+    }
+
+    /// The node count `global` rules' starter shares divide by: the last one the sidecar
+    /// reported (the nodes actually syncing), or the configured one before any answer.
+    pub fn nodes(&self, sidecar: &Sidecar) -> u64 {
+        if self.heard {
+            self.nodes.max(1)
+        } else {
+            sidecar.nodes.unwrap_or(1).max(1)
         }
     }
 
@@ -254,6 +344,7 @@ fn entry(policy: &Policy, pending: &Pending, now: Nanos) -> SyncEntry {
         window_ns: quota.window,
         burst: Some(quota.burst),
         hits: pending.hits,
+        denied: pending.denied,
         age_ns: now.saturating_sub(pending.first_at),
     }
 }

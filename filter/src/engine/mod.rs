@@ -17,6 +17,7 @@ pub mod slots;
 
 use crate::Nanos;
 use crate::algorithm::{Algorithm, Grant, Lease, Quota};
+use crate::allocation::{Allowance, Allowances};
 
 pub use local::LocalCache;
 pub use slots::{SharedStore, SlotTable, StoreError};
@@ -109,6 +110,8 @@ pub struct EngineStats {
 pub struct Limiter {
     table: SlotTable,
     cache: LocalCache,
+    /// This worker's allowances of `global` buckets (what the sidecar lets it admit).
+    pub allowances: Allowances,
     /// What this worker has counted since the host last read it.
     pub stats: EngineStats,
 }
@@ -119,6 +122,7 @@ impl Limiter {
         Limiter {
             table: SlotTable::new(slots),
             cache: LocalCache::new(cache_capacity),
+            allowances: Allowances::default(),
             stats: EngineStats::default(),
         }
     }
@@ -245,6 +249,16 @@ impl Limiter {
             self.cache.drop_lease(ask.key, target);
         }
         result.map(|_| taken)
+    }
+
+    /// Keeps the `global` allowance the sidecar granted for `key` ([`crate::allocation`]). A
+    /// refusal cached for the key (decided on the starter share, or with the allowance spent)
+    /// is forgotten when the new allowance lets it admit again.
+    pub fn allow(&mut self, key: u64, allowance: Allowance, now: Nanos) {
+        if allowance.left > 0 {
+            self.cache.forget_refusal(key);
+        }
+        self.allowances.grant(key, allowance, now);
     }
 
     /// Forgets every cached refusal: `global` rules' limits grew back from the node's share, so

@@ -38,6 +38,7 @@ fn totals(remaining: &[u64]) -> SyncResponse {
             .map(|&remaining| SyncTotal {
                 remaining,
                 reset_after_ns: SECOND,
+                allowance: None,
             })
             .collect(),
     }
@@ -81,7 +82,8 @@ fn one_batch_in_flight_and_a_failed_one_goes_again_unchanged() {
         folds,
         vec![Fold {
             ask: ask(1),
-            target: 98
+            target: 98,
+            allowance: None,
         }]
     );
     let next = sync.next_batch(&policy, NOW + 400 * MS).unwrap();
@@ -174,4 +176,70 @@ fn bucket_totals_leave_room_for_one_interval_of_refill() {
     };
     assert_eq!(refill_lag(&fast, interval), 20);
     assert_eq!(refill_lag(&ask(1), interval), 0);
+}
+
+#[test]
+fn batches_ask_for_allowances_and_answers_bring_them_less_what_was_admitted_since() {
+    let policy = policy();
+    let mut sync = Sync::new(7, 9, NOW);
+    sync.record(0, &ask(1), 5, NOW);
+    sync.deny(0, &ask(1), 40, NOW + MS);
+    sync.deny(0, &ask(2), 3, NOW + MS);
+    let batch = sync.next_batch(&policy, NOW + 10 * MS).unwrap();
+    assert_eq!((batch.lease_ns, batch.interval_ns), (700 * MS, 200 * MS));
+    let mut entries = batch.entries.clone();
+    entries.sort_by_key(|e| e.key);
+    assert_eq!((entries[0].hits, entries[0].denied), (5, 40));
+    assert_eq!((entries[1].hits, entries[1].denied), (0, 3));
+    // Admitted while the batch is out: taken from the new allowance.
+    sync.record(0, &ask(1), 4, NOW + 20 * MS);
+    let mut answer = totals(&[500, 500]);
+    for (total, entry) in answer.totals.iter_mut().zip(&batch.entries) {
+        total.allowance = Some(if entry.key == 1 { 100 } else { 2 });
+    }
+    let folds = sync.answered(&answer, NOW + 30 * MS);
+    let until = NOW + 10 * MS + 700 * MS;
+    let of = |key| folds.iter().find(|f| f.ask.key == key).unwrap().allowance;
+    assert_eq!(of(1), Some(Allowance { left: 96, until }));
+    assert_eq!(of(2), Some(Allowance { left: 2, until }));
+    assert_eq!(sync.nodes(policy.sidecar.as_ref().unwrap()), 3);
+    // Starter shares divide by the nodes the sidecar sees, the configured count before that.
+    let configured = Sidecar {
+        nodes: Some(5),
+        ..policy.sidecar.clone().unwrap()
+    };
+    assert_eq!(sync.nodes(&configured), 3);
+    assert_eq!(Sync::new(1, 2, NOW).nodes(&configured), 5);
+}
+
+#[test]
+fn decisions_record_admissions_or_the_global_rules_refusals() {
+    use crate::decision::RuleResult;
+    use crate::engine::Outcome;
+
+    let policy = policy();
+    let result = |admitted, refused, cached_only| RuleResult {
+        rule: 0,
+        ask: Ask {
+            quota: Quota::new(200, 60 * SECOND, 200, 0),
+            ..ask(1)
+        },
+        configured: ask(1).quota,
+        outcome: Outcome {
+            admitted,
+            ..Outcome::default()
+        },
+        refused,
+        cached_only,
+        from_allowance: false,
+    };
+    let mut sync = Sync::new(7, 9, NOW);
+    sync.record_decision(&policy, &[result(true, false, false)], true, NOW);
+    // Refused by another rule: nothing; refused by this one: demand; a cached look: nothing.
+    sync.record_decision(&policy, &[result(true, false, false)], false, NOW);
+    sync.record_decision(&policy, &[result(false, true, false)], false, NOW);
+    sync.record_decision(&policy, &[result(false, true, true)], false, NOW);
+    let batch = sync.next_batch(&policy, NOW).unwrap();
+    let entry = &batch.entries[0];
+    assert_eq!((entry.hits, entry.denied, entry.limit), (1, 1, 600));
 }

@@ -230,11 +230,15 @@ impl Worker {
             self.limiter.forget_refusals();
         }
         let interval = config.sync_interval_ms.saturating_mul(1_000_000);
+        self.limiter.allowances.set_nodes(sync.nodes(config));
         for fold in folds {
             let target = fold.target.saturating_add(refill_lag(&fold.ask, interval));
             let _ = self
                 .limiter
                 .fold(&mut Shared(&mut *host), &fold.ask, target, now);
+            if let Some(allowance) = fold.allowance {
+                self.limiter.allow(fold.ask.key, allowance, now);
+            }
         }
         if self.degraded {
             self.degraded = false;

@@ -9,9 +9,7 @@ use super::host::{Host, Shared};
 use super::strict::{Checks, Stream};
 use super::usage_out::Meter;
 use crate::decision::{self, Facts, Verdict};
-use crate::engine::Ask;
 use crate::headers::{self, HeaderList, RuleStatus};
-use crate::policy::Scope;
 use crate::reply::{self, Refusal};
 use crate::{Nanos, SECOND};
 
@@ -119,9 +117,11 @@ fn act(
 ) -> Action {
     render_headers(worker, now, &mut stream.headers);
     count(worker, verdict);
-    if matches!(verdict, Verdict::Admit | Verdict::Delay(_)) {
-        record_global(worker, now);
-    }
+    record_global(
+        worker,
+        matches!(verdict, Verdict::Admit | Verdict::Delay(_)),
+        now,
+    );
     match verdict {
         Verdict::Admit => Action::Continue,
         Verdict::Delay(delay) => {
@@ -311,29 +311,10 @@ fn render_headers(worker: &Worker, now: Nanos, out: &mut HeaderList) {
     headers::render(worker.policy.headers, &statuses, now / SECOND, out);
 }
 
-/// Counts the admitted request's `global` permits for the next sync batch.
-fn record_global(worker: &mut Worker, now: Nanos) {
-    let Worker {
-        decision,
-        sync,
-        policy,
-        ..
-    } = worker;
-    let Some(sync) = sync.as_mut() else {
-        return;
-    };
-    for result in &decision.results {
-        let global = policy
-            .rules
-            .get(result.rule)
-            .is_some_and(|r| r.scope == Scope::Global);
-        if global && result.outcome.admitted && !result.cached_only {
-            let ask = Ask {
-                quota: result.configured,
-                ..result.ask
-            };
-            sync.record(result.rule, &ask, ask.cost, now);
-        }
+/// Counts the request's `global` permits (admitted) or refusals (demand) for the next sync batch.
+fn record_global(worker: &mut Worker, admitted: bool, now: Nanos) {
+    if let Some(sync) = worker.sync.as_mut() {
+        sync.record_decision(&worker.policy, &worker.decision.results, admitted, now);
     }
 }
 

@@ -142,6 +142,7 @@ impl Checks {
                 outcome: outcome(response, now),
                 refused: !response.admitted && !shadow,
                 cached_only: false,
+                from_allowance: false,
             });
         }
         results.sort_by_key(|r| r.rule);

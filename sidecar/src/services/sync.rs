@@ -29,6 +29,7 @@ use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::{Algorithm, Quota, State as BucketState};
 use tollgate_filter::protocol::{SyncEntry, SyncRequest, SyncResponse, SyncTotal};
 
+use super::allocation::{self, Lease};
 use crate::metrics::{Metrics, SyncCounts};
 use crate::storage::{CounterKey, CounterStore, StoreError, Write};
 
@@ -49,6 +50,7 @@ pub async fn apply<S: CounterStore>(
         .begin_batch(batch.sender, batch.seq, batch.node, now)
         .await?;
     let counts = counts(&batch.entries);
+    let lease = Lease::of(&batch);
     // Owned items: a stream of futures borrowing from the batch is not `Send` to the compiler
     // (its closure would have to be general over the borrows' lifetimes).
     let totals = stream::iter(batch.entries.into_iter().zip(quotas))
@@ -58,7 +60,7 @@ pub async fn apply<S: CounterStore>(
             } else {
                 0
             };
-            total(Arc::clone(store), entry, quota, hits, now)
+            total(Arc::clone(store), entry, quota, hits, lease, now)
         })
         .buffered(CONCURRENCY)
         .try_collect::<Vec<_>>()
@@ -96,25 +98,32 @@ fn counts(entries: &[SyncEntry]) -> SyncCounts {
         })
 }
 
-/// Adds `hits` into the entry's bucket and reads its total, in one atomic update.
+/// Adds `hits` into the entry's bucket and reads its total, in one atomic update; with a
+/// `lease`, grants the worker its allowance of what is left ([`allocation`]).
 async fn total<S: CounterStore>(
     store: Arc<S>,
     entry: SyncEntry,
     quota: Quota,
     hits: u64,
+    lease: Option<Lease>,
     now: Nanos,
 ) -> Result<SyncTotal, StoreError> {
     let algorithm = Algorithm::from(entry.algorithm);
     let admitted_at = now.saturating_sub(entry.age_ns);
     let key = CounterKey {
-        rule: entry.rule,
+        rule: entry.rule.clone(),
         key: entry.key,
     };
-    store
+    let mut total = store
         .update(&key, now, |state| {
             fold(algorithm, &quota, state, admitted_at, now, hits)
         })
-        .await
+        .await?;
+    if let Some(lease) = lease {
+        let budget = allocation::budget(algorithm, &quota, total.remaining, lease.interval_ns);
+        total.allowance = allocation::grant(&*store, &entry, &lease, hits, budget, now).await?;
+    }
+    Ok(total)
 }
 
 /// Takes `hits` permits (as many as are left) from `state` as of `admitted_at` — when the
@@ -141,6 +150,7 @@ fn fold(
             .acquire(quota, state, now, 0, 0)
             .reset
             .saturating_sub(now),
+        allowance: None,
     };
     let write = if taken > 0 {
         Write::State {

@@ -1,4 +1,4 @@
-"""Builders for Tollgate filter configs (DESIGN.md "Filter configuration"), so tests state only what matters."""
+"""Builders for Tollgate filter configs (see the README's configuration reference), so tests state only what matters."""
 
 from __future__ import annotations
 

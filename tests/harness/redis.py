@@ -13,7 +13,7 @@ restart Redis never do — they cannot restart someone else's server — and alw
 own. A shared Redis keeps its keys between runs, so tests using it give their rules names no
 earlier run used (`unique_name`).
 
-When no `redis-server` can be started: under CI=true the test fails (DESIGN.md: never a skip),
+When no `redis-server` can be started: under CI=true the test fails (a missing service is a failure there, never a skip),
 elsewhere it is skipped; both say how to install it.
 """
 

@@ -79,7 +79,7 @@ def count_admitted(cluster: Cluster, n: int, headers: dict, rule: str) -> int:
 # -- stores -------------------------------------------------------------------------------------
 
 # "redis": one sidecar on Redis; "memory": one sidecar with in-process counters;
-# "redis-per-node": one sidecar per node, all on the same Redis (one sidecar per proxy node, sharing Redis).
+# "redis-per-node": one sidecar per node, all on the same Redis.
 STORES = ["redis", "memory", "redis-per-node"]
 
 

@@ -90,8 +90,9 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL", default_value = "5m", value_parser = parse_duration, global = true)]
     pub flush_interval: Duration,
 
-    /// Bearer token for the admin API: today the usage API (`GET /v1/usage/…`) for any
-    /// tenant (`?tenant=<id>`); the rest of the admin API comes next. Never logged.
+    /// Bearer token for the admin API (`/v1/admin/…`: plans, tenants, API keys) and the usage
+    /// API (`GET /v1/usage/…`) for any tenant (`?tenant=<id>`). Unset: the admin API answers
+    /// 401. Never logged.
     #[arg(
         long,
         env = "TOLLGATE_ADMIN_TOKEN",
@@ -99,6 +100,24 @@ pub struct Settings {
         global = true
     )]
     pub admin_token: Option<String>,
+
+    /// Node tokens, comma-separated (several are accepted, for rotation): the filter's calls
+    /// (`/v1/check`, `/v1/checks`, `/v1/sync`, `/v1/usage`, `/v1/registry`) must carry one
+    /// (`Authorization: Bearer <token>`, the filter's `sidecar.token`), else 401. Unset: those
+    /// routes are open, which `serve` allows on a loopback address only. Never logged.
+    #[arg(
+        long,
+        env = "TOLLGATE_NODE_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub node_token: Option<String>,
+
+    /// How often the registry's quota states are recomputed (`1s`, `500ms`): how soon a used
+    /// up monthly quota reaches the registry feed.
+    #[arg(long, env = "TOLLGATE_QUOTA_INTERVAL", default_value = "1s",
+          value_parser = parse_duration, global = true)]
+    pub quota_interval: Duration,
 
     /// The filter configuration JSON the proxy uses (a file path): its `tenants` map (API key
     /// → tenant and plan) authenticates the usage API (`Authorization: Bearer <API key>` reads
@@ -170,6 +189,22 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// Why `serve` must not start with these settings: a non-loopback listen address without
+    /// both a node token and an admin token (anyone who reaches it could post usage or write
+    /// the registry).
+    pub fn exposure_error(&self) -> Option<String> {
+        let set = |token: &Option<String>| token.as_deref().is_some_and(|t| !t.trim().is_empty());
+        if self.listen.ip().is_loopback() || (set(&self.node_token) && set(&self.admin_token)) {
+            return None;
+        }
+        Some(format!(
+            "refusing to listen on {} (not a loopback address) without both TOLLGATE_NODE_TOKEN \
+             and TOLLGATE_ADMIN_TOKEN: anyone who can reach it could post usage or write the \
+             registry; set both (the filter sends sidecar.token) or listen on 127.0.0.1",
+            self.listen
+        ))
+    }
+
     /// The request log's settings.
     pub fn request_log(&self) -> crate::services::request_log::RequestLogSettings {
         crate::services::request_log::RequestLogSettings {

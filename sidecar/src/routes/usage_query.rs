@@ -37,6 +37,7 @@ use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use serde_json::Value;
 
+pub(crate) use self::access::decode as percent_decode;
 use self::access::prepare;
 use crate::Clock;
 use crate::error::ApiError;

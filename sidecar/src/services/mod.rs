@@ -4,6 +4,7 @@
 pub mod check;
 pub mod checks;
 pub mod flush;
+pub mod registry;
 pub mod request_log;
 pub mod sync;
 pub mod usage;

@@ -152,7 +152,7 @@ fn number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
 }
 
 /// Percent-decodes `text` (`+` is a space); `None` when it is not valid UTF-8 afterwards.
-fn decode(text: &str) -> Option<String> {
+pub(crate) fn decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

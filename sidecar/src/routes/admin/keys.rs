@@ -1,0 +1,91 @@
+//! The admin API's key routes: create (the plain key in the answer, once), list (prefixes),
+//! revoke, rotate with an overlap.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{AdminState, answer, body};
+
+/// `POST /v1/admin/tenants/{id}/keys`'s body (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    /// Unix seconds after which the key stops working.
+    #[serde(default)]
+    expires_at: Option<u64>,
+}
+
+/// `POST /v1/admin/keys/{key_id}/rotate`'s body.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    /// How long the old key keeps working (default 0: it stops now).
+    #[serde(default)]
+    overlap_seconds: u64,
+}
+
+pub(super) async fn create(
+    State(state): State<AdminState>,
+    Path(tenant): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let result = async {
+        let input: CreateKey = body(&bytes, Some(CreateKey::default()))?;
+        let (record, key) = state.registry.create_key(&tenant, input.expires_at).await?;
+        let answer = json!({
+            "key_id": record.key_id,
+            "key": key,
+            "prefix": record.prefix,
+            "tenant": record.tenant,
+            "created_at": record.created_at,
+            "expires_at": record.expires_at,
+        });
+        Ok((StatusCode::CREATED, Json(answer)).into_response())
+    };
+    answer(&state, result.await)
+}
+
+pub(super) async fn list(State(state): State<AdminState>, Path(tenant): Path<String>) -> Response {
+    let result = async { Ok(Json(state.registry.keys(&tenant).await?).into_response()) };
+    answer(&state, result.await)
+}
+
+pub(super) async fn revoke(
+    State(state): State<AdminState>,
+    Path(key_id): Path<String>,
+) -> Response {
+    let result = async {
+        state.registry.revoke_key(&key_id).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
+    answer(&state, result.await)
+}
+
+pub(super) async fn rotate(
+    State(state): State<AdminState>,
+    Path(key_id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let result = async {
+        let input: Rotate = body(&bytes, Some(Rotate::default()))?;
+        let (record, key, until) = state
+            .registry
+            .rotate_key(&key_id, input.overlap_seconds)
+            .await?;
+        let answer = json!({
+            "key_id": record.key_id,
+            "key": key,
+            "prefix": record.prefix,
+            "tenant": record.tenant,
+            "previous_key_id": key_id,
+            "previous_expires_at": until,
+        });
+        Ok((StatusCode::CREATED, Json(answer)).into_response())
+    };
+    answer(&state, result.await)
+}

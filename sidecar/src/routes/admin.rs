@@ -19,6 +19,7 @@ mod keys;
 use std::sync::Arc;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -88,14 +89,26 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
     next.run(request).await
 }
 
-/// Parses a JSON body (empty: `T::default()` when `empty` is given).
-pub(crate) fn body<T: DeserializeOwned>(bytes: &[u8], empty: Option<T>) -> Result<T, ApiError> {
+/// A request body, or why it could not be read (too large: 413 `payload_too_large`).
+pub(crate) type RawBody = Result<Bytes, BytesRejection>;
+
+/// Parses a JSON body (empty: `empty`, when given).
+pub(crate) fn body<T: DeserializeOwned>(raw: RawBody, empty: Option<T>) -> Result<T, ApiError> {
+    let bytes = raw.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge {
+                limit: MAX_ADMIN_BODY_BYTES,
+            }
+        } else {
+            ApiError::InvalidRequest(rejection.body_text())
+        }
+    })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         if let Some(default) = empty {
             return Ok(default);
         }
     }
-    serde_json::from_slice(bytes).map_err(|error| match error.classify() {
+    serde_json::from_slice(&bytes).map_err(|error| match error.classify() {
         serde_json::error::Category::Data => ApiError::InvalidRequest(error.to_string()),
         _ => ApiError::InvalidJson(error.to_string()),
     })
@@ -116,10 +129,10 @@ fn status(put: Put) -> StatusCode {
 async fn put_plan(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-    bytes: Bytes,
+    bytes: RawBody,
 ) -> Response {
     let result = async {
-        let input = body(&bytes, None)?;
+        let input = body(bytes, None)?;
         let (put, plan) = state.registry.put_plan(&name, input).await?;
         Ok((status(put), Json(json!(plan))).into_response())
     };
@@ -146,10 +159,10 @@ async fn plans(State(state): State<AdminState>) -> Response {
 async fn put_tenant(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    bytes: Bytes,
+    bytes: RawBody,
 ) -> Response {
     let result = async {
-        let input = body(&bytes, None)?;
+        let input = body(bytes, None)?;
         let put = state.registry.put_tenant(&id, input).await?;
         Ok((status(put.put), Json(put.tenant)).into_response())
     };

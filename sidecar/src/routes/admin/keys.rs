@@ -2,14 +2,13 @@
 //! revoke, rotate with an overlap.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{AdminState, answer, body};
+use super::{AdminState, RawBody, answer, body};
 
 /// `POST /v1/admin/tenants/{id}/keys`'s body (optional).
 #[derive(Debug, Default, Deserialize)]
@@ -32,10 +31,10 @@ struct Rotate {
 pub(super) async fn create(
     State(state): State<AdminState>,
     Path(tenant): Path<String>,
-    bytes: Bytes,
+    bytes: RawBody,
 ) -> Response {
     let result = async {
-        let input: CreateKey = body(&bytes, Some(CreateKey::default()))?;
+        let input: CreateKey = body(bytes, Some(CreateKey::default()))?;
         let (record, key) = state.registry.create_key(&tenant, input.expires_at).await?;
         let answer = json!({
             "key_id": record.key_id,
@@ -69,10 +68,10 @@ pub(super) async fn revoke(
 pub(super) async fn rotate(
     State(state): State<AdminState>,
     Path(key_id): Path<String>,
-    bytes: Bytes,
+    bytes: RawBody,
 ) -> Response {
     let result = async {
-        let input: Rotate = body(&bytes, Some(Rotate::default()))?;
+        let input: Rotate = body(bytes, Some(Rotate::default()))?;
         let (record, key, until) = state
             .registry
             .rotate_key(&key_id, input.overlap_seconds)

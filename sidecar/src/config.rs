@@ -28,7 +28,7 @@ pub struct Cli {
 }
 
 /// The sidecar's subcommands.
-#[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Serve the HTTP API until SIGINT or SIGTERM (the default). Applies the usage database's
     /// pending migrations first, and exits with an error (status 1) when the database cannot
@@ -42,6 +42,24 @@ pub enum Command {
     /// otherwise. Safe at any time, also while sidecars serve and flush on their own. Without
     /// TOLLGATE_REDIS_URL usage lives in each serving sidecar, which flushes it itself.
     Flush,
+    /// Plans (the registry): put, get, list. Works on the database directly.
+    Plans {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::commands::PlansCommand,
+    },
+    /// Tenants (the registry): put (create, change plan, suspend, resume), get, list.
+    Tenants {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::commands::TenantsCommand,
+    },
+    /// API keys (the registry): create (printed once), list, revoke, rotate.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::commands::KeysCommand,
+    },
 }
 
 /// Every setting, from `--flags` or the environment.

@@ -56,6 +56,7 @@
 //! # }
 //! ```
 
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod jobs;

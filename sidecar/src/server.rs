@@ -145,14 +145,15 @@ async fn run<S: CounterStore>(
         Arc::clone(&state.metrics),
         state.clock,
     );
+    let registry = Registry::new(Arc::new(database.clone()), state.clock);
     let queries = QueryState::new(
         database.clone(),
         tenants,
         settings.admin_token.as_deref(),
         Arc::clone(&state.metrics),
         state.clock,
-    );
-    let registry = Registry::new(Arc::new(database.clone()), state.clock);
+    )
+    .with_registry(registry.clone());
     quota::start(&mut jobs, registry.clone(), settings.quota_interval);
     let admin = AdminState {
         registry: registry.clone(),

@@ -403,7 +403,10 @@ async fn keys_are_shown_once_and_the_feed_carries_changes() {
         .map(|k| k["expires_at"].clone())
         .collect();
     assert_eq!(expiries.len(), 2, "{full}");
-    assert!(expiries.contains(&json!(NOW + 3600)) && expiries.contains(&Value::Null), "{full}");
+    assert!(
+        expiries.contains(&json!(NOW + 3600)) && expiries.contains(&Value::Null),
+        "{full}"
+    );
     let (status, _) = call(&app, "GET", "/v1/registry?since=x", None, Value::Null).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }

@@ -3,7 +3,8 @@
 //! [`crate::services::usage_query`].
 //!
 //! **Who may read what.** `Authorization: Bearer <API key>` (a key of the filter
-//! configuration's `tenants`, [`crate::tenants`]) reads that key's tenant only; `?tenant=`
+//! registry's, [`crate::services::registry`], or of the filter configuration's `tenants`,
+//! [`crate::tenants`]: the registry wins) reads that key's tenant only; `?tenant=`
 //! naming another tenant is 403 `forbidden`. `Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>`
 //! reads any tenant, named by `?tenant=` (required). No or an unknown credential is 401
 //! `unauthorized`; without `TOLLGATE_FILTER_CONFIG` only the admin token is served (others:
@@ -72,6 +73,8 @@ pub struct QueryState {
     pub metrics: Arc<Metrics>,
     /// The clock ("today").
     pub clock: Clock,
+    /// The registry, consulted before `tenants` ("the registry wins"); `None`: static only.
+    pub registry: Option<crate::services::registry::Registry<Database>>,
 }
 
 impl QueryState {
@@ -89,7 +92,17 @@ impl QueryState {
             admin_token: admin_token.filter(|t| !t.is_empty()).map(hash),
             metrics,
             clock,
+            registry: None,
         }
+    }
+
+    /// Looks API keys and tenants up in `registry` first, then in the static tenants.
+    pub fn with_registry(
+        mut self,
+        registry: crate::services::registry::Registry<Database>,
+    ) -> Self {
+        self.registry = Some(registry);
+        self
     }
 }
 
@@ -132,7 +145,8 @@ async fn daily(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
-        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
+        let (scope, params) =
+            prepare(&state, &headers, raw.as_deref(), &["days", "tenant"]).await?;
         let dates = dates(&state, params.days);
         Ok(Json(
             usage_query::daily(&state.database, &scope.tenant, &dates).await?,
@@ -147,7 +161,7 @@ async fn period(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
-        let (scope, _) = prepare(&state, &headers, raw.as_deref(), &["tenant"])?;
+        let (scope, _) = prepare(&state, &headers, raw.as_deref(), &["tenant"]).await?;
         let plan = scope.info.as_ref();
         let today = today(&state);
         Ok(Json(
@@ -164,7 +178,7 @@ async fn endpoints(
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let allowed = ["days", "top", "tenant"];
-        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &allowed)?;
+        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &allowed).await?;
         let dates = dates(&state, params.days);
         let top = params.top.unwrap_or(DEFAULT_TOP);
         Ok(Json(
@@ -180,7 +194,8 @@ async fn users(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
-        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
+        let (scope, params) =
+            prepare(&state, &headers, raw.as_deref(), &["days", "tenant"]).await?;
         let dates = dates(&state, params.days);
         Ok(Json(
             usage_query::users(&state.database, &scope.tenant, &dates).await?,
@@ -195,7 +210,8 @@ async fn requests(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
-        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["limit", "tenant"])?;
+        let (scope, params) =
+            prepare(&state, &headers, raw.as_deref(), &["limit", "tenant"]).await?;
         let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
         Ok(Json(
             usage_query::requests(&state.database, &scope.tenant, limit).await?,

@@ -123,3 +123,37 @@ impl<D: RegistryStore> Registry<D> {
         Ok(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}))
     }
 }
+
+impl<D: RegistryStore> Registry<D> {
+    /// The tenant whose live (not revoked, not expired) registry key is `key`, as the usage
+    /// API knows tenants.
+    pub async fn tenant_of_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::tenants::TenantInfo>, RegistryError> {
+        let Some(record) = self.store.key_by_hash(&sha256_hex(key)).await? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        if record.revoked_at.is_some() || record.expires_at.is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        self.tenant_info(&record.tenant).await
+    }
+
+    /// Tenant `id` with its plan's rate, as the usage API knows tenants.
+    pub async fn tenant_info(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::tenants::TenantInfo>, RegistryError> {
+        let Some(tenant) = self.store.tenant(id).await? else {
+            return Ok(None);
+        };
+        let plan = self.store.plan(&tenant.plan).await?;
+        Ok(Some(crate::tenants::TenantInfo {
+            id: tenant.id,
+            requests_per_minute: plan.map_or(0, |p| p.requests_per_minute),
+            plan: tenant.plan,
+        }))
+    }
+}

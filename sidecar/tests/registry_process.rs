@@ -214,7 +214,10 @@ fn cli_and_api_keys_are_never_stored_or_logged() {
     );
     let files = contents(&dir.0);
     let names: Vec<_> = files.iter().map(|(name, _)| name.as_str()).collect();
-    assert!(names.iter().any(|n| n.ends_with("tollgate.db")), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.ends_with("tollgate.db")),
+        "{names:?}"
+    );
     assert!(names.iter().any(|n| n.ends_with("serve.log")), "{names:?}");
     for (file, bytes) in files {
         for key in [&cli_key, &api_key] {

@@ -57,7 +57,7 @@ impl<D: RegistryStore> Registry<D> {
         tenant: &str,
         expires_at: Option<u64>,
     ) -> Result<(KeyRecord, String), RegistryError> {
-        self.existing_tenant(tenant).await?;
+        super::input::check_name("id", tenant)?;
         let now = self.now();
         if expires_at.is_some_and(|at| at <= now) {
             return Err(Invalid {
@@ -76,7 +76,11 @@ impl<D: RegistryStore> Registry<D> {
             expires_at,
             revoked_at: None,
         };
-        self.store.insert_key(&record, now).await?;
+        self.store.insert_key(&record, now).await.map_err(|e| {
+            super::refused_reference(e, || {
+                RegistryError::NotFound(format!("no tenant {tenant:?}"))
+            })
+        })?;
         Ok((record, key))
     }
 

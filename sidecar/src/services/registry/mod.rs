@@ -87,15 +87,11 @@ impl<D: RegistryStore> Registry<D> {
         input: TenantInput,
     ) -> Result<TenantPut, RegistryError> {
         let settings = input.validate(id)?;
-        if self.store.plan(&settings.plan).await?.is_none() {
-            return Err(Invalid {
-                field: "plan".into(),
-                message: format!("unknown plan {:?} (create it first)", settings.plan),
-            }
-            .into());
-        }
-        let before = self.store.tenant(id).await?;
-        let kept_secret = before.as_ref().and_then(|t| t.webhook_secret.clone());
+        // Only a webhook needs what the tenant had (its secret, kept).
+        let kept_secret = match &settings.alerts.webhook_url {
+            Some(_) => self.store.tenant(id).await?.and_then(|t| t.webhook_secret),
+            None => None,
+        };
         let (webhook_secret, new_secret) = match (&settings.alerts.webhook_url, kept_secret) {
             (None, _) => (None, None),
             (Some(_), Some(kept)) => (Some(kept), None),
@@ -115,10 +111,22 @@ impl<D: RegistryStore> Registry<D> {
             webhook_secret,
             quota_period_start: 0,
             quota_exhausted: false,
-            created_at: before.as_ref().map_or(now, |t| t.created_at),
+            created_at: now,
             updated_at: now,
         };
-        let put = self.store.put_tenant(&record, now).await?;
+        let unknown_plan = || Invalid {
+            field: "plan".into(),
+            message: format!("unknown plan {:?} (create it first)", record.plan),
+        };
+        let (put, created_at) = self
+            .store
+            .put_tenant(&record, now)
+            .await
+            .map_err(|e| refused_reference(e, unknown_plan))?;
+        let record = TenantRecord {
+            created_at,
+            ..record
+        };
         let mut tenant = tenant_json(&record);
         if let (Some(secret), Some(object)) = (new_secret, tenant.as_object_mut()) {
             object.insert("webhook_secret".into(), Value::String(secret));
@@ -186,6 +194,17 @@ impl<D: RegistryStore> Registry<D> {
             .tenant(id)
             .await?
             .ok_or_else(|| RegistryError::NotFound(format!("no tenant {id:?}")))
+    }
+}
+
+/// `error`, or `refused()` when it is a foreign key violation (an unknown plan or tenant).
+pub(crate) fn refused_reference<E: Into<RegistryError>>(
+    error: sqlx::Error,
+    refused: impl FnOnce() -> E,
+) -> RegistryError {
+    match &error {
+        sqlx::Error::Database(cause) if cause.is_foreign_key_violation() => refused().into(),
+        _ => RegistryError::Database(error),
     }
 }
 

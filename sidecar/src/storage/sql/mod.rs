@@ -177,7 +177,7 @@ impl RegistryStore for Database {
     async fn plans(&self) -> Result<Vec<PlanRecord>, sqlx::Error> {
         by_database!(self, registry::plans())
     }
-    async fn put_tenant(&self, tenant: &TenantRecord, now: u64) -> Result<Put, sqlx::Error> {
+    async fn put_tenant(&self, tenant: &TenantRecord, now: u64) -> Result<(Put, u64), sqlx::Error> {
         by_database!(self, registry::put_tenant(tenant, now))
     }
     async fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, sqlx::Error> {

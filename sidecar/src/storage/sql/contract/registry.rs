@@ -78,19 +78,19 @@ pub(crate) async fn keeps_plans_tenants_keys_and_versions(db: &impl RegistryStor
 
     assert_eq!(
         db.put_tenant(&tenant("acme", "free"), 100).await.unwrap(),
-        Put::Created
+        (Put::Created, 100)
     );
     assert_eq!(
         db.put_tenant(&tenant("acme", "pro"), 200).await.unwrap(),
-        Put::Replaced
+        (Put::Replaced, 100)
     );
     assert_eq!(
         db.put_tenant(&tenant("acme", "pro"), 300).await.unwrap(),
-        Put::Replaced
+        (Put::Replaced, 100)
     );
     assert_eq!(
         db.put_tenant(&tenant("beta", "free"), 300).await.unwrap(),
-        Put::Created
+        (Put::Created, 300)
     );
     let acme = db.tenant("acme").await.unwrap().unwrap();
     assert_eq!(

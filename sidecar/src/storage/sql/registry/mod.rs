@@ -146,13 +146,14 @@ pub trait RegistryStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<PlanRecord>, sqlx::Error>> + Send;
     /// Every plan, by name.
     fn plans(&self) -> impl Future<Output = Result<Vec<PlanRecord>, sqlx::Error>> + Send;
-    /// Creates or replaces `tenant` (its quota state and times are kept); a new plan is
-    /// recorded in the plan history at `now`.
+    /// Creates or replaces `tenant` (its quota state and creation time are kept); a new plan
+    /// is recorded in the plan history at `now`. Returns whether it was created, and its
+    /// creation time.
     fn put_tenant(
         &self,
         tenant: &TenantRecord,
         now: u64,
-    ) -> impl Future<Output = Result<Put, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<(Put, u64), sqlx::Error>> + Send;
     /// The tenant `id`.
     fn tenant(
         &self,

@@ -158,7 +158,7 @@ macro_rules! registry_statements {
             pool: &Pool,
             tenant: &TenantRecord,
             now: u64,
-        ) -> Result<Put, sqlx::Error> {
+        ) -> Result<(Put, u64), sqlx::Error> {
             let mut tx = pool.begin().await?;
             let before: Option<String> = sqlx::query("SELECT plan FROM tenants WHERE id = $1")
                 .bind(&tenant.id)
@@ -168,7 +168,7 @@ macro_rules! registry_statements {
                 .transpose()?;
             let thresholds = serde_json::to_string(&tenant.alerts.thresholds)
                 .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-            sqlx::query(
+            let created = sqlx::query(
                 "INSERT INTO tenants (id, plan, stripe_customer_id, billing_anchor_day, status, \
                  webhook_url, webhook_secret, alert_email, alert_thresholds, created_at, \
                  updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
@@ -177,7 +177,8 @@ macro_rules! registry_statements {
                  billing_anchor_day = excluded.billing_anchor_day, status = excluded.status, \
                  webhook_url = excluded.webhook_url, webhook_secret = excluded.webhook_secret, \
                  alert_email = excluded.alert_email, \
-                 alert_thresholds = excluded.alert_thresholds, updated_at = excluded.updated_at",
+                 alert_thresholds = excluded.alert_thresholds, updated_at = excluded.updated_at \
+                 RETURNING created_at",
             )
             .bind(&tenant.id)
             .bind(&tenant.plan)
@@ -189,8 +190,9 @@ macro_rules! registry_statements {
             .bind(&tenant.alerts.email)
             .bind(thresholds)
             .bind(signed(now))
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            let created_at = unsigned(created.try_get(0)?);
             if before.as_deref() != Some(tenant.plan.as_str()) {
                 sqlx::query(
                     "INSERT INTO tenant_plan_history (tenant_id, plan, changed_at) \
@@ -204,7 +206,8 @@ macro_rules! registry_statements {
             }
             change(&mut tx, "tenant", &tenant.id, now).await?;
             tx.commit().await?;
-            Ok(if before.is_some() { Put::Replaced } else { Put::Created })
+            let put = if before.is_some() { Put::Replaced } else { Put::Created };
+            Ok((put, created_at))
         }
 
         pub(crate) async fn tenant(pool: &Pool, id: &str) -> Result<Option<TenantRecord>, sqlx::Error> {

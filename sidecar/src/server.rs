@@ -170,7 +170,8 @@ async fn run<S: CounterStore>(
         .with_queries(queries)
         .with_jobs(jobs.board()))
     .merge(crate::routes::admin::router(admin))
-    .merge(crate::routes::registry::router(feed));
+    .merge(crate::routes::registry::router(feed))
+    .merge(crate::routes::openapi::router());
     let api = node_tokens(api, nodes);
     let served = axum::serve(listener, api)
         .with_graceful_shutdown(shutdown_signal())

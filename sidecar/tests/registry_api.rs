@@ -531,3 +531,27 @@ async fn node_tokens_guard_the_filter_routes_only() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn the_openapi_document_names_every_route() {
+    let app = tollgate_sidecar::routes::openapi::router();
+    let (status, doc) = call(&app, "GET", "/v1/openapi.json", None, Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["openapi"].as_str().unwrap().starts_with('3'), "{doc}");
+    for path in [
+        "/v1/admin/plans/{name}",
+        "/v1/admin/tenants/{id}",
+        "/v1/admin/tenants/{id}/keys",
+        "/v1/admin/keys/{key_id}",
+        "/v1/admin/keys/{key_id}/rotate",
+        "/v1/registry",
+        "/v1/usage/daily",
+        "/v1/usage/period",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} missing");
+    }
+    let body = &doc["paths"]["/v1/admin/tenants/{id}"]["put"]["requestBody"];
+    assert!(body.to_string().contains("TenantInput"), "{body}");
+    assert!(doc["components"]["schemas"]["PlanInput"]["properties"]["monthly_quota"].is_object());
+    assert_eq!(doc["components"]["securitySchemes"]["admin_token"]["scheme"], "bearer");
+}

@@ -14,7 +14,7 @@
 //!   `DELETE /v1/admin/keys/{key_id}` → 204; `POST /v1/admin/keys/{key_id}/rotate`
 //!   `{"overlap_seconds": n}` → 201, the new key, the old one expiring after the overlap.
 
-mod keys;
+pub(crate) mod keys;
 
 use std::sync::Arc;
 
@@ -32,8 +32,14 @@ use serde_json::{Value, json};
 use super::tokens::TokenSet;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+#[allow(unused_imports)]
+use crate::routes::openapi::ErrorBody;
 use crate::services::registry::Registry;
+#[allow(unused_imports)]
+use crate::services::registry::input::{PlanInput, TenantInput};
 use crate::storage::sql::Database;
+#[allow(unused_imports)]
+use crate::storage::sql::registry::PlanRecord;
 use crate::storage::sql::registry::{Put, RegistryStore};
 
 /// The largest admin request body.
@@ -126,7 +132,13 @@ fn status(put: Put) -> StatusCode {
     }
 }
 
-async fn put_plan(
+#[utoipa::path(put, path = "/v1/admin/plans/{name}", tag = "admin",
+    params(("name" = String, Path, description = "The plan's name")),
+    request_body = PlanInput,
+    responses((status = 201, description = "created: the plan", body = PlanRecord),
+              (status = 200, description = "replaced: the plan", body = PlanRecord), (status = 401, description = "no or a wrong admin token", body = ErrorBody), (status = 422, description = "a refused field (`field` names it)", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn put_plan(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     bytes: RawBody,
@@ -139,7 +151,12 @@ async fn put_plan(
     answer(&state, result.await)
 }
 
-async fn plan(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+#[utoipa::path(get, path = "/v1/admin/plans/{name}", tag = "admin",
+    params(("name" = String, Path, description = "The plan's name")),
+    responses((status = 200, description = "the plan", body = PlanRecord),
+              (status = 404, description = "no such plan", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn plan(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
     let result = async {
         let plan = state.registry.store.plan(&name).await?;
         let plan = plan.ok_or_else(|| ApiError::Missing(format!("no plan {name:?}")))?;
@@ -148,7 +165,10 @@ async fn plan(State(state): State<AdminState>, Path(name): Path<String>) -> Resp
     answer(&state, result.await)
 }
 
-async fn plans(State(state): State<AdminState>) -> Response {
+#[utoipa::path(get, path = "/v1/admin/plans", tag = "admin",
+    responses((status = 200, description = "`{\"plans\": [plan…]}`", body = Object)),
+    security(("admin_token" = [])))]
+pub(crate) async fn plans(State(state): State<AdminState>) -> Response {
     let result = async {
         let plans = state.registry.store.plans().await?;
         Ok(Json(json!({ "plans": plans })).into_response())
@@ -156,7 +176,13 @@ async fn plans(State(state): State<AdminState>) -> Response {
     answer(&state, result.await)
 }
 
-async fn put_tenant(
+#[utoipa::path(put, path = "/v1/admin/tenants/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body = TenantInput,
+    responses((status = 201, description = "created: the tenant (`webhook_secret` the first time it has a webhook)", body = Object),
+              (status = 200, description = "replaced: the tenant", body = Object), (status = 401, description = "no or a wrong admin token", body = ErrorBody), (status = 422, description = "a refused field (`field` names it)", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn put_tenant(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     bytes: RawBody,
@@ -169,12 +195,23 @@ async fn put_tenant(
     answer(&state, result.await)
 }
 
-async fn tenant(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "the tenant, `plan_details`, `plan_history`, `period`, `usage`", body = Object),
+              (status = 404, description = "no such tenant", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn tenant(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let result = async { Ok(Json(state.registry.tenant(&id).await?).into_response()) };
     answer(&state, result.await)
 }
 
-async fn tenants(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Response {
+#[utoipa::path(get, path = "/v1/admin/tenants", tag = "admin",
+    params(("prefix" = Option<String>, Query, description = "ids starting with this"),
+           ("after" = Option<String>, Query, description = "ids after this (paging)"),
+           ("limit" = Option<u32>, Query, description = "1 to 1000, default 100")),
+    responses((status = 200, description = "`{\"tenants\": […], \"next_after\": id | null}`", body = Object)),
+    security(("admin_token" = [])))]
+pub(crate) async fn tenants(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Response {
     let result = async {
         let (mut prefix, mut after, mut limit) = (String::new(), String::new(), 100);
         let pairs: Vec<(String, String)> = serde_urlencoded_pairs(raw.as_deref().unwrap_or(""))?;

@@ -5,6 +5,7 @@ pub mod check;
 pub mod checks;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod registry;
 pub mod sync;
 pub mod tokens;

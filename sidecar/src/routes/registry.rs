@@ -52,7 +52,12 @@ fn since(raw: Option<&str>) -> Result<u64, ApiError> {
     Ok(since)
 }
 
-async fn feed(State(state): State<FeedState>, RawQuery(raw): RawQuery) -> Response {
+#[utoipa::path(get, path = "/v1/registry", tag = "filter",
+    params(("since" = Option<u64>, Query, description = "the version the caller has; 0: everything")),
+    responses((status = 200, description = "a RegistryFeed: changes after `since`, or everything (`full`)", body = Object),
+              (status = 401, description = "no node token (when TOLLGATE_NODE_TOKEN is set)")),
+    security(("node_token" = [])))]
+pub(crate) async fn feed(State(state): State<FeedState>, RawQuery(raw): RawQuery) -> Response {
     let result = async {
         let since = since(raw.as_deref())?;
         Ok::<_, ApiError>(Json(state.registry.feed(since).await?).into_response())

@@ -43,6 +43,8 @@ use self::access::prepare;
 use crate::Clock;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+#[allow(unused_imports)]
+use crate::routes::openapi::ErrorBody;
 use crate::services::usage_query;
 use crate::storage::sql::Database;
 use crate::tenants::{Hash, Tenants, hash};
@@ -139,7 +141,15 @@ fn dates(state: &QueryState, days: Option<u32>) -> Vec<String> {
     usage_query::date_range(today(state), days.unwrap_or(DEFAULT_DAYS))
 }
 
-async fn daily(
+#[utoipa::path(get, path = "/v1/usage/daily", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "per day: requests, bytes, errors, active users, and totals", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn daily(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -155,7 +165,15 @@ async fn daily(
     counted(&state, answer.await)
 }
 
-async fn period(
+#[utoipa::path(get, path = "/v1/usage/period", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "the current month against the quota", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn period(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -171,7 +189,15 @@ async fn period(
     counted(&state, answer.await)
 }
 
-async fn endpoints(
+#[utoipa::path(get, path = "/v1/usage/endpoints", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "top endpoints with error rates and latency percentiles", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn endpoints(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -188,7 +214,15 @@ async fn endpoints(
     counted(&state, answer.await)
 }
 
-async fn users(
+#[utoipa::path(get, path = "/v1/usage/users", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "active users per day", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn users(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -204,7 +238,15 @@ async fn users(
     counted(&state, answer.await)
 }
 
-async fn requests(
+#[utoipa::path(get, path = "/v1/usage/requests", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "the latest logged requests", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn requests(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,

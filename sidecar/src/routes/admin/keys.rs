@@ -8,27 +8,36 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+#[allow(unused_imports)]
+use crate::routes::openapi::ErrorBody;
+
 use super::{AdminState, RawBody, answer, body};
 
 /// `POST /v1/admin/tenants/{id}/keys`'s body (optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateKey {
+pub(crate) struct CreateKey {
     /// Unix seconds after which the key stops working.
     #[serde(default)]
     expires_at: Option<u64>,
 }
 
 /// `POST /v1/admin/keys/{key_id}/rotate`'s body.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Rotate {
+pub(crate) struct Rotate {
     /// How long the old key keeps working (default 0: it stops now).
     #[serde(default)]
     overlap_seconds: u64,
 }
 
-pub(super) async fn create(
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/keys", tag = "admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    request_body(content = CreateKey, description = "optional"),
+    responses((status = 201, description = "`{\"key_id\", \"key\" (shown once), \"prefix\", \"expires_at\"}`", body = Object),
+              (status = 404, description = "no such tenant", body = ErrorBody), (status = 401, description = "no or a wrong admin token", body = ErrorBody), (status = 422, description = "a refused field (`field` names it)", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn create(
     State(state): State<AdminState>,
     Path(tenant): Path<String>,
     bytes: RawBody,
@@ -49,12 +58,20 @@ pub(super) async fn create(
     answer(&state, result.await)
 }
 
-pub(super) async fn list(State(state): State<AdminState>, Path(tenant): Path<String>) -> Response {
+#[utoipa::path(get, path = "/v1/admin/tenants/{id}/keys", tag = "admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 200, description = "`{\"keys\": [{key_id, prefix, created_at, expires_at, revoked_at}]}`", body = Object)),
+    security(("admin_token" = [])))]
+pub(crate) async fn list(State(state): State<AdminState>, Path(tenant): Path<String>) -> Response {
     let result = async { Ok(Json(state.registry.keys(&tenant).await?).into_response()) };
     answer(&state, result.await)
 }
 
-pub(super) async fn revoke(
+#[utoipa::path(delete, path = "/v1/admin/keys/{key_id}", tag = "admin",
+    params(("key_id" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "revoked"), (status = 404, description = "no such key", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn revoke(
     State(state): State<AdminState>,
     Path(key_id): Path<String>,
 ) -> Response {
@@ -65,7 +82,13 @@ pub(super) async fn revoke(
     answer(&state, result.await)
 }
 
-pub(super) async fn rotate(
+#[utoipa::path(post, path = "/v1/admin/keys/{key_id}/rotate", tag = "admin",
+    params(("key_id" = String, Path, description = "The key's id")),
+    request_body = Rotate,
+    responses((status = 201, description = "the new key (shown once), `previous_expires_at`", body = Object),
+              (status = 404, description = "no such live key", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn rotate(
     State(state): State<AdminState>,
     Path(key_id): Path<String>,
     bytes: RawBody,

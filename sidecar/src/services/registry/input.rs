@@ -28,7 +28,7 @@ fn invalid(field: &str, message: impl Into<String>) -> Invalid {
 pub const MAX_TEXT_LEN: usize = 2_048;
 
 /// `PUT /v1/admin/plans/{name}`'s body.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlanInput {
     /// Its rate (required).
@@ -41,6 +41,7 @@ pub struct PlanInput {
     pub monthly_quota: Option<u64>,
     /// Default `block`.
     #[serde(default)]
+    #[schema(value_type = Option<String>, example = "block")]
     pub overage: Option<Overage>,
     /// Default none.
     #[serde(default)]
@@ -54,7 +55,7 @@ pub struct PlanInput {
 }
 
 /// `PUT /v1/admin/tenants/{id}`'s body.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TenantInput {
     /// Its plan (required; must exist).
@@ -67,6 +68,7 @@ pub struct TenantInput {
     pub billing_anchor_day: Option<u32>,
     /// Default `active`.
     #[serde(default)]
+    #[schema(value_type = Option<String>, example = "active")]
     pub status: Option<TenantStatus>,
     /// Default: no webhook, no e-mail, thresholds [80, 100].
     #[serde(default)]
@@ -74,7 +76,7 @@ pub struct TenantInput {
 }
 
 /// A tenant's alert settings.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsInput {
     /// `https://…` (or `http://`).

@@ -9,7 +9,9 @@ use std::future::Future;
 use tollgate_filter::registry::{Overage, TenantStatus};
 
 /// How a plan is billed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Billing {
     /// Not billed by Tollgate.
@@ -21,7 +23,7 @@ pub enum Billing {
 }
 
 /// Overage pricing: `amount` (smallest currency unit) per `per` requests.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OveragePrice {
     /// Requests one `amount` buys.
@@ -33,7 +35,7 @@ pub struct OveragePrice {
 }
 
 /// A plan as stored.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct PlanRecord {
     /// Its name.
     pub name: String,
@@ -44,6 +46,7 @@ pub struct PlanRecord {
     /// Requests included per period; `None`: no quota.
     pub monthly_quota: Option<u64>,
     /// Past the quota: refuse or bill.
+    #[schema(value_type = String, example = "block")]
     pub overage: Overage,
     /// The overage's price.
     pub overage_price: Option<OveragePrice>,

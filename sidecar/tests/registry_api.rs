@@ -553,5 +553,8 @@ async fn the_openapi_document_names_every_route() {
     let body = &doc["paths"]["/v1/admin/tenants/{id}"]["put"]["requestBody"];
     assert!(body.to_string().contains("TenantInput"), "{body}");
     assert!(doc["components"]["schemas"]["PlanInput"]["properties"]["monthly_quota"].is_object());
-    assert_eq!(doc["components"]["securitySchemes"]["admin_token"]["scheme"], "bearer");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["admin_token"]["scheme"],
+        "bearer"
+    );
 }

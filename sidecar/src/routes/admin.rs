@@ -32,13 +32,10 @@ use serde_json::{Value, json};
 use super::tokens::TokenSet;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-#[allow(unused_imports)]
 use crate::routes::openapi::ErrorBody;
 use crate::services::registry::Registry;
-#[allow(unused_imports)]
 use crate::services::registry::input::{PlanInput, TenantInput};
 use crate::storage::sql::Database;
-#[allow(unused_imports)]
 use crate::storage::sql::registry::PlanRecord;
 use crate::storage::sql::registry::{Put, RegistryStore};
 
@@ -109,10 +106,10 @@ pub(crate) fn body<T: DeserializeOwned>(raw: RawBody, empty: Option<T>) -> Resul
             ApiError::InvalidRequest(rejection.body_text())
         }
     })?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        if let Some(default) = empty {
-            return Ok(default);
-        }
+    if bytes.iter().all(u8::is_ascii_whitespace)
+        && let Some(default) = empty
+    {
+        return Ok(default);
     }
     serde_json::from_slice(&bytes).map_err(|error| match error.classify() {
         serde_json::error::Category::Data => ApiError::InvalidRequest(error.to_string()),

@@ -43,7 +43,6 @@ use self::access::prepare;
 use crate::Clock;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-#[allow(unused_imports)]
 use crate::routes::openapi::ErrorBody;
 use crate::services::usage_query;
 use crate::storage::sql::Database;

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-#[allow(unused_imports)]
 use crate::routes::openapi::ErrorBody;
 
 use super::{AdminState, RawBody, answer, body};

@@ -44,10 +44,10 @@ async fn authenticate(state: &QueryState, headers: &HeaderMap) -> Result<Caller,
     {
         return Ok(Caller::Admin);
     }
-    if let Some(registry) = &state.registry {
-        if let Some(info) = registry.tenant_of_key(token).await? {
-            return Ok(Caller::Tenant(info));
-        }
+    if let Some(registry) = &state.registry
+        && let Some(info) = registry.tenant_of_key(token).await?
+    {
+        return Ok(Caller::Tenant(info));
     }
     let tenants = state.tenants.as_ref().ok_or(ApiError::NoTenants)?;
     tenants

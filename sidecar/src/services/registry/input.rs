@@ -177,13 +177,13 @@ impl TenantInput {
     pub fn validate(self, id: &str) -> Result<TenantSettings, Invalid> {
         check_name("id", id)?;
         check_name("plan", &self.plan)?;
-        if let Some(customer) = &self.stripe_customer_id {
-            if !customer.starts_with("cus_") || customer.len() > 255 {
-                return Err(invalid(
-                    "stripe_customer_id",
-                    "must be a Stripe customer id (cus_…, at most 255 bytes)",
-                ));
-            }
+        if let Some(customer) = &self.stripe_customer_id
+            && (!customer.starts_with("cus_") || customer.len() > 255)
+        {
+            return Err(invalid(
+                "stripe_customer_id",
+                "must be a Stripe customer id (cus_…, at most 255 bytes)",
+            ));
         }
         let billing_anchor_day = self.billing_anchor_day.unwrap_or(1);
         if !(1..=28).contains(&billing_anchor_day) {

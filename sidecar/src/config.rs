@@ -207,6 +207,17 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The request log's settings.
+    pub fn request_log(&self) -> crate::services::request_log::RequestLogSettings {
+        crate::services::request_log::RequestLogSettings {
+            enabled: self.request_log,
+            retention_days: self.request_log_retention_days,
+            batch_entries: self.request_log_batch,
+            flush_interval: self.request_log_flush_interval,
+            queue_entries: self.request_log_queue,
+        }
+    }
+
     /// Why `serve` must not start with these settings: a non-loopback listen address without
     /// both a node token and an admin token (anyone who reaches it could post usage or write
     /// the registry).
@@ -221,17 +232,6 @@ impl Settings {
              registry; set both (the filter sends sidecar.token) or listen on 127.0.0.1",
             self.listen
         ))
-    }
-
-    /// The request log's settings.
-    pub fn request_log(&self) -> crate::services::request_log::RequestLogSettings {
-        crate::services::request_log::RequestLogSettings {
-            enabled: self.request_log,
-            retention_days: self.request_log_retention_days,
-            batch_entries: self.request_log_batch,
-            flush_interval: self.request_log_flush_interval,
-            queue_entries: self.request_log_queue,
-        }
     }
 }
 

@@ -102,15 +102,19 @@ fn serve(dir: &Path, log: &Path) -> Serving {
     serving
 }
 
-/// Every file of `dir` (the database, its journal, the log) as bytes.
+/// Every file under `dir` (the database, its journal, the logs, any directory the sidecar
+/// made) as bytes.
 fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            (path.display().to_string(), std::fs::read(&path).unwrap())
-        })
-        .collect()
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(contents(&path));
+        } else {
+            files.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    files
 }
 
 #[test]

@@ -14,8 +14,10 @@ use clap::{Args, Parser, Subcommand};
 /// them), else in this process (one sidecar for all nodes). Usage batches (POST /v1/usage) are
 /// aggregated in the same place and flushed into the usage database every
 /// TOLLGATE_FLUSH_INTERVAL, exactly once. The usage database's migrations run on `migrate` and
-/// before `serve` listens. The admin API and Stripe reporting come next: their settings are
-/// accepted now so deployments can be written once, but they are not used yet.
+/// before `serve` listens. The same database holds the registry (plans, tenants, API keys),
+/// written through the admin API (/v1/admin/..., TOLLGATE_ADMIN_TOKEN) or the `plans`,
+/// `tenants` and `keys` commands, and followed by the filter (GET /v1/registry). Stripe
+/// reporting comes next: its settings are accepted now but not used yet.
 #[derive(Parser)]
 #[command(name = "tollgate-sidecar", version)]
 pub struct Cli {

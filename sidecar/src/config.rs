@@ -14,8 +14,10 @@ use clap::{Args, Parser, Subcommand};
 /// them), else in this process (one sidecar for all nodes). Usage batches (POST /v1/usage) are
 /// aggregated in the same place and flushed into the usage database every
 /// TOLLGATE_FLUSH_INTERVAL, exactly once. The usage database's migrations run on `migrate` and
-/// before `serve` listens. The admin API and Stripe reporting come next: their settings are
-/// accepted now so deployments can be written once, but they are not used yet.
+/// before `serve` listens. The same database holds the registry (plans, tenants, API keys),
+/// written through the admin API (/v1/admin/..., TOLLGATE_ADMIN_TOKEN) or the `plans`,
+/// `tenants` and `keys` commands, and followed by the filter (GET /v1/registry). Stripe
+/// reporting comes next: its settings are accepted now but not used yet.
 #[derive(Parser)]
 #[command(name = "tollgate-sidecar", version)]
 pub struct Cli {
@@ -28,7 +30,7 @@ pub struct Cli {
 }
 
 /// The sidecar's subcommands.
-#[derive(Subcommand, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     /// Serve the HTTP API until SIGINT or SIGTERM (the default). Applies the usage database's
     /// pending migrations first, and exits with an error (status 1) when the database cannot
@@ -42,6 +44,24 @@ pub enum Command {
     /// otherwise. Safe at any time, also while sidecars serve and flush on their own. Without
     /// TOLLGATE_REDIS_URL usage lives in each serving sidecar, which flushes it itself.
     Flush,
+    /// Plans (the registry): put, get, list. Works on the database directly.
+    Plans {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::commands::PlansCommand,
+    },
+    /// Tenants (the registry): put (create, change plan, suspend, resume), get, list.
+    Tenants {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::commands::TenantsCommand,
+    },
+    /// API keys (the registry): create (printed once), list, revoke, rotate.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::commands::KeysCommand,
+    },
 }
 
 /// Every setting, from `--flags` or the environment.
@@ -90,8 +110,9 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL", default_value = "5m", value_parser = parse_duration, global = true)]
     pub flush_interval: Duration,
 
-    /// Bearer token for the admin API: today the usage API (`GET /v1/usage/…`) for any
-    /// tenant (`?tenant=<id>`); the rest of the admin API comes next. Never logged.
+    /// Bearer token for the admin API (`/v1/admin/…`: plans, tenants, API keys) and the usage
+    /// API (`GET /v1/usage/…`) for any tenant (`?tenant=<id>`). Unset: the admin API answers
+    /// 401. Never logged.
     #[arg(
         long,
         env = "TOLLGATE_ADMIN_TOKEN",
@@ -99,6 +120,24 @@ pub struct Settings {
         global = true
     )]
     pub admin_token: Option<String>,
+
+    /// Node tokens, comma-separated (several are accepted, for rotation): the filter's calls
+    /// (`/v1/check`, `/v1/checks`, `/v1/sync`, `/v1/usage`, `/v1/registry`) must carry one
+    /// (`Authorization: Bearer <token>`, the filter's `sidecar.token`), else 401. Unset: those
+    /// routes are open, which `serve` allows on a loopback address only. Never logged.
+    #[arg(
+        long,
+        env = "TOLLGATE_NODE_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub node_token: Option<String>,
+
+    /// How often the registry's quota states are recomputed (`1s`, `500ms`): how soon a used
+    /// up monthly quota reaches the registry feed.
+    #[arg(long, env = "TOLLGATE_QUOTA_INTERVAL", default_value = "1s",
+          value_parser = parse_duration, global = true)]
+    pub quota_interval: Duration,
 
     /// The filter configuration JSON the proxy uses (a file path): its `tenants` map (API key
     /// → tenant and plan) authenticates the usage API (`Authorization: Bearer <API key>` reads
@@ -212,6 +251,22 @@ impl Settings {
             flush_interval: self.request_log_flush_interval,
             queue_entries: self.request_log_queue,
         }
+    }
+
+    /// Why `serve` must not start with these settings: a non-loopback listen address without
+    /// both a node token and an admin token (anyone who reaches it could post usage or write
+    /// the registry).
+    pub fn exposure_error(&self) -> Option<String> {
+        let set = |token: &Option<String>| token.as_deref().is_some_and(|t| !t.trim().is_empty());
+        if self.listen.ip().is_loopback() || (set(&self.node_token) && set(&self.admin_token)) {
+            return None;
+        }
+        Some(format!(
+            "refusing to listen on {} (not a loopback address) without both TOLLGATE_NODE_TOKEN \
+             and TOLLGATE_ADMIN_TOKEN: anyone who can reach it could post usage or write the \
+             registry; set both (the filter sends sidecar.token) or listen on 127.0.0.1",
+            self.listen
+        ))
     }
 }
 

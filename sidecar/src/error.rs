@@ -60,6 +60,17 @@ pub enum ApiError {
     /// `/readyz`; see [`crate::jobs`]).
     #[error("the background job {0} stopped; restart the sidecar (its log says why)")]
     JobStopped(&'static str),
+    /// A field of an admin request is refused (`invalid_request`, 422, with `"field"`).
+    #[error("{field}: {message}")]
+    InvalidField {
+        /// The field (`billing_anchor_day`, `alerts.webhook_url`, …).
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// No such tenant, plan or key (`not_found`, 404).
+    #[error("{0}")]
+    Missing(String),
     /// The usage database failed (`database_unavailable`, 503; the cause is logged).
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -70,7 +81,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::InvalidJson(_) => "invalid_json",
-            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::InvalidRequest(_) | ApiError::InvalidField { .. } => "invalid_request",
+            ApiError::Missing(_) => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotFound => "not_found",
@@ -89,7 +101,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
-            ApiError::InvalidRequest(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::InvalidRequest(_) | ApiError::InvalidField { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -120,6 +135,20 @@ impl ApiError {
     }
 }
 
+impl From<crate::services::registry::RegistryError> for ApiError {
+    fn from(error: crate::services::registry::RegistryError) -> Self {
+        use crate::services::registry::RegistryError;
+        match error {
+            RegistryError::Invalid(invalid) => ApiError::InvalidField {
+                field: invalid.field,
+                message: invalid.message,
+            },
+            RegistryError::NotFound(what) => ApiError::Missing(what),
+            RegistryError::Database(cause) => ApiError::Database(cause),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = match &self {
@@ -133,7 +162,12 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let body = Json(json!({ "error": self.code(), "message": message }));
+        let body = match &self {
+            ApiError::InvalidField { field, .. } => {
+                Json(json!({ "error": self.code(), "message": message, "field": field }))
+            }
+            _ => Json(json!({ "error": self.code(), "message": message })),
+        };
         if matches!(self, ApiError::Unauthorized(_)) {
             (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
         } else {

@@ -23,10 +23,12 @@
 //!                  CounterStore   memory | redis           (counters, sync batches)
 //!                  usage::UsageStore memory | redis        (live usage aggregates)
 //!                  sql::UsageSink, sql::UsageQueries,
-//!                  sql::RequestLogStore  postgres | sqlite (every SQL statement)
+//!                  sql::RequestLogStore,
+//!                  sql::registry::RegistryStore postgres | sqlite (every SQL statement)
 //!
 //!   jobs/        background work, one way to start, stop on SIGTERM and report health
-//!                (`/readyz`, `tollgate_job_*`): usage flush, request log writer;
+//!                (`/readyz`, `tollgate_job_*`): usage flush, request log writer,
+//!                registry quota state;
 //!                jobs call services and storage, never routes
 //! ```
 //!
@@ -56,6 +58,7 @@
 //! # }
 //! ```
 
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod jobs;

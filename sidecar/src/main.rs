@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use tollgate_sidecar::commands::{self, RegistryCommand};
 use tollgate_sidecar::config::{Cli, Command};
 use tollgate_sidecar::server;
 use tollgate_sidecar::storage::sql::Database;
@@ -22,7 +23,7 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve);
+    let command = cli.command.clone().unwrap_or(Command::Serve);
     match run(command, &cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -58,5 +59,21 @@ async fn run(command: Command, cli: &Cli) -> Result<(), Box<dyn Error>> {
             Ok(())
         }
         Command::Serve => Ok(server::serve_with_database(&cli.settings, database).await?),
+        Command::Plans { action } => registry(RegistryCommand::Plans(action), database).await,
+        Command::Tenants { action } => registry(RegistryCommand::Tenants(action), database).await,
+        Command::Keys { action } => registry(RegistryCommand::Keys(action), database).await,
+    }
+}
+
+/// Runs a registry command and prints its answer (JSON) on stdout.
+async fn registry(command: RegistryCommand, database: Database) -> Result<(), Box<dyn Error>> {
+    let answer = commands::run(command, database.clone()).await;
+    database.close().await;
+    match answer {
+        Ok(answer) => {
+            println!("{answer:#}");
+            Ok(())
+        }
+        Err(reason) => Err(reason.into()),
     }
 }

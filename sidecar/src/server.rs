@@ -5,10 +5,14 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::jobs::{Jobs, flush, request_log};
+use crate::jobs::{Jobs, flush, quota, request_log};
 use crate::metrics::Metrics;
+use crate::routes::admin::AdminState;
+use crate::routes::registry::FeedState;
+use crate::routes::tokens::{TokenSet, node_tokens};
 use crate::routes::usage_query::QueryState;
 use crate::services::flush::{FlushError, FlushReport};
+use crate::services::registry::Registry;
 use crate::storage::sql::Database;
 use crate::storage::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
 use crate::storage::{CounterStore, MemoryStore, RedisStore, StoreError, redact_url};
@@ -103,14 +107,23 @@ async fn run<S: CounterStore>(
     state: AppState<S>,
     database: Option<Database>,
 ) -> std::io::Result<()> {
+    if let Some(reason) = settings.exposure_error() {
+        return Err(std::io::Error::other(reason));
+    }
     let tenants = match &database {
         Some(_) => load_tenants(settings)?,
         None => None,
     };
+    let nodes = TokenSet::parse(settings.node_token.as_deref());
+    if nodes.is_empty() {
+        tracing::warn!(
+            "no TOLLGATE_NODE_TOKEN: the filter's routes are open to anyone who can reach this address"
+        );
+    }
     let listener = TcpListener::bind(settings.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "tollgate-sidecar listening");
     let Some(database) = database else {
-        axum::serve(listener, app(state))
+        axum::serve(listener, node_tokens(app(state), nodes))
             .with_graceful_shutdown(shutdown_signal())
             .await?;
         tracing::info!("tollgate-sidecar stopped");
@@ -132,18 +145,34 @@ async fn run<S: CounterStore>(
         Arc::clone(&state.metrics),
         state.clock,
     );
+    let registry = Registry::new(Arc::new(database.clone()), state.clock);
     let queries = QueryState::new(
         database.clone(),
         tenants,
         settings.admin_token.as_deref(),
         Arc::clone(&state.metrics),
         state.clock,
-    );
+    )
+    .with_registry(registry.clone());
+    quota::start(&mut jobs, registry.clone(), settings.quota_interval);
+    let admin = AdminState {
+        registry: registry.clone(),
+        admin: TokenSet::parse(settings.admin_token.as_deref()),
+        metrics: Arc::clone(&state.metrics),
+    };
+    let feed = FeedState {
+        registry,
+        metrics: Arc::clone(&state.metrics),
+    };
     let api = app(state
         .with_usage(usage)
         .with_request_log(log)
         .with_queries(queries)
-        .with_jobs(jobs.board()));
+        .with_jobs(jobs.board()))
+    .merge(crate::routes::admin::router(admin))
+    .merge(crate::routes::registry::router(feed))
+    .merge(crate::routes::openapi::router());
+    let api = node_tokens(api, nodes);
     let served = axum::serve(listener, api)
         .with_graceful_shutdown(shutdown_signal())
         .await;

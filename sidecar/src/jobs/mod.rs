@@ -1,5 +1,6 @@
 //! Background jobs, started, stopped and watched one way: the usage flush ([`flush`]) and the
-//! request log writer ([`request_log`]) now; the registry feed, billing and alerts next.
+//! request log writer ([`request_log`]) and the registry's
+//! quota state ([`quota`]) now; billing and alerts next.
 //!
 //! [`Jobs::start`] runs a job as a task of its own, handing it a [`JobContext`]: the shutdown
 //! signal ([`JobContext::stopping`]) and its [`JobHealth`], to which it reports each run
@@ -16,6 +17,7 @@
 //!   a stopped job: it is retried, and counted.
 
 pub mod flush;
+pub mod quota;
 pub mod request_log;
 
 use std::future::Future;

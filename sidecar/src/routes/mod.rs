@@ -1,10 +1,14 @@
 //! The HTTP routes, one module each, each exposing `router()`.
 
+pub mod admin;
 pub mod check;
 pub mod checks;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
+pub mod registry;
 pub mod sync;
+pub mod tokens;
 pub mod usage;
 pub mod usage_query;
 

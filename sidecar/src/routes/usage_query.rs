@@ -3,7 +3,8 @@
 //! [`crate::services::usage_query`].
 //!
 //! **Who may read what.** `Authorization: Bearer <API key>` (a key of the filter
-//! configuration's `tenants`, [`crate::tenants`]) reads that key's tenant only; `?tenant=`
+//! registry's, [`crate::services::registry`], or of the filter configuration's `tenants`,
+//! [`crate::tenants`]: the registry wins) reads that key's tenant only; `?tenant=`
 //! naming another tenant is 403 `forbidden`. `Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>`
 //! reads any tenant, named by `?tenant=` (required). No or an unknown credential is 401
 //! `unauthorized`; without `TOLLGATE_FILTER_CONFIG` only the admin token is served (others:
@@ -37,10 +38,12 @@ use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use serde_json::Value;
 
+pub(crate) use self::access::decode as percent_decode;
 use self::access::prepare;
 use crate::Clock;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::routes::openapi::ErrorBody;
 use crate::services::usage_query;
 use crate::storage::sql::Database;
 use crate::tenants::{Hash, Tenants, hash};
@@ -71,6 +74,8 @@ pub struct QueryState {
     pub metrics: Arc<Metrics>,
     /// The clock ("today").
     pub clock: Clock,
+    /// The registry, consulted before `tenants` ("the registry wins"); `None`: static only.
+    pub registry: Option<crate::services::registry::Registry<Database>>,
 }
 
 impl QueryState {
@@ -88,7 +93,17 @@ impl QueryState {
             admin_token: admin_token.filter(|t| !t.is_empty()).map(hash),
             metrics,
             clock,
+            registry: None,
         }
+    }
+
+    /// Looks API keys and tenants up in `registry` first, then in the static tenants.
+    pub fn with_registry(
+        mut self,
+        registry: crate::services::registry::Registry<Database>,
+    ) -> Self {
+        self.registry = Some(registry);
+        self
     }
 }
 
@@ -125,13 +140,22 @@ fn dates(state: &QueryState, days: Option<u32>) -> Vec<String> {
     usage_query::date_range(today(state), days.unwrap_or(DEFAULT_DAYS))
 }
 
-async fn daily(
+#[utoipa::path(get, path = "/v1/usage/daily", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "per day: requests, bytes, errors, active users, and totals", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn daily(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
-        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
+        let (scope, params) =
+            prepare(&state, &headers, raw.as_deref(), &["days", "tenant"]).await?;
         let dates = dates(&state, params.days);
         Ok(Json(
             usage_query::daily(&state.database, &scope.tenant, &dates).await?,
@@ -140,13 +164,21 @@ async fn daily(
     counted(&state, answer.await)
 }
 
-async fn period(
+#[utoipa::path(get, path = "/v1/usage/period", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "the current month against the quota", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn period(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
-        let (scope, _) = prepare(&state, &headers, raw.as_deref(), &["tenant"])?;
+        let (scope, _) = prepare(&state, &headers, raw.as_deref(), &["tenant"]).await?;
         let plan = scope.info.as_ref();
         let today = today(&state);
         Ok(Json(
@@ -156,14 +188,22 @@ async fn period(
     counted(&state, answer.await)
 }
 
-async fn endpoints(
+#[utoipa::path(get, path = "/v1/usage/endpoints", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "top endpoints with error rates and latency percentiles", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn endpoints(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let allowed = ["days", "top", "tenant"];
-        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &allowed)?;
+        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &allowed).await?;
         let dates = dates(&state, params.days);
         let top = params.top.unwrap_or(DEFAULT_TOP);
         Ok(Json(
@@ -173,13 +213,22 @@ async fn endpoints(
     counted(&state, answer.await)
 }
 
-async fn users(
+#[utoipa::path(get, path = "/v1/usage/users", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "active users per day", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn users(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
-        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
+        let (scope, params) =
+            prepare(&state, &headers, raw.as_deref(), &["days", "tenant"]).await?;
         let dates = dates(&state, params.days);
         Ok(Json(
             usage_query::users(&state.database, &scope.tenant, &dates).await?,
@@ -188,13 +237,22 @@ async fn users(
     counted(&state, answer.await)
 }
 
-async fn requests(
+#[utoipa::path(get, path = "/v1/usage/requests", tag = "usage",
+    params(("tenant" = Option<String>, Query, description = "required with the admin token"),
+           ("days" = Option<u32>, Query, description = "1 to 366, default 30 (daily, endpoints, users)"),
+           ("top" = Option<usize>, Query, description = "endpoints only"),
+           ("limit" = Option<u32>, Query, description = "requests only")),
+    responses((status = 200, description = "the latest logged requests", body = Object),
+              (status = 401, description = "no or an unknown credential", body = ErrorBody)),
+    security(("api_key" = []), ("admin_token" = [])))]
+pub(crate) async fn requests(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let answer = async {
-        let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["limit", "tenant"])?;
+        let (scope, params) =
+            prepare(&state, &headers, raw.as_deref(), &["limit", "tenant"]).await?;
         let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
         Ok(Json(
             usage_query::requests(&state.database, &scope.tenant, limit).await?,

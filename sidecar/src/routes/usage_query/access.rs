@@ -21,7 +21,7 @@ pub(super) struct Scope {
     pub(super) info: Option<TenantInfo>,
 }
 
-fn authenticate(state: &QueryState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+async fn authenticate(state: &QueryState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     const MISSING: &str = "send Authorization: Bearer <API key> (or the admin token)";
     let value = headers
         .get(header::AUTHORIZATION)
@@ -44,6 +44,11 @@ fn authenticate(state: &QueryState, headers: &HeaderMap) -> Result<Caller, ApiEr
     {
         return Ok(Caller::Admin);
     }
+    if let Some(registry) = &state.registry
+        && let Some(info) = registry.tenant_of_key(token).await?
+    {
+        return Ok(Caller::Tenant(info));
+    }
     let tenants = state.tenants.as_ref().ok_or(ApiError::NoTenants)?;
     tenants
         .by_key(token)
@@ -52,15 +57,27 @@ fn authenticate(state: &QueryState, headers: &HeaderMap) -> Result<Caller, ApiEr
         .ok_or(ApiError::Unauthorized("unknown API key or admin token"))
 }
 
-fn authorize(state: &QueryState, caller: Caller, asked: Option<String>) -> Result<Scope, ApiError> {
+async fn authorize(
+    state: &QueryState,
+    caller: Caller,
+    asked: Option<String>,
+) -> Result<Scope, ApiError> {
     match (caller, asked) {
-        (Caller::Admin, Some(tenant)) => Ok(Scope {
-            info: state
-                .tenants
-                .as_ref()
-                .and_then(|t| t.by_id(&tenant).cloned()),
-            tenant,
-        }),
+        (Caller::Admin, Some(tenant)) => {
+            let registered = match &state.registry {
+                Some(registry) => registry.tenant_info(&tenant).await?,
+                None => None,
+            };
+            Ok(Scope {
+                info: registered.or_else(|| {
+                    state
+                        .tenants
+                        .as_ref()
+                        .and_then(|t| t.by_id(&tenant).cloned())
+                }),
+                tenant,
+            })
+        }
         (Caller::Admin, None) => Err(ApiError::InvalidParameter(
             "tenant: required with the admin token (?tenant=<id>)".into(),
         )),
@@ -152,7 +169,7 @@ fn number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
 }
 
 /// Percent-decodes `text` (`+` is a space); `None` when it is not valid UTF-8 afterwards.
-fn decode(text: &str) -> Option<String> {
+pub(crate) fn decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -175,15 +192,15 @@ fn decode(text: &str) -> Option<String> {
 }
 
 /// Authenticates, parses the parameters and authorizes the tenant.
-pub(super) fn prepare(
+pub(super) async fn prepare(
     state: &QueryState,
     headers: &HeaderMap,
     raw: Option<&str>,
     allowed: &[&str],
 ) -> Result<(Scope, Params), ApiError> {
-    let caller = authenticate(state, headers)?;
+    let caller = authenticate(state, headers).await?;
     let mut params = params(raw, allowed)?;
-    let scope = authorize(state, caller, params.tenant.take())?;
+    let scope = authorize(state, caller, params.tenant.take()).await?;
     Ok((scope, params))
 }
 

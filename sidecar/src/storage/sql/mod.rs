@@ -14,6 +14,7 @@
 mod database;
 mod postgres;
 pub mod query;
+pub mod registry;
 pub mod request_log;
 pub mod sink;
 mod sqlite;
@@ -26,6 +27,7 @@ use tollgate_filter::usage::RequestLogEntry;
 pub use self::database::{CONNECT_TIMEOUT, DEFAULT_URL, Database, DbError, redact};
 pub use self::postgres::request_log::{copy_text, partition_name};
 use self::query::DailyRow;
+use self::registry::{Changes, KeyRecord, PlanRecord, Put, RegistryStore, TenantRecord};
 use self::sink::Applied;
 use crate::storage::usage::Snapshot;
 /// The upper bounds, in milliseconds, of the latency histogram's buckets
@@ -173,6 +175,84 @@ impl RequestLogStore for Database {
 
     async fn latest(&self, tenant: &str, limit: u32) -> Result<Vec<RequestLogEntry>, sqlx::Error> {
         by_database!(self, request_log::latest(tenant, limit))
+    }
+}
+
+impl RegistryStore for Database {
+    async fn put_plan(&self, plan: &PlanRecord, now: u64) -> Result<Put, sqlx::Error> {
+        by_database!(self, registry::put_plan(plan, now))
+    }
+    async fn plan(&self, name: &str) -> Result<Option<PlanRecord>, sqlx::Error> {
+        by_database!(self, registry::plan(name))
+    }
+    async fn plans(&self) -> Result<Vec<PlanRecord>, sqlx::Error> {
+        by_database!(self, registry::plans())
+    }
+    async fn put_tenant(&self, tenant: &TenantRecord, now: u64) -> Result<(Put, u64), sqlx::Error> {
+        by_database!(self, registry::put_tenant(tenant, now))
+    }
+    async fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, sqlx::Error> {
+        by_database!(self, registry::tenant(id))
+    }
+    async fn tenants(
+        &self,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<TenantRecord>, sqlx::Error> {
+        by_database!(self, registry::tenants(prefix, after, limit))
+    }
+    async fn plan_history(&self, tenant: &str) -> Result<Vec<(String, u64)>, sqlx::Error> {
+        by_database!(self, registry::plan_history(tenant))
+    }
+    async fn set_quota_state(
+        &self,
+        tenant: &str,
+        period_start: u64,
+        exhausted: bool,
+        now: u64,
+    ) -> Result<bool, sqlx::Error> {
+        by_database!(
+            self,
+            registry::set_quota_state(tenant, period_start, exhausted, now)
+        )
+    }
+    async fn insert_key(&self, key: &KeyRecord, now: u64) -> Result<(), sqlx::Error> {
+        by_database!(self, registry::insert_key(key, now))
+    }
+    async fn key(&self, key_id: &str) -> Result<Option<KeyRecord>, sqlx::Error> {
+        by_database!(self, registry::key(key_id))
+    }
+    async fn key_by_hash(&self, sha256: &str) -> Result<Option<KeyRecord>, sqlx::Error> {
+        by_database!(self, registry::key_by_hash(sha256))
+    }
+    async fn keys(&self, tenant: &str) -> Result<Vec<KeyRecord>, sqlx::Error> {
+        by_database!(self, registry::keys(tenant))
+    }
+    async fn live_keys(&self, now: u64) -> Result<Vec<KeyRecord>, sqlx::Error> {
+        by_database!(self, registry::live_keys(now))
+    }
+    async fn revoke_key(&self, key_id: &str, now: u64) -> Result<bool, sqlx::Error> {
+        by_database!(self, registry::revoke_key(key_id, now))
+    }
+    async fn expire_key(
+        &self,
+        key_id: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, sqlx::Error> {
+        by_database!(self, registry::expire_key(key_id, expires_at, now))
+    }
+    async fn changes(&self, since: u64) -> Result<Changes, sqlx::Error> {
+        by_database!(self, registry::changes(since))
+    }
+    async fn requests_between(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<u64, sqlx::Error> {
+        by_database!(self, registry::requests_between(tenant, from, to))
     }
 }
 

@@ -53,6 +53,9 @@ async fn sqlite_meets_the_sql_contracts() {
     let sqlite = Sqlite::new("log").await;
     contract::request_log::writes_reads_and_keeps_the_retention(&sqlite.database).await;
     sqlite.close().await;
+    let sqlite = Sqlite::new("registry").await;
+    contract::registry::keeps_plans_tenants_keys_and_versions(&sqlite.database).await;
+    sqlite.close().await;
 }
 
 #[tokio::test]
@@ -70,5 +73,8 @@ async fn postgres_meets_the_sql_contracts() {
     database.close().await;
     let database = postgres(&server).await;
     contract::request_log::writes_reads_and_keeps_the_retention(&database).await;
+    database.close().await;
+    let database = postgres(&server).await;
+    contract::registry::keeps_plans_tenants_keys_and_versions(&database).await;
     database.close().await;
 }

@@ -2,5 +2,6 @@
 //! (`super::tests`).
 
 pub(super) mod query;
+pub(super) mod registry;
 pub(super) mod request_log;
 pub(super) mod sink;

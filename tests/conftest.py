@@ -15,10 +15,25 @@ from harness import DemoApi, Envoy, paths  # noqa: E402
 from harness.cluster import Cluster, start_cluster as _start_cluster  # noqa: E402
 from harness.redis import RedisServer  # noqa: E402
 from harness.sidecar import SidecarProcess  # noqa: E402
+from harness.wait import clear_of_window_edge  # noqa: E402
 
 StartEnvoy = Callable[..., Envoy]
 StartSidecar = Callable[..., SidecarProcess]
 StartCluster = Callable[..., Cluster]
+
+
+# Most tests count in `fixed_window`/`sliding_window_counter` windows of an hour, aligned to the
+# epoch; none runs longer than this, so starting this far from the hour's end keeps every count
+# of a test inside one window.
+HOUR_EDGE_MARGIN_S = 90.0
+
+
+@pytest.fixture(autouse=True)
+def clear_of_the_hour() -> None:
+    """Every test starts at least HOUR_EDGE_MARGIN_S before the end of the hour (waiting at most
+    that long, at most once an hour): an hour window never rolls over in the middle of a test's
+    counts. Tests with longer windows or longer runs call `clear_of_window_edge` themselves."""
+    clear_of_window_edge(3600, HOUR_EDGE_MARGIN_S)
 
 
 @pytest.fixture(scope="session")

@@ -28,29 +28,44 @@ def global_config(rule: dict, **sidecar) -> dict:
     )
 
 
-def paced(envoys, per_node_rate: float, seconds: float) -> list[int]:
-    """Requests for the tenant at `per_node_rate`/s on every node for `seconds` (bounded): statuses."""
-    statuses: list[int] = []
-    lock = threading.Lock()
+def paced_by_node(envoys, per_node_rate: float, seconds: float) -> list[list[int]]:
+    """Requests for the tenant at `per_node_rate`/s on every node for `seconds` (bounded): each
+    node's statuses."""
+    by_node: list[list[int]] = [[] for _ in envoys]
 
-    def node(envoy) -> None:
+    def node(envoy, statuses: list[int]) -> None:
         client = envoy.client()
         start = time.monotonic()
         count = int(per_node_rate * seconds)
         for i in range(count):
             delay = start + i / per_node_rate - time.monotonic()
             if delay > 0:
-                time.sleep(delay)
-            status = client.get("/", KEY).status
-            with lock:
-                statuses.append(status)
+                time.sleep(delay)  # pacing the load, not waiting for a state
+            statuses.append(client.get("/", KEY).status)
 
-    threads = [threading.Thread(target=node, args=(e,)) for e in envoys]
+    threads = [threading.Thread(target=node, args=(e, s)) for e, s in zip(envoys, by_node)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=seconds + 60)
-    return statuses
+    return by_node
+
+
+def paced(envoys, per_node_rate: float, seconds: float) -> list[int]:
+    """As `paced_by_node`, every node's statuses together."""
+    return [status for statuses in paced_by_node(envoys, per_node_rate, seconds) for status in statuses]
+
+
+def sync_failures(envoy) -> int:
+    return envoy.tollgate_counter("sync", "failures")
+
+
+def wait_until_stale(envoy, failures_before: int = 0) -> None:
+    """Polls the node's failed syncs until its sidecar has been silent past stale_after (three
+    intervals and a timeout, 800 ms here): a sync is tried every 200 ms, one at a time, so six
+    failures since the last answered sync span more than four intervals after it."""
+    want = failures_before + 6
+    envoy.wait_tollgate_counter("sync", "failures", want, timeout=15)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -87,12 +102,11 @@ def test_without_the_sidecar_each_node_keeps_to_its_share(start_envoy):
     # limit / nodes (configured: 3), instead of giving every node the whole limit.
     rule = policy.rule("per-tenant", "fixed_window", 30, "1h", key=["tenant"], scope="global")
     envoy = start_envoy(config.tollgate(global_config(rule, nodes=3), sidecar_port=free_port()))
-    time.sleep(1.5)
+    wait_until_stale(envoy)
     statuses = http.statuses(http.burst(envoy.port, 30, headers=KEY))
     assert statuses == [200] * 10 + [429] * 20, statuses
     refused = http.get(envoy.port, "/", KEY)
     assert refused.header("ratelimit-limit") == "10", refused
-    envoy.wait_tollgate_counter("sync", "failures", 1)
 
 
 def test_sync_resumes_and_keeps_the_outage_admissions(start_envoy, tmp_path):
@@ -101,7 +115,7 @@ def test_sync_resumes_and_keeps_the_outage_admissions(start_envoy, tmp_path):
     port = free_port()
     rule = policy.rule("per-tenant", "fixed_window", 30, "1h", key=["tenant"], scope="global")
     envoy = start_envoy(config.tollgate(global_config(rule, nodes=3), sidecar_port=port))
-    time.sleep(1.5)
+    wait_until_stale(envoy)
     assert http.statuses(http.burst(envoy.port, 12, headers=KEY)) == [200] * 10 + [429] * 2
     workdir = tmp_path / "late-sidecar"
     workdir.mkdir()
@@ -110,7 +124,8 @@ def test_sync_resumes_and_keeps_the_outage_admissions(start_envoy, tmp_path):
     try:
         late.start()
         until(lambda: metric(late, "tollgate_sync_hits_total"), lambda v: v >= 10, 15, "outage hits delivered")
-        time.sleep(1.0)  # a few more syncs: the retried batch must not count twice
+        # Three more answered syncs: the retried batch must not count twice.
+        envoy.wait_tollgate_counter("sync", "batches", envoy.tollgate_counter("sync", "batches") + 3)
         assert metric(late, "tollgate_sync_hits_total") == 10
         statuses = http.statuses(http.burst(envoy.port, 25, headers=KEY))
         assert statuses.count(200) == 20, statuses
@@ -120,28 +135,44 @@ def test_sync_resumes_and_keeps_the_outage_admissions(start_envoy, tmp_path):
 
 def test_sidecar_killed_under_global_load(start_envoy, start_sidecar, redis_server):
     # kill -9 the sidecar while three nodes serve a global rule: they keep serving (200/429 only,
-    # no Envoy dies), each node keeps to its share meanwhile, and after a restart on the same port
-    # the batches held during the outage arrive (Redis keeps the bucket): the tenant's total over
-    # the whole run stays within the limit plus one interval's overshoot per node.
+    # no Envoy dies), each node keeps to its share meanwhile (90 / 3 nodes = 30, counting what it
+    # admitted before the outage), and after a restart on the same port the batches held during
+    # the outage arrive (Redis keeps the bucket): the tenant's total over the whole run stays
+    # within the limit plus one interval's overshoot per node.
     sidecar = start_sidecar(redis_url=redis_server.url)
     name = unique_name("per-tenant")
     rule = policy.rule(name, "fixed_window", 90, "1h", key=["tenant"], scope="global")
     bootstrap = config.tollgate(global_config(rule, nodes=3), sidecar_port=sidecar.port)
     envoys = [start_envoy(bootstrap, name=f"node{i}") for i in range(3)]
-    before = paced(envoys, 10, 2)  # 60 requests, all within the limit
-    assert before == [200] * 60, before
+    before = paced_by_node(envoys, 10, 2)  # 20 requests a node, 60 in all: within the limit
+    assert before == [[200] * 20] * 3, before
+    failures = [sync_failures(envoy) for envoy in envoys]
     sidecar.kill9()
-    time.sleep(1.0)  # past stale_after (3 × 200 ms + 200 ms): the nodes use their share
-    during = paced(envoys, 10, 2)
-    assert set(during) <= {200, 429}, during
+    for envoy, failed in zip(envoys, failures):
+        wait_until_stale(envoy, failed)
+    during = paced_by_node(envoys, 10, 2)
+    for node, statuses in enumerate(during):
+        assert set(statuses) <= {200, 429}, (node, statuses)
+        # The node's share of the limit holds its admissions before the outage and during it.
+        assert before[node].count(200) + statuses.count(200) <= 90 // 3, (node, statuses)
     for envoy in envoys:
         assert envoy.proc.poll() is None
+    admitted_during = sum(statuses.count(200) for statuses in during)
+    batches = [envoy.tollgate_counter("sync", "batches") for envoy in envoys]
     sidecar.restart()
-    until(lambda: metric(sidecar, "tollgate_sync_hits_total"), lambda v: v >= during.count(200), 15,
+    # Every node's held batch answered (it goes before anything newer), so the outage's
+    # admissions are in the sidecar's count before more load comes.
+    for envoy, answered in zip(envoys, batches):
+        envoy.wait_tollgate_counter("sync", "batches", answered + 1, timeout=15)
+    until(lambda: metric(sidecar, "tollgate_sync_hits_total"), lambda v: v >= admitted_during, 15,
           "outage hits delivered")
     after = paced(envoys, 10, 3)
-    admitted = before.count(200) + during.count(200) + after.count(200)
-    assert 90 <= admitted <= 90 + 3 * 2, (admitted, during.count(200), after.count(200))
+    admitted = before_total(before) + admitted_during + after.count(200)
+    assert 90 <= admitted <= 90 + 3 * 2, (admitted, admitted_during, after.count(200))
+
+
+def before_total(by_node: list[list[int]]) -> int:
+    return sum(statuses.count(200) for statuses in by_node)
 
 
 def metric(sidecar: SidecarProcess, name: str) -> float:

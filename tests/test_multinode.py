@@ -22,7 +22,7 @@ from harness import policy
 from harness.cluster import Cluster, Load, Shot
 from harness.redis import RedisServer, unique_name
 from harness.sidecar import SidecarProcess
-from harness.wait import until
+from harness.wait import clear_of_window_edge, until
 
 NODES = 3
 FREE = {"x-api-key": "key-free-0001"}  # the tenant whose counts the tests check exactly
@@ -46,15 +46,6 @@ def tenant_rule(name: str, algorithm: str, free_limit: int, window: str = "1d") 
     """A strict per-tenant rule: `free_limit` for free tenants, far more for pro ones."""
     limit = {"plan": {"free": free_limit, "pro": BUSY_LIMIT}, "default": 1}
     return policy.rule(name, algorithm, limit, window, key=["tenant"], scope="strict")
-
-
-def clear_of_window_edge(window_s: int, margin_s: float = 120.0) -> None:
-    """Fixed windows are aligned to the epoch: if one ends within `margin_s`, wait until it has
-    (at most `margin_s`, and only near midnight UTC for a 1d window), so the counts of one test
-    never straddle two windows. A clock wait, not a readiness wait, hence a sleep."""
-    left = window_s - time.time() % window_s
-    if left < margin_s:
-        time.sleep(left + 0.5)
 
 
 def statuses(shots: list[Shot]) -> list[int]:

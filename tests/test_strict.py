@@ -123,18 +123,30 @@ def test_sidecar_that_never_answers_times_out(start_envoy):
 
 
 def test_concurrent_checks_travel_in_batches_and_stay_exact(start_envoy, sidecar):
-    # One worker, 48 requests at once: beyond the few calls a worker keeps out, checks queue
-    # and go many per call (POST /v1/checks). Batched or not, exactly the limit is admitted,
-    # every request gets its own answer, and the sidecar decided each request once.
+    # One worker, 48 requests at once: beyond the call a worker keeps out, checks queue and go
+    # many per call (POST /v1/checks). Batched or not, exactly the limit is admitted, every
+    # request gets its own answer, and the sidecar decided each request once; and at least one
+    # call carried several checks: fewer calls to the sidecar than decisions. (Usage metering
+    # is off so that every call on the sidecar cluster is a check.)
     cfg = strict_config(policy.rule("s", "fixed_window", 20, "1h", scope="strict"))
+    cfg["usage"] = {"enabled": False}
     envoy = start_envoy(config.tollgate(cfg, sidecar_port=sidecar.port))
-    with ThreadPoolExecutor(max_workers=48) as pool:
-        responses = list(pool.map(lambda _: envoy.get("/"), range(48)))
+    clients = [envoy.client() for _ in range(48)]
+    for client in clients:
+        client.conn.connect()  # every connection open first, so the 48 requests arrive together
+    try:
+        with ThreadPoolExecutor(max_workers=48) as pool:
+            responses = list(pool.map(lambda client: client.get("/"), clients))
+    finally:
+        for client in clients:
+            client.close()
     statuses = http.statuses(responses)
     assert statuses.count(200) == 20, [str(r) for r in responses]
     assert statuses.count(429) == 28, [str(r) for r in responses]
     assert sidecar.decisions() == 48
     assert sidecar.metric("tollgate_errors_total") == 0
+    calls = envoy.stats(r"^cluster\.tollgate_sidecar\.upstream_rq_total$")["cluster.tollgate_sidecar.upstream_rq_total"]
+    assert 1 <= calls < 48, f"{calls} calls to the sidecar for 48 checks: no call carried a batch"
 
 
 def test_queued_checks_never_wait_past_the_timeout(start_envoy):

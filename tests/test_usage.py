@@ -18,6 +18,11 @@ from harness.wait import until
 TENANTS = policy.TENANTS
 FREE = {"x-api-key": "key-free-0001"}  # t-free
 PRO = {"x-api-key": "key-pro-0001"}  # t-pro
+# A request sent once what a test checks has arrived: when it has arrived too, later batches
+# and flushes have run, and the test can check that they counted nothing twice.
+LATER = {"x-api-key": "key-free-0002"}  # t-free-2
+LATER_PATH = "/api/reports/later"
+LATER_KEY = ("t-free-2", "GET reports")
 
 
 def usage_config() -> dict:
@@ -85,9 +90,11 @@ def test_every_request_is_counted_once_into_api_usage_daily(start_envoy, demo_ap
             except sqlite3.Error:
                 return {}
 
-        found = until(flushed, lambda r: sum(v["requests"] for v in r.values()) >= 12, 20, "usage flushed")
-        time.sleep(1.5)  # another flush or two: nothing may be counted twice
-        found = rows(db)
+        until(flushed, lambda r: sum(v["requests"] for v in r.values()) >= 12, 20, "usage flushed")
+        # Another batch and flush after that one: nothing may be counted twice.
+        assert client.get(LATER_PATH, LATER).status == 200
+        found = until(flushed, lambda r: LATER_KEY in r, 20, "the later request flushed")
+        assert found.pop(LATER_KEY)["requests"] == 1
         today = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
         assert set(found) == set(expected), found
         for key, want in expected.items():
@@ -95,10 +102,10 @@ def test_every_request_is_counted_once_into_api_usage_daily(start_envoy, demo_ap
             assert got == want, (key, got, want)
             assert found[key]["date"] == today
         # The metered totals are Envoy's own counts of what it served to tenants (13 requests,
-        # one of them anonymous).
+        # one of them anonymous, and the later one).
         stats = envoy.stats(r"^http\.ingress\.downstream_rq_[2345]xx$")
         served = {k.rsplit("_", 1)[1]: v for k, v in stats.items()}
-        assert served.get("2xx", 0) - 1 == sum(v["requests"] - v["errors_4xx"] - v["errors_5xx"] for v in found.values())
+        assert served.get("2xx", 0) - 2 == sum(v["requests"] - v["errors_4xx"] - v["errors_5xx"] for v in found.values())
         assert served.get("4xx", 0) == sum(v["errors_4xx"] for v in found.values())
         assert served.get("5xx", 0) == sum(v["errors_5xx"] for v in found.values())
         assert envoy.tollgate_counter("usage", "dropped") == 0
@@ -126,7 +133,7 @@ def test_a_sidecar_gone_for_ten_seconds_loses_nothing(start_envoy, own_redis_ser
         while time.monotonic() < deadline:
             assert client.get("/api/reports/b", FREE).status == 200
             sent += 1
-            time.sleep(0.05)
+            time.sleep(0.05)  # pacing the traffic through the outage
         sidecar.start()
         for _ in range(40):
             assert client.get("/api/reports/c", FREE).status == 200
@@ -140,8 +147,10 @@ def test_a_sidecar_gone_for_ten_seconds_loses_nothing(start_envoy, own_redis_ser
                 return 0
 
         until(total, lambda n: n >= sent, 30, f"{sent} requests flushed")
-        time.sleep(2.0)  # more flushes and resends: still exactly once
-        found = rows(db)
+        # More batches and flushes after that: still exactly once.
+        assert client.get(LATER_PATH, LATER).status == 200
+        found = until(lambda: rows(db), lambda r: LATER_KEY in r, 30, "the later request flushed")
+        assert found.pop(LATER_KEY)["requests"] == 1
         assert set(found) == {("t-free", "GET reports")}, found
         assert found[("t-free", "GET reports")]["requests"] == sent
         assert found[("t-free", "GET reports")]["bytes_out"] == 100 * sent
@@ -213,13 +222,18 @@ def test_the_request_log_sends_one_entry_per_request_exactly_once(start_envoy):
 
         until(lambda: sum(len(b.get("requests", [])) for b in delivered()), lambda n: n >= 4, 20,
               "4 request log entries delivered")
-        time.sleep(0.6)  # a few more intervals: nothing is sent twice
+        # A later batch: nothing sent before goes again.
+        assert client.get(LATER_PATH, LATER).status == 200
+        later_at = len(sidecar.bodies)
+        until(lambda: [e for b in delivered() for e in b.get("requests", []) if e["tenant"] == "t-free-2"],
+              bool, 20, "the later request's entry delivered")
         bodies = list(sidecar.bodies)
+        assert all(b"t-free-2" not in body for body in bodies[:later_at]), "the later request came too early"
         assert bodies[1] == bodies[0], "the failed batch was not resent unchanged"
         batches = [json.loads(b) for b in bodies[1:]]
         seqs = [(b["sender"], b["seq"]) for b in batches]
         assert len(set(seqs)) == len(seqs), seqs
-        entries = [e for b in batches for e in b.get("requests", [])]
+        entries = [e for b in batches for e in b.get("requests", []) if e["tenant"] != "t-free-2"]
         got = sorted((e["tenant"], e["endpoint"], e["status"], e["bytes_in"], e["bytes_out"]) for e in entries)
         assert got == sorted([
             ("t-free", "GET reports", 200, 0, 100),
@@ -231,7 +245,7 @@ def test_the_request_log_sends_one_entry_per_request_exactly_once(start_envoy):
             assert started_ms - 1 <= entry["time_ms"] <= ended_ms + 1, (entry, started_ms, ended_ms)
             assert 0 <= entry["latency_ms"] <= ended_ms - started_ms + 1, entry
         # The aggregates of the same requests came in the same batches.
-        assert sum(r["requests"] for b in batches for r in b["records"]) == 4
+        assert sum(r["requests"] for b in batches for r in b["records"]) == 4 + 1
         assert envoy.tollgate_counter("usage", "log_dropped") == 0
         assert envoy.tollgate_counter("usage", "dropped") == 0
 
@@ -267,8 +281,11 @@ def test_the_request_log_lands_in_api_request_log(start_envoy, tmp_path):
                 return []
 
         until(logged, lambda r: len(r) >= 4, 20, "4 rows in api_request_log")
-        time.sleep(1.0)  # more batches and flushes: nothing logged twice
-        found = logged()
+        # More batches and flushes after those: nothing logged twice.
+        assert client.get(LATER_PATH, LATER).status == 200
+        found = until(logged, lambda r: any(row[0] == "t-free-2" for row in r), 20, "the later request logged")
+        assert [row[:2] for row in found if row[0] == "t-free-2"] == [LATER_KEY], found
+        found = [row for row in found if row[0] != "t-free-2"]
         assert sorted(r[:5] for r in found) == sorted([
             ("t-free", "GET reports", 200, 0, 100),
             ("t-free", "GET reports", 200, 0, 100),
@@ -278,7 +295,7 @@ def test_the_request_log_lands_in_api_request_log(start_envoy, tmp_path):
         for row in found:
             assert started_ms - 1 <= row[5] <= ended_ms + 1, (row, started_ms, ended_ms)
         written = sidecar.metric("tollgate_request_log_entries_total", outcome="written")
-        assert written == 4, sidecar.metrics()
+        assert written == 4 + 1, sidecar.metrics()
         assert envoy.tollgate_counter("usage", "log_dropped") == 0
     finally:
         sidecar.stop()

@@ -28,6 +28,7 @@ pub mod headers;
 pub mod identity;
 pub mod policy;
 pub mod protocol;
+pub mod registry;
 pub mod reply;
 pub mod sync;
 pub mod usage;

@@ -171,8 +171,8 @@ pub struct Settings {
 
 impl Settings {
     /// The request log's settings.
-    pub fn request_log(&self) -> crate::usage::request_log::RequestLogSettings {
-        crate::usage::request_log::RequestLogSettings {
+    pub fn request_log(&self) -> crate::services::request_log::RequestLogSettings {
+        crate::services::request_log::RequestLogSettings {
             enabled: self.request_log,
             retention_days: self.request_log_retention_days,
             batch_entries: self.request_log_batch,
@@ -261,7 +261,7 @@ mod tests {
         let cli = Cli::try_parse_from(["tollgate-sidecar"]).unwrap();
         assert_eq!(
             cli.settings.request_log(),
-            crate::usage::request_log::RequestLogSettings::default()
+            crate::services::request_log::RequestLogSettings::default()
         );
         let cli = Cli::try_parse_from([
             "tollgate-sidecar",

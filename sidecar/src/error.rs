@@ -1,10 +1,12 @@
-//! The HTTP API's errors: JSON `{"error": "<stable code>", "message": "…"}` with a fitting
-//! status. Messages about the client's own input are returned; internal causes are logged and
-//! replaced by a generic message.
+//! The one error type of the HTTP API, [`ApiError`]: JSON `{"error": "<stable code>",
+//! "message": "…"}` with a fitting status. Messages about the client's own input are returned;
+//! internal causes (a counter store or usage store failure, a database error) are logged and
+//! replaced by a generic message. Handlers count each error in `tollgate_errors_total{kind}`
+//! (its [`code`](ApiError::code)) through one helper of [`crate::routes`].
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -35,10 +37,32 @@ pub enum ApiError {
     /// The route exists but not for this method (`method_not_allowed`, 405).
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
-    /// The counter store failed (its `kind()`, 503): transient, worth a retry, and what the
-    /// filter's `failure_mode` is for.
+    /// No or an unknown credential (`unauthorized`, 401, with `WWW-Authenticate: Bearer`).
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// A tenant key asking for another tenant (`forbidden`, 403).
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A bad query parameter, named (`invalid_parameter`, 400).
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// No tenant registry, and not the admin token (`no_tenants`, 503).
+    #[error(
+        "no tenant registry: the sidecar has no TOLLGATE_FILTER_CONFIG, so only the admin \
+         token is served"
+    )]
+    NoTenants,
+    /// The counter store (or the usage store) failed (its `kind()`, 503): transient, worth a
+    /// retry, and what the filter's `failure_mode` is for.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A background job stopped while the sidecar serves (`job_stopped`, 503, from
+    /// `/readyz`; see [`crate::jobs`]).
+    #[error("the background job {0} stopped; restart the sidecar (its log says why)")]
+    JobStopped(&'static str),
+    /// The usage database failed (`database_unavailable`, 503; the cause is logged).
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
 }
 
 impl ApiError {
@@ -51,7 +75,13 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::InvalidParameter(_) => "invalid_parameter",
+            ApiError::NoTenants => "no_tenants",
             ApiError::Store(error) => error.kind(),
+            ApiError::JobStopped(_) => "job_stopped",
+            ApiError::Database(_) => "database_unavailable",
         }
     }
 
@@ -64,7 +94,13 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            ApiError::NoTenants
+            | ApiError::Store(_)
+            | ApiError::JobStopped(_)
+            | ApiError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -91,9 +127,17 @@ impl IntoResponse for ApiError {
                 tracing::error!(error = %cause, code = self.code(), "counter store failed");
                 "the counter store cannot answer now; retry later".to_owned()
             }
+            ApiError::Database(cause) => {
+                tracing::error!(error = %cause, code = self.code(), "usage database failed");
+                "the usage database cannot answer now; retry later".to_owned()
+            }
             other => other.to_string(),
         };
-        let body = json!({ "error": self.code(), "message": message });
-        (self.status(), Json(body)).into_response()
+        let body = Json(json!({ "error": self.code(), "message": message }));
+        if matches!(self, ApiError::Unauthorized(_)) {
+            (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (self.status(), body).into_response()
+        }
     }
 }

@@ -3,12 +3,41 @@
 //! per request (`POST /v1/check`, exact); `global` rules decide on each node and send what they
 //! admitted in batches (`POST /v1/sync`), which the sidecar adds into the same buckets, exactly
 //! once per batch, answering with the global totals and how many nodes share them. Usage
-//! batches (`POST /v1/usage`, [`app_with_usage`]) are aggregated per tenant, day and endpoint
-//! and flushed into the usage database exactly once ([`usage`]); their optional per-request
-//! entries go into the detailed request log ([`usage::request_log`], `TOLLGATE_REQUEST_LOG`).
+//! batches (`POST /v1/usage`, [`AppState::with_usage`]) are aggregated per tenant, day and
+//! endpoint and flushed into the usage database exactly once ([`services::flush`]); their
+//! optional per-request entries go into the detailed request log ([`jobs::request_log`],
+//! `TOLLGATE_REQUEST_LOG`).
 //!
-//! [`app`] builds the HTTP API over any [`CounterStore`]; `main` only parses the
-//! configuration and serves it. Tested without a socket:
+//! # Layers
+//!
+//! ```text
+//!   main.rs ── parse config, connect + migrate, serve ──> server.rs (stores, jobs, app())
+//!
+//!   routes/      one module per route group, each `router()`: parse, authorise, answer
+//!      │           (errors: the one `error::ApiError`, stable codes, causes logged)
+//!      ▼
+//!   services/    decisions and folds (check, checks, sync), usage ingest, the flush,
+//!      │           the usage API's answers; no HTTP, no SQL
+//!      ▼
+//!   storage/     traits + impls, all I/O:
+//!                  CounterStore   memory | redis           (counters, sync batches)
+//!                  usage::UsageStore memory | redis        (live usage aggregates)
+//!                  sql::UsageSink, sql::UsageQueries,
+//!                  sql::RequestLogStore  postgres | sqlite (every SQL statement)
+//!
+//!   jobs/        background work, one way to start, stop on SIGTERM and report health
+//!                (`/readyz`, `tollgate_job_*`): usage flush, request log writer;
+//!                jobs call services and storage, never routes
+//! ```
+//!
+//! Arrows only point down: `routes` use `services` and `storage`'s types, `services` use
+//! `storage` traits, `storage` uses neither. Each storage trait has one contract test body
+//! run against every impl (both databases for the SQL traits). New parts fit the same way: a
+//! route group in `routes/`, its logic in `services/`, its tables behind a trait in
+//! `storage/sql/`, its background work started on [`jobs::Jobs`].
+//!
+//! [`app`] builds the HTTP API over any [`CounterStore`] from an [`AppState`]; `main` only
+//! parses the configuration and serves it. Tested without a socket:
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -28,14 +57,14 @@
 //! ```
 
 pub mod config;
-pub mod db;
 pub mod error;
+pub mod jobs;
 pub mod metrics;
 pub mod routes;
 pub mod server;
+pub mod services;
 pub mod storage;
 pub mod tenants;
-pub mod usage;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,8 +73,13 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tollgate_filter::Nanos;
 
+use crate::jobs::JobBoard;
 use crate::metrics::Metrics;
+use crate::routes::usage_query::QueryState;
+use crate::services::request_log::RequestLog;
+use crate::services::usage::{Ingest, UsageIngest};
 use crate::storage::CounterStore;
+use crate::storage::usage::UsageStore;
 
 /// The largest request body accepted (larger ones get 413 `payload_too_large`), except by
 /// `POST /v1/sync` ([`MAX_SYNC_BODY_BYTES`]).
@@ -68,7 +102,7 @@ pub fn system_clock() -> Nanos {
         })
 }
 
-/// What every handler shares.
+/// What every handler shares, and which APIs [`app`] serves.
 pub struct AppState<S> {
     /// The counters.
     pub store: Arc<S>,
@@ -76,6 +110,17 @@ pub struct AppState<S> {
     pub metrics: Arc<Metrics>,
     /// The clock decisions use.
     pub clock: Clock,
+    /// Usage ingestion (`POST /v1/usage`, see [`with_usage`](Self::with_usage)); `None`: not
+    /// served (404).
+    pub usage: Option<Arc<dyn Ingest>>,
+    /// Where the usage batches' request log entries go (by default nowhere: counted as
+    /// `disabled`).
+    pub request_log: RequestLog,
+    /// The tenant usage API (`GET /v1/usage/…`, see [`with_queries`](Self::with_queries));
+    /// `None`: not served (404).
+    pub queries: Option<QueryState>,
+    /// The background jobs' health (`/readyz`); by default none.
+    pub jobs: JobBoard,
 }
 
 impl<S> Clone for AppState<S> {
@@ -84,6 +129,10 @@ impl<S> Clone for AppState<S> {
             store: Arc::clone(&self.store),
             metrics: Arc::clone(&self.metrics),
             clock: self.clock,
+            usage: self.usage.clone(),
+            request_log: self.request_log.clone(),
+            queries: self.queries.clone(),
+            jobs: self.jobs.clone(),
         }
     }
 }
@@ -99,59 +148,55 @@ impl<S: CounterStore> AppState<S> {
     pub fn with_metrics(store: S, metrics: Arc<Metrics>) -> Self {
         AppState {
             store: Arc::new(store),
+            request_log: RequestLog::disabled(Arc::clone(&metrics)),
             metrics,
             clock: system_clock,
+            usage: None,
+            queries: None,
+            jobs: JobBoard::default(),
         }
+    }
+
+    /// Serves usage metering (`POST /v1/usage`) into `usage`.
+    pub fn with_usage<U: UsageStore>(mut self, usage: Arc<U>) -> Self {
+        self.usage = Some(usage);
+        self
+    }
+
+    /// Hands the usage batches' request log entries to `request_log`
+    /// ([`jobs::request_log::start`], which should count into the same metrics).
+    pub fn with_request_log(mut self, request_log: RequestLog) -> Self {
+        self.request_log = request_log;
+        self
+    }
+
+    /// Reports the health of the jobs on `board` in `/readyz` ([`jobs::Jobs::board`]).
+    pub fn with_jobs(mut self, board: JobBoard) -> Self {
+        self.jobs = board;
+        self
+    }
+
+    /// Serves the tenant usage API (`GET /v1/usage/…`, [`routes::usage_query`]) over
+    /// `queries` (its database, tenant registry and admin token).
+    pub fn with_queries(mut self, queries: QueryState) -> Self {
+        self.queries = Some(queries);
+        self
     }
 }
 
-/// The sidecar's HTTP API with usage metering (`POST /v1/usage`) into `usage`; request log
-/// entries are not written (counted as `disabled`: see [`app_with_request_log`]).
-pub fn app_with_usage<S: CounterStore, U: usage::UsageStore>(
-    state: AppState<S>,
-    usage: Arc<U>,
-) -> Router {
-    let log = usage::request_log::RequestLog::disabled(Arc::clone(&state.metrics));
-    app_with_request_log(state, usage, log)
-}
-
-/// [`app_with_usage`] with the batches' request log entries handed to `request_log`
-/// ([`usage::request_log::spawn`], which should count into `state.metrics`).
-pub fn app_with_request_log<S: CounterStore, U: usage::UsageStore>(
-    state: AppState<S>,
-    usage: Arc<U>,
-    request_log: usage::request_log::RequestLog,
-) -> Router {
-    let usage = routes::usage::UsageState {
-        store: usage,
+/// The sidecar's HTTP API: health, metrics and the counters' routes always; usage ingestion
+/// and the usage API when `state` has them.
+pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
+    let usage = state.usage.clone().map(|store| routes::usage::UsageState {
+        usage: UsageIngest {
+            store,
+            request_log: state.request_log.clone(),
+        },
         metrics: Arc::clone(&state.metrics),
         clock: state.clock,
-        request_log,
-    };
-    app(state).merge(routes::usage::router(usage))
-}
-
-/// [`app_with_usage`] plus the tenant usage API (`GET /v1/usage/…`, [`routes::usage_query`])
-/// over `queries` (its database, tenant registry and admin token).
-pub fn app_with_usage_queries<S: CounterStore, U: usage::UsageStore>(
-    state: AppState<S>,
-    usage: Arc<U>,
-    queries: routes::usage_query::QueryState,
-) -> Router {
-    app_with_usage(state, usage).merge(routes::usage_query::router(queries))
-}
-
-/// [`app`] plus the tenant usage API only (no `POST /v1/usage` ingestion).
-pub fn app_with_queries<S: CounterStore>(
-    state: AppState<S>,
-    queries: routes::usage_query::QueryState,
-) -> Router {
-    app(state).merge(routes::usage_query::router(queries))
-}
-
-/// The sidecar's HTTP API (without usage metering: see [`app_with_usage`]).
-pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
-    Router::new()
+    });
+    let queries = state.queries.clone();
+    let mut router = Router::new()
         .merge(routes::health::router())
         .merge(routes::metrics::router())
         .merge(routes::check::router())
@@ -160,5 +205,12 @@ pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
         .fallback(routes::not_found::<S>)
         .method_not_allowed_fallback(routes::method_not_allowed::<S>)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state);
+    if let Some(usage) = usage {
+        router = router.merge(routes::usage::router(usage));
+    }
+    if let Some(queries) = queries {
+        router = router.merge(routes::usage_query::router(queries));
+    }
+    router
 }

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tollgate_sidecar::config::{Cli, Command};
-use tollgate_sidecar::db::Database;
 use tollgate_sidecar::server;
+use tollgate_sidecar::storage::sql::Database;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]

@@ -16,16 +16,21 @@
 //! | `tollgate_usage_records_total` | counter | usage records counted (duplicates excluded) |
 //! | `tollgate_request_log_entries_total{outcome}` | counter | request log entries: `written`, `dropped` (queue full), `failed` (database refused), `out_of_range` (day outside the retention or too far ahead), `disabled` (`TOLLGATE_REQUEST_LOG` off) |
 //! | `tollgate_request_log_queue` | gauge | request log entries waiting to be written |
+//! | `tollgate_job_runs_total{job, outcome}` | counter | background job runs (`usage_flush`: one flush; `request_log`: one batch or upkeep), `ok` or `failed` |
+//! | `tollgate_job_last_success_seconds{job}` | gauge | when the job last ran well (Unix seconds) |
+//! | `tollgate_job_up{job}` | gauge | 1 while the job runs, 0 once it stopped (at shutdown, or by failing: then `/readyz` is 503 `job_stopped`) |
 //! | `tollgate_redis_seconds` | histogram | every Redis round trip of the counter store (50 µs to 100 ms buckets) |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
+use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
+
+mod help;
 
 /// Distinct rule names used as labels; decisions for further rules count under [`OTHER_RULE`]
 /// (rule names come from requests, and a label per arbitrary name would grow without bound).
@@ -51,6 +56,9 @@ const USAGE_BATCHES: &str = "tollgate_usage_batches_total";
 const USAGE_RECORDS: &str = "tollgate_usage_records_total";
 const REQUEST_LOG_ENTRIES: &str = "tollgate_request_log_entries_total";
 const REQUEST_LOG_QUEUE: &str = "tollgate_request_log_queue";
+const JOB_RUNS: &str = "tollgate_job_runs_total";
+const JOB_LAST_SUCCESS: &str = "tollgate_job_last_success_seconds";
+const JOB_UP: &str = "tollgate_job_up";
 /// How many store updates between two upkeeps of the recorder (see [`Metrics::decision`]).
 const UPKEEP_EVERY: u64 = 4096;
 static METADATA: Metadata<'static> =
@@ -141,42 +149,7 @@ impl Metrics {
             .set_buckets_for_metric(Matcher::Full(REDIS_SECONDS.into()), &REDIS_BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
-        recorder.describe_counter(
-            DECISIONS.into(),
-            None,
-            SharedString::const_str("Strict decisions by rule and outcome (admitted, refused)."),
-        );
-        recorder.describe_counter(
-            ERRORS.into(),
-            None,
-            SharedString::const_str("Requests that failed, by stable error code."),
-        );
-        let describe = |name: &'static str, help: &'static str| {
-            recorder.describe_counter(name.into(), None, SharedString::const_str(help));
-        };
-        describe(
-            SYNC_BATCHES,
-            "Global sync batches by outcome (applied, duplicate: a retry already applied).",
-        );
-        describe(SYNC_ENTRIES, "Entries of applied global sync batches.");
-        describe(
-            SYNC_HITS,
-            "Hits of applied global sync batches counted into the global buckets.",
-        );
-        describe(
-            SYNC_EXPIRED,
-            "Entries of applied global sync batches whose hits were a window old, not counted.",
-        );
-        recorder.describe_gauge(
-            NODES.into(),
-            None,
-            SharedString::const_str("Nodes that synced in the last 10 s, as of the latest batch."),
-        );
-        recorder.describe_histogram(
-            REDIS_SECONDS.into(),
-            Some(Unit::Seconds),
-            SharedString::const_str("Round trips of the Redis counter store, failures included."),
-        );
+        help::describe(&recorder);
         let counter = |name: &'static str, labels: Vec<Label>| {
             recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
         };
@@ -188,29 +161,11 @@ impl Metrics {
         let entries = counter(SYNC_ENTRIES, vec![]);
         let hits = counter(SYNC_HITS, vec![]);
         let expired = counter(SYNC_EXPIRED, vec![]);
-        describe(
-            USAGE_BATCHES,
-            "Usage batches by outcome (applied: some record counted; duplicate: none).",
-        );
-        describe(
-            USAGE_RECORDS,
-            "Usage records counted (duplicates excluded).",
-        );
         let usage_batches = [
             counter(USAGE_BATCHES, outcome("applied")),
             counter(USAGE_BATCHES, outcome("duplicate")),
         ];
         let usage_records = counter(USAGE_RECORDS, vec![]);
-        describe(
-            REQUEST_LOG_ENTRIES,
-            "Request log entries by outcome (written, dropped: queue full, failed: database \
-             refused, out_of_range: no partition for their day, disabled: TOLLGATE_REQUEST_LOG off).",
-        );
-        recorder.describe_gauge(
-            REQUEST_LOG_QUEUE.into(),
-            None,
-            SharedString::const_str("Request log entries waiting to be written."),
-        );
         let request_log = LogOutcome::ALL.map(|o| counter(REQUEST_LOG_ENTRIES, outcome(o.label())));
         let request_log_queue =
             recorder.register_gauge(&Key::from_static_name(REQUEST_LOG_QUEUE), &METADATA);
@@ -359,6 +314,27 @@ impl Metrics {
         self.redis_seconds.clone()
     }
 
+    /// Counts one run of the background job `job`, at `now_seconds` (Unix) when `ok`.
+    pub fn job_run(&self, job: &'static str, ok: bool, now_seconds: f64) {
+        let outcome = if ok { "ok" } else { "failed" };
+        let labels = vec![Label::new("job", job), Label::new("outcome", outcome)];
+        let key = Key::from_parts(JOB_RUNS, labels);
+        self.recorder.register_counter(&key, &METADATA).increment(1);
+        if ok {
+            let key = Key::from_parts(JOB_LAST_SUCCESS, vec![Label::new("job", job)]);
+            self.recorder
+                .register_gauge(&key, &METADATA)
+                .set(now_seconds);
+        }
+    }
+
+    /// Sets `tollgate_job_up{job}`.
+    pub fn job_up(&self, job: &'static str, up: bool) {
+        let key = Key::from_parts(JOB_UP, vec![Label::new("job", job)]);
+        let value = if up { 1.0 } else { 0.0 };
+        self.recorder.register_gauge(&key, &METADATA).set(value);
+    }
+
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         self.handle.render()
@@ -366,88 +342,4 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn counts_by_rule_outcome_and_error_kind() {
-        let metrics = Metrics::new();
-        metrics.decision("per-tenant", true);
-        metrics.decision("per-tenant", true);
-        metrics.decision("per-tenant", false);
-        metrics.error("invalid_json");
-        let text = metrics.render();
-        assert!(
-            text.contains(r#"tollgate_decisions_total{rule="per-tenant",outcome="admitted"} 2"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"tollgate_decisions_total{rule="per-tenant",outcome="refused"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"tollgate_errors_total{kind="invalid_json"} 1"#),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn sync_counters_the_nodes_gauge_and_the_redis_histogram() {
-        let metrics = Metrics::new();
-        let text = metrics.render();
-        // Registered up front: they read 0 before the first batch.
-        assert!(
-            text.contains(r#"tollgate_sync_batches_total{outcome="duplicate"} 0"#),
-            "{text}"
-        );
-        metrics.sync_applied(SyncCounts {
-            entries: 3,
-            hits: 25,
-            expired: 1,
-        });
-        metrics.sync_applied(SyncCounts {
-            entries: 1,
-            hits: 5,
-            expired: 0,
-        });
-        metrics.sync_duplicate();
-        metrics.nodes(3);
-        let latency = metrics.redis_seconds();
-        latency.record(0.000_07);
-        latency.record(0.002);
-        latency.record(2.0);
-        let text = metrics.render();
-        for line in [
-            r#"tollgate_sync_batches_total{outcome="applied"} 2"#,
-            r#"tollgate_sync_batches_total{outcome="duplicate"} 1"#,
-            "tollgate_sync_entries_total 4",
-            "tollgate_sync_hits_total 30",
-            "tollgate_sync_expired_total 1",
-            "# TYPE tollgate_nodes gauge",
-            "tollgate_nodes 3",
-            "# TYPE tollgate_redis_seconds histogram",
-            r#"tollgate_redis_seconds_bucket{le="0.00005"} 0"#,
-            r#"tollgate_redis_seconds_bucket{le="0.0001"} 1"#,
-            r#"tollgate_redis_seconds_bucket{le="0.0025"} 2"#,
-            r#"tollgate_redis_seconds_bucket{le="0.1"} 2"#,
-            r#"tollgate_redis_seconds_bucket{le="+Inf"} 3"#,
-            "tollgate_redis_seconds_count 3",
-        ] {
-            assert!(text.contains(line), "{line} not in\n{text}");
-        }
-    }
-
-    #[test]
-    fn rule_labels_are_bounded() {
-        let metrics = Metrics::new();
-        for n in 0..MAX_RULE_LABELS + 5 {
-            metrics.decision(&format!("rule-{n}"), true);
-        }
-        let text = metrics.render();
-        assert!(
-            text.contains(r#"tollgate_decisions_total{rule="_other",outcome="admitted"} 5"#),
-            "{text}"
-        );
-        assert!(!text.contains(&format!("rule-{MAX_RULE_LABELS}\"")));
-    }
-}
+mod tests;

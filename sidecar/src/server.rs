@@ -3,18 +3,17 @@
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config::Settings;
-use crate::db::Database;
+use crate::jobs::{Jobs, flush, request_log};
 use crate::metrics::Metrics;
 use crate::routes::usage_query::QueryState;
+use crate::services::flush::{FlushError, FlushReport};
+use crate::storage::sql::Database;
+use crate::storage::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
 use crate::storage::{CounterStore, MemoryStore, RedisStore, StoreError, redact_url};
 use crate::tenants::Tenants;
-use crate::usage::flush::{self, FlushError, FlushReport};
-use crate::usage::request_log;
-use crate::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
-use crate::{AppState, app, app_with_request_log, system_clock};
+use crate::{AppState, app, system_clock};
 
 /// Binds `settings.listen` and serves until a shutdown signal, letting in-flight requests
 /// finish. Counters live in Redis when `settings.redis_url` is set, else in this process.
@@ -28,7 +27,7 @@ pub async fn serve(settings: &Settings) -> std::io::Result<()> {
 /// tenant usage API (`GET /v1/usage/…`) reading `database`, its tenants from
 /// `settings.filter_config` (a bad file: an error before listening). With
 /// `settings.request_log` on, the batches' request log entries are written into `database` by
-/// [`request_log::spawn`]'s writer, which writes what is queued on shutdown.
+/// [`request_log::start`]'s writer job, which writes what is queued on shutdown.
 pub async fn serve_with_database(settings: &Settings, database: Database) -> std::io::Result<()> {
     serve_with(settings, Some(database)).await
 }
@@ -53,7 +52,9 @@ pub async fn flush_once(
 ) -> Result<Option<FlushReport>, FlushError> {
     match usage_store(settings)? {
         AnyUsageStore::Memory(_) => Ok(None),
-        store => Ok(Some(flush::flush(&store, database, system_clock()).await?)),
+        store => Ok(Some(
+            crate::services::flush::flush(&store, database, system_clock()).await?,
+        )),
     }
 }
 
@@ -102,25 +103,9 @@ async fn run<S: CounterStore>(
     state: AppState<S>,
     database: Option<Database>,
 ) -> std::io::Result<()> {
-    let tenants = match (&database, &settings.filter_config) {
-        (Some(_), Some(path)) => {
-            let tenants = Tenants::load(path).map_err(std::io::Error::other)?;
-            tracing::info!(
-                filter_config = %path.display(),
-                tenants = tenants.len(),
-                api_keys = tenants.keys(),
-                "usage API: tenants from the filter configuration"
-            );
-            Some(tenants)
-        }
-        (Some(_), None) => {
-            tracing::warn!(
-                "no TOLLGATE_FILTER_CONFIG: the usage API (GET /v1/usage/...) serves the admin \
-                 token only"
-            );
-            None
-        }
-        (None, _) => None,
+    let tenants = match &database {
+        Some(_) => load_tenants(settings)?,
+        None => None,
     };
     let listener = TcpListener::bind(settings.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "tollgate-sidecar listening");
@@ -132,15 +117,16 @@ async fn run<S: CounterStore>(
         return Ok(());
     };
     let usage = Arc::new(usage_store(settings).map_err(std::io::Error::other)?);
-    let (stop, stopped) = watch::channel(false);
-    let job = flush::spawn(
+    let mut jobs = Jobs::new(Arc::clone(&state.metrics), state.clock);
+    flush::start(
+        &mut jobs,
         Arc::clone(&usage),
         database.clone(),
         settings.flush_interval,
         state.clock,
-        stopped,
     );
-    let (log, log_job) = request_log::spawn(
+    let log = request_log::start(
+        &mut jobs,
         settings.request_log(),
         database.clone(),
         Arc::clone(&state.metrics),
@@ -153,24 +139,40 @@ async fn run<S: CounterStore>(
         Arc::clone(&state.metrics),
         state.clock,
     );
-    let api =
-        app_with_request_log(state, usage, log).merge(crate::routes::usage_query::router(queries));
+    let api = app(state
+        .with_usage(usage)
+        .with_request_log(log)
+        .with_queries(queries)
+        .with_jobs(jobs.board()));
     let served = axum::serve(listener, api)
         .with_graceful_shutdown(shutdown_signal())
         .await;
-    // No request is left to queue entries: write what is queued.
-    if let Some(log_job) = log_job {
-        log_job.shutdown().await;
-    }
-    // Stop the flush job, which flushes once more first.
-    let _ = stop.send(true);
-    if let Err(error) = job.await {
-        tracing::error!(%error, "the usage flush job failed");
-    }
+    // No request is left: the request log writes what is queued, the flush flushes once more.
+    jobs.stop().await;
     database.close().await;
     served?;
     tracing::info!("tollgate-sidecar stopped");
     Ok(())
+}
+
+/// The usage API's tenants from `settings.filter_config` (a bad file: an error before
+/// listening); `None` without one (only the admin token is served).
+fn load_tenants(settings: &Settings) -> std::io::Result<Option<Tenants>> {
+    let Some(path) = &settings.filter_config else {
+        tracing::warn!(
+            "no TOLLGATE_FILTER_CONFIG: the usage API (GET /v1/usage/...) serves the admin \
+             token only"
+        );
+        return Ok(None);
+    };
+    let tenants = Tenants::load(path).map_err(std::io::Error::other)?;
+    tracing::info!(
+        filter_config = %path.display(),
+        tenants = tenants.len(),
+        api_keys = tenants.keys(),
+        "usage API: tenants from the filter configuration"
+    );
+    Ok(Some(tenants))
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.

@@ -21,6 +21,7 @@ use support::{checks, sync};
 use tollgate_filter::Nanos;
 use tollgate_filter::algorithm::{Algorithm, State};
 use tollgate_filter::protocol::{CheckRequest, WireAlgorithm};
+use tollgate_sidecar::jobs::Jobs;
 use tollgate_sidecar::storage::{
     BatchStart, CounterKey, CounterStore, MemoryStore, StoreError, Write,
 };
@@ -53,6 +54,45 @@ async fn healthz_and_readyz() {
     assert_eq!(
         get(&app, "/readyz").await,
         (StatusCode::OK, r#"{"status":"ready"}"#.into())
+    );
+}
+
+/// A background job that ended while the sidecar serves makes `/readyz` 503 `job_stopped`,
+/// naming it; the jobs stopped by shutdown do not.
+#[tokio::test]
+async fn readyz_reports_a_stopped_job() {
+    let state = AppState::new(MemoryStore::new(1_000));
+    let mut jobs = Jobs::new(std::sync::Arc::clone(&state.metrics), state.clock);
+    let mut stays = Jobs::new(std::sync::Arc::clone(&state.metrics), state.clock);
+    stays.start(
+        "stays",
+        |mut context| async move { context.stopping().await },
+    );
+    jobs.start("quits", |_context| async {});
+    let app = app(state.with_jobs(jobs.board()));
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (status, body) = get(&app, "/readyz").await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(
+                body.contains(r#""error":"job_stopped""#) && body.contains("quits"),
+                "{body}"
+            );
+            break;
+        }
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still {body}"
+        );
+        tokio::task::yield_now().await;
+    }
+    stays.stop().await;
+    jobs.stop().await;
+    let (_, metrics) = get(&app, "/metrics").await;
+    assert!(
+        metrics.contains(r#"tollgate_errors_total{kind="job_stopped"} 1"#),
+        "{metrics}"
     );
 }
 

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use sqlx::Row;
 use support::postgres::TestPostgres;
-use tollgate_sidecar::db::Database;
+use tollgate_sidecar::storage::sql::Database;
 
-/// The columns DESIGN.md's contract names, and the primary key in order.
+/// The columns other tools read from `api_usage_daily` (a stable contract: never renamed or
+/// dropped), and the primary key in order.
 const CONTRACT_COLUMNS: [&str; 9] = [
     "tenant_id",
     "date",

@@ -26,11 +26,11 @@ use support::redis::TestRedis;
 use tollgate_filter::usage::{
     LATENCY_BUCKETS, RequestUsage, USAGE_PATH, UsageAggregate, UsageBatch, latency_bucket,
 };
-use tollgate_sidecar::db::Database;
+use tollgate_sidecar::services::flush::{self, FailAfter, FlushError};
 use tollgate_sidecar::storage::MemoryStore;
-use tollgate_sidecar::usage::flush::{self, FailAfter, FlushError};
-use tollgate_sidecar::usage::{MemoryUsageStore, RedisUsageStore, UsageStore};
-use tollgate_sidecar::{AppState, app_with_usage};
+use tollgate_sidecar::storage::sql::Database;
+use tollgate_sidecar::storage::usage::{MemoryUsageStore, RedisUsageStore, UsageStore};
+use tollgate_sidecar::{AppState, app};
 
 /// 2026-11-26T12:00:00Z.
 const NOW: u64 = 1_795_694_400_000_000_000;
@@ -219,7 +219,7 @@ fn api<U: UsageStore>(usage: Arc<U>) -> Router {
         clock,
         ..AppState::new(MemoryStore::new(1_000))
     };
-    app_with_usage(state, usage)
+    app(state.with_usage(usage))
 }
 
 /// Sends `batch`; asserts 200 and returns (applied, duplicate).

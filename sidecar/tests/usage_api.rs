@@ -17,8 +17,8 @@ use support::api::post;
 use tollgate_filter::usage::{USAGE_PATH, UsageBatch, UsageRecord};
 use tollgate_sidecar::routes::usage::MAX_USAGE_BODY_BYTES;
 use tollgate_sidecar::storage::MemoryStore;
-use tollgate_sidecar::usage::{MemoryUsageStore, RedisUsageStore, UsageStore};
-use tollgate_sidecar::{AppState, app_with_usage};
+use tollgate_sidecar::storage::usage::{MemoryUsageStore, RedisUsageStore, UsageStore};
+use tollgate_sidecar::{AppState, app};
 
 /// 2026-11-26T12:00:00Z.
 const NOW: u64 = 1_795_694_400_000_000_000;
@@ -34,7 +34,7 @@ fn api<U: UsageStore>(usage: Arc<U>) -> Router {
         clock,
         ..AppState::new(MemoryStore::new(1_000))
     };
-    app_with_usage(state, usage)
+    app(state.with_usage(usage))
 }
 
 /// One request of `tenant` on `endpoint` today.

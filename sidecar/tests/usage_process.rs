@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::process::http;
 use support::redis::TestRedis;
 use tollgate_filter::usage::{USAGE_PATH, UsageBatch, UsageRecord, utc_date};
-use tollgate_sidecar::db::Database;
-use tollgate_sidecar::usage::{RedisUsageStore, UsageStore};
+use tollgate_sidecar::storage::sql::Database;
+use tollgate_sidecar::storage::usage::{RedisUsageStore, UsageStore};
 
 fn today() -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();

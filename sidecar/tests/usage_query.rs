@@ -25,14 +25,14 @@ use support::postgres::TestPostgres;
 use support::process::request;
 use support::tenants::{ACME_KEY, ADMIN, CONFIG, GLOBEX_KEY, clock};
 use tollgate_filter::usage::LATENCY_BUCKETS;
-use tollgate_sidecar::db::Database;
+use tollgate_sidecar::AppState;
 use tollgate_sidecar::metrics::Metrics;
 use tollgate_sidecar::routes::usage_query::QueryState;
 use tollgate_sidecar::storage::MemoryStore;
+use tollgate_sidecar::storage::sql::Database;
+use tollgate_sidecar::storage::sql::UsageSink;
+use tollgate_sidecar::storage::usage::{Counters, MemoryUsageStore, Snapshot, UsageRow};
 use tollgate_sidecar::tenants::Tenants;
-use tollgate_sidecar::usage::sink;
-use tollgate_sidecar::usage::{Counters, MemoryUsageStore, Snapshot, UsageRow};
-use tollgate_sidecar::{AppState, app_with_usage_queries};
 
 /// A histogram with `counts` in its first buckets (or `[.., n]` at `at`).
 fn buckets(at: &[(usize, u64)]) -> [u64; LATENCY_BUCKETS] {
@@ -123,8 +123,8 @@ async fn fill(database: &Database) {
         &[("2026-11-26", "GET /a", [999, 1, 1, 0, 0, 999], &[(0, 999)])],
         &[("2026-11-26", 50)],
     );
-    sink::apply(database, &acme).await.unwrap();
-    sink::apply(database, &globex).await.unwrap();
+    database.apply(&acme).await.unwrap();
+    database.apply(&globex).await.unwrap();
 }
 
 fn app(database: &Database, tenants: Option<Tenants>) -> Router {
@@ -139,7 +139,11 @@ fn app(database: &Database, tenants: Option<Tenants>) -> Router {
         Arc::new(Metrics::new()),
         clock,
     );
-    app_with_usage_queries(state, Arc::new(MemoryUsageStore::new(1_000)), queries)
+    tollgate_sidecar::app(
+        state
+            .with_usage(Arc::new(MemoryUsageStore::new(1_000)))
+            .with_queries(queries),
+    )
 }
 
 async fn get(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, Value) {

@@ -53,15 +53,15 @@ def static_cluster(name: str, port: int) -> dict:
     }
 
 
-def wasm_filter(configuration: dict | str | None, wasm: Path = FILTER_WASM, root_id: str = "tollgate") -> dict:
-    """The Tollgate filter as DESIGN.md loads it; `configuration` a dict (sent as JSON) or raw text."""
+def wasm_filter(configuration: dict | str | None, wasm: Path | str = FILTER_WASM, root_id: str = "tollgate") -> dict:
+    """The Tollgate filter as the README loads it; `configuration` a dict (sent as JSON) or raw text."""
     config: dict[str, Any] = {
         "name": "tollgate",
         "root_id": root_id,
         "vm_config": {
             "vm_id": "tollgate",
             "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": str(built(wasm))}},
+            "code": {"local": {"filename": str(built(Path(wasm)))}},
         },
     }
     if configuration is not None:
@@ -105,6 +105,7 @@ def bootstrap(
     routes: list[dict] | None = None,
     clusters: list[dict] | None = None,
     sidecar_port: int = 9,
+    codec: str = "AUTO",
 ) -> dict:
     """A single-listener Envoy: HCM → `http_filters` → router → `routes` (default: direct 200).
 
@@ -119,7 +120,7 @@ def bootstrap(
     hcm = {
         "@type": HCM,
         "stat_prefix": "ingress",
-        "codec_type": "AUTO",
+        "codec_type": codec,
         "use_remote_address": True,
         "route_config": {
             "name": "local",

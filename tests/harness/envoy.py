@@ -1,4 +1,9 @@
-"""Start the pinned Envoy on free loopback ports, wait until it serves, read its stats, stop it."""
+"""Start the pinned Envoy on free loopback ports, wait until it serves, read its stats, stop it.
+
+The benchmarks (bench/) start their Envoys with this class too: another binary (`binary`), a
+quieter log (`log_level`), and a command in front of Envoy that execs it or runs it in-process
+(`prefix`: `taskset -c CORE` to pin it, `valgrind --tool=callgrind …`), so `pid` stays Envoy's.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from . import http
 from .config import LISTENER_STATS
@@ -26,7 +31,21 @@ class EnvoyFailed(AssertionError):
 class Envoy:
     """One Envoy process: `start()` it, talk to `port`, read `admin()`, `stop()` it by PID."""
 
-    def __init__(self, config: dict | str, workdir: Path, *, concurrency: int = 1, name: str = "envoy"):
+    def __init__(
+        self,
+        config: dict | str,
+        workdir: Path,
+        *,
+        concurrency: int = 1,
+        name: str = "envoy",
+        binary: Path | str | None = None,
+        prefix: Sequence[str] = (),
+        log_level: str = "info",
+    ):
+        self.name = name
+        self.binary = binary
+        self.prefix = list(prefix)
+        self.log_level = log_level
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path = workdir / f"{name}.json"
@@ -42,11 +61,12 @@ class Envoy:
 
     def command(self) -> list[str]:
         return [
-            str(envoy_bin()),
+            *self.prefix,
+            str(self.binary or envoy_bin()),
             "-c", str(self.config_path),
             "--use-dynamic-base-id",
             "--concurrency", str(self.concurrency),
-            "-l", "info",
+            "-l", self.log_level,
             "--admin-address-path", str(self.admin_address_path),
         ]  # fmt: skip
 
@@ -57,7 +77,10 @@ class Envoy:
 
     def start(self, timeout: float = READY_TIMEOUT) -> "Envoy":
         """Spawn and wait until the admin says LIVE and the listener has a port."""
-        self.spawn()
+        return self.spawn().wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> "Envoy":
+        """After `spawn()`: wait until the admin says LIVE and the listener has a port."""
         deadline = time.monotonic() + timeout
         while True:
             if self.proc is not None and self.proc.poll() is not None:
@@ -127,6 +150,9 @@ class Envoy:
     def request(self, method: str, path: str, headers: Mapping[str, str] | None = None, body: bytes | None = None):
         return http.request(self.port, method, path, headers, body)
 
+    def url(self, path: str = "/") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
     def client(self) -> http.Client:
         """A keep-alive connection to the listener."""
         return http.Client(self.port)
@@ -144,6 +170,10 @@ class Envoy:
         """Counters and gauges whose name matches the regex `pattern` (Envoy's own filter)."""
         query = f"/stats?format=json&filter={urllib.request.quote(pattern)}" if pattern else "/stats?format=json"
         return {s["name"]: s["value"] for s in self.admin_json(query)["stats"] if "value" in s}
+
+    def counter(self, name: str) -> int:
+        """One counter by its exact name (e.g. `cluster.tollgate_sidecar.upstream_rq_total`); 0 if not yet emitted."""
+        return self.stats(f"^{re.escape(name)}$").get(name, 0)
 
     def tollgate_counter(self, rule: str, kind: str) -> int:
         """`tollgate.<rule>.<kind>` under whatever prefix Envoy gives custom metrics; 0 if not yet emitted."""

@@ -32,7 +32,8 @@ def envoy_bin() -> Path:
 def wasm(path: Path = FILTER_WASM) -> Path:
     """A built filter; fails with the command that builds it."""
     if not path.is_file():
-        raise MissingArtifact(f"{path.relative_to(REPO)} is missing: run scripts/setup (it runs cargo build-filter)")
+        shown = path.relative_to(REPO) if path.is_relative_to(REPO) else path
+        raise MissingArtifact(f"{shown} is missing: run scripts/setup (it runs cargo build-filter)")
     return path
 
 

@@ -2,8 +2,10 @@
 
 The throw-away server (`RedisServer.start`) binds a free loopback port, keeps nothing on disk
 (`--save "" --appendonly no`, its own directory under the test's tmp_path), and is stopped by
-PID. `stop()`/`start()`/`restart()` bring it down and up again on the SAME port, so a sidecar
-pointed at it can reconnect by itself; `kill()` is SIGKILL.
+PID (the benchmarks start theirs with `RedisServer.launch`, which needs no pytest). `call()`
+sends one command and `command_stats()` reads INFO commandstats. `stop()`/`start()`/`restart()`
+bring it down and up again on the SAME port, so a sidecar pointed at it can reconnect by
+itself; `kill()` is SIGKILL.
 
 TOLLGATE_TEST_REDIS_URL (the same variable the Rust tests read) names a Redis someone else
 runs. Tests that only need *a* Redis may use it (`RedisServer.from_env`); tests that stop or
@@ -18,6 +20,7 @@ elsewhere it is skipped; both say how to install it.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -61,8 +64,9 @@ def missing(reason: str) -> None:
 class RedisServer:
     """One Redis: a throw-away `redis-server` (restartable) or an external URL (not restartable)."""
 
-    def __init__(self, workdir: Path | None, *, url: str | None = None):
+    def __init__(self, workdir: Path | None, *, url: str | None = None, binary: str = "redis-server"):
         self.workdir = workdir
+        self.binary = binary
         self.external_url = url
         self.port = 0 if url else free_port()
         self.log_path = workdir / "redis.log" if workdir else None
@@ -71,21 +75,28 @@ class RedisServer:
     # -- construction ------------------------------------------------------------------------
 
     @classmethod
-    def throw_away(cls, workdir: Path) -> "RedisServer":
-        """A fresh `redis-server` under `workdir`, answering PING; fails or skips (see module doc)."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            missing("redis-server is not on PATH")
+    def launch(cls, workdir: Path, binary: str = "redis-server", attempts: int = 3) -> "RedisServer":
+        """A fresh server under `workdir`, answering PING, or RuntimeError (no pytest involved)."""
         workdir.mkdir(parents=True, exist_ok=True)
         last_error = ""
-        for _ in range(3):  # a free port can be taken before redis-server binds it: try another
-            server = cls(workdir)
+        for _ in range(attempts):  # a free port can be taken before redis-server binds it: try another
+            server = cls(workdir, binary=binary)
             try:
                 return server.start()
-            except RuntimeError as e:
+            except (RuntimeError, OSError) as e:
                 last_error = str(e)
                 server.kill()
-        missing(last_error)
+        raise RuntimeError(last_error)
+
+    @classmethod
+    def throw_away(cls, workdir: Path) -> "RedisServer":
+        """A fresh `redis-server` under `workdir`, answering PING; fails or skips (see module doc)."""
+        if shutil.which("redis-server") is None:
+            missing("redis-server is not on PATH")
+        try:
+            return cls.launch(workdir)
+        except RuntimeError as e:
+            missing(str(e))
         raise AssertionError("unreachable")
 
     @classmethod
@@ -114,12 +125,49 @@ class RedisServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def call(self, *args: object) -> str:
+        """One command over a fresh connection (RESP): the first line of the answer, e.g. `+PONG`, `:1`."""
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        with socket.create_connection(self._address(), timeout=5) as s:
+            s.sendall(b"".join(parts))
+            answer = b""
+            while not answer.endswith(b"\r\n"):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        return answer.decode(errors="replace").split("\r\n", 1)[0]
+
+    def command_stats(self) -> dict[str, int]:
+        """Calls so far per command (INFO commandstats), e.g. {"get": 12, "evalsha": 12}."""
+        with socket.create_connection(self._address(), timeout=5) as s:
+            s.sendall(b"*2\r\n$4\r\nINFO\r\n$12\r\ncommandstats\r\n")
+            data = b""
+            while True:
+                header, _, body = data.partition(b"\r\n")
+                if header.startswith(b"$") and len(body) >= int(header[1:]):
+                    break
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("redis-server closed the connection during INFO")
+                data += chunk
+        return {m.group(1): int(m.group(2)) for m in re.finditer(r"^cmdstat_(\w+):calls=(\d+)", body.decode(), re.M)}
+
+    def _address(self) -> tuple[str, int]:
+        if self.external_url:
+            host, _, port = self.external_url.removeprefix("redis://").split("/", 1)[0].rpartition(":")
+            return host or "127.0.0.1", int(port or 6379)
+        return "127.0.0.1", self.port
+
     # -- lifecycle (throw-away server only) --------------------------------------------------
 
     def command(self) -> list[str]:
         assert self.workdir is not None
         return [
-            "redis-server",
+            self.binary,
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--save", "",

@@ -1,12 +1,14 @@
 """The built sidecar (`target/debug/tollgate-sidecar`) on a free loopback port, stopped by PID.
 
-In-process counters by default; `redis_url` points it at a Redis (TOLLGATE_REDIS_URL). It can
+In-process counters by default; `redis_url` points it at a Redis (TOLLGATE_REDIS_URL); `binary`
+runs another build (the benchmarks run target/release/tollgate-sidecar). It can
 be killed with SIGKILL (`kill9`) and started again on the same port (`restart`), so the
 Envoys whose `tollgate_sidecar` cluster names that port find it again by themselves.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -72,8 +74,9 @@ class SidecarProcess:
     """One sidecar: `start()`, `metrics()`, `ready()`, `kill9()`, `restart()`, `stop()` by PID."""
 
     def __init__(self, workdir: Path, *, redis_url: str | None = None, port: int | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, binary: Path | str | None = None):
         self.workdir = workdir
+        self.binary = Path(binary).resolve() if binary else None  # it runs in `workdir`
         self.redis_url = redis_url
         self.extra_env = dict(env or {})
         self.port = port or free_port()
@@ -97,7 +100,7 @@ class SidecarProcess:
             log.write(f"--- start #{self.starts + 1} ---\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [str(sidecar_bin())], cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                [str(self.binary or sidecar_bin())], cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
             )
         self.starts += 1
         until(self._healthy, bool, timeout, f"sidecar /healthz on port {self.port} ({self.log_path})")
@@ -148,6 +151,20 @@ class SidecarProcess:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
     # -- probes ------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def check(self, body: dict) -> tuple[int, object]:
+        """One `POST /v1/check`: (status, the parsed JSON answer, or the body's text if not 200)."""
+        request = urllib.request.Request(f"{self.url}/v1/check", data=json.dumps(body).encode(),
+                                         headers={"content-type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
 
     def ready(self) -> int:
         """The status of GET /readyz: 200 ready, 503 while its store (Redis) does not answer."""

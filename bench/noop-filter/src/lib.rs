@@ -1,5 +1,5 @@
 //! A Proxy-Wasm HTTP filter that does nothing: the cost every Wasm filter pays in Envoy
-//! (VM call per request, context creation), used as baseline (c) in `bench/run`.
+//! (VM call per request, context creation), used as baseline (c) in `bench/filter/run`.
 #![cfg(target_arch = "wasm32")]
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};

@@ -1,5 +1,5 @@
 //! A Proxy-Wasm filter that makes one kind of host call on every request, chosen by its
-//! plugin configuration, so that `bench/instructions.py --probes` can measure what each call
+//! plugin configuration, so that `bench/filter/instructions.py --probes` can measure what each call
 //! costs Envoy against the do-nothing filter:
 //!
 //! | configuration | per request |

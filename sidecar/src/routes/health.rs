@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (its stores answer too).
+//! `GET /healthz` (the process answers) and `GET /readyz` (its stores answer too, and its
+//! background jobs run).
 
 use axum::extract::State;
 use axum::routing::get;
@@ -22,11 +23,14 @@ async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// `200 {"status":"ready"}` when the counter store answers, else `503` with the store's
-/// error code.
+/// `200 {"status":"ready"}` when the counter store answers and no background job stopped;
+/// else `503` with the store's error code, or `job_stopped` naming the job.
 async fn readyz<S: CounterStore>(State(app): State<AppState<S>>) -> Result<Json<Value>, ApiError> {
-    match app.store.ping().await {
-        Ok(()) => Ok(Json(json!({ "status": "ready" }))),
-        Err(error) => Err(fail(&app, error.into())),
+    if let Err(error) = app.store.ping().await {
+        return Err(fail(&app.metrics, error.into()));
     }
+    if let Some(job) = app.jobs.stopped() {
+        return Err(fail(&app.metrics, ApiError::JobStopped(job)));
+    }
+    Ok(Json(json!({ "status": "ready" })))
 }

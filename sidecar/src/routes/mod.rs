@@ -12,22 +12,24 @@ use axum::extract::State;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::storage::CounterStore;
 
-/// Counts `error` in the metrics and returns it (for handlers' error paths).
-pub(crate) fn fail<S: CounterStore>(app: &AppState<S>, error: ApiError) -> ApiError {
-    app.metrics.error(error.code());
+/// Counts `error` in `metrics` (`tollgate_errors_total{kind}`) and returns it: every
+/// handler's error path goes through here.
+pub(crate) fn fail(metrics: &Metrics, error: ApiError) -> ApiError {
+    metrics.error(error.code());
     error
 }
 
 /// The answer for a path no route serves.
 pub(crate) async fn not_found<S: CounterStore>(State(app): State<AppState<S>>) -> ApiError {
-    fail(&app, ApiError::NotFound)
+    fail(&app.metrics, ApiError::NotFound)
 }
 
 /// The answer for a known path with a method it does not serve.
 pub(crate) async fn method_not_allowed<S: CounterStore>(
     State(app): State<AppState<S>>,
 ) -> ApiError {
-    fail(&app, ApiError::MethodNotAllowed)
+    fail(&app.metrics, ApiError::MethodNotAllowed)
 }

@@ -1,6 +1,6 @@
 //! The tenant usage API: `GET /v1/usage/{daily,period,endpoints,users,requests}`, JSON, read
-//! from the usage database (what the flush job wrote, see [`crate::usage::query`]; and the
-//! request log, [`crate::usage::request_log`]).
+//! from the usage database (what the flush job wrote, and the request log), answered by
+//! [`crate::services::usage_query`].
 //!
 //! **Who may read what.** `Authorization: Bearer <API key>` (a key of the filter
 //! configuration's `tenants`, [`crate::tenants`]) reads that key's tenant only; `?tenant=`
@@ -22,7 +22,7 @@
 //!   `quota_source: "requests_per_minute"`), and the percentage used (2 decimals).
 //! - `/endpoints`: the `top` endpoints by calls with their error rate (4xx + 5xx over
 //!   requests) and latency mean and p50/p95/p99 estimated from the merged histogram
-//!   ([`crate::usage::query`] documents the method).
+//!   ([`crate::services::usage_query`] documents the method).
 //! - `/users`: active users per day (the day's distinct JWT subjects).
 //! - `/requests`: the latest `limit` requests of the detailed request log, newest first (time,
 //!   endpoint, status, bytes, latency, user hash); empty while `TOLLGATE_REQUEST_LOG` is off.
@@ -32,20 +32,18 @@ mod access;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
 use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
-use serde_json::{Value, json};
-use tollgate_filter::usage::format_date;
+use serde_json::Value;
 
 use self::access::prepare;
 use crate::Clock;
-use crate::db::Database;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::services::usage_query;
+use crate::storage::sql::Database;
 use crate::tenants::{Hash, Tenants, hash};
-use crate::usage::query::{self, Counts};
-use crate::usage::request_log;
 
 /// Days when `days` is not given.
 pub const DEFAULT_DAYS: u32 = 30;
@@ -94,74 +92,6 @@ impl QueryState {
     }
 }
 
-/// Why a usage query failed: JSON `{"error", "message"}`.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// No or an unknown credential (`unauthorized`, 401).
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    /// A tenant key asking for another tenant (`forbidden`, 403).
-    #[error("{0}")]
-    Forbidden(&'static str),
-    /// A bad query parameter, named (`invalid_parameter`, 400).
-    #[error("{0}")]
-    InvalidParameter(String),
-    /// No tenant registry, and not the admin token (`no_tenants`, 503).
-    #[error(
-        "no tenant registry: the sidecar has no TOLLGATE_FILTER_CONFIG, so only the admin \
-         token is served"
-    )]
-    NoTenants,
-    /// The database failed (`database_unavailable`, 503; the cause is logged).
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-    /// Not a GET (`method_not_allowed`, 405).
-    #[error("method not allowed on this endpoint")]
-    MethodNotAllowed,
-}
-
-impl QueryError {
-    /// The stable `error` code.
-    pub fn code(&self) -> &'static str {
-        match self {
-            QueryError::Unauthorized(_) => "unauthorized",
-            QueryError::Forbidden(_) => "forbidden",
-            QueryError::InvalidParameter(_) => "invalid_parameter",
-            QueryError::NoTenants => "no_tenants",
-            QueryError::Database(_) => "database_unavailable",
-            QueryError::MethodNotAllowed => "method_not_allowed",
-        }
-    }
-
-    fn status(&self) -> StatusCode {
-        match self {
-            QueryError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            QueryError::Forbidden(_) => StatusCode::FORBIDDEN,
-            QueryError::InvalidParameter(_) => StatusCode::BAD_REQUEST,
-            QueryError::NoTenants | QueryError::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
-            QueryError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        }
-    }
-}
-
-impl IntoResponse for QueryError {
-    fn into_response(self) -> Response {
-        let message = match &self {
-            QueryError::Database(cause) => {
-                tracing::error!(error = %cause, "usage query failed");
-                "the usage database cannot answer now; retry later".to_owned()
-            }
-            other => other.to_string(),
-        };
-        let body = Json(json!({ "error": self.code(), "message": message }));
-        if matches!(self, QueryError::Unauthorized(_)) {
-            (self.status(), [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
-        } else {
-            (self.status(), body).into_response()
-        }
-    }
-}
-
 /// The usage API's routes, with their state.
 pub fn router(state: QueryState) -> Router {
     Router::new()
@@ -175,118 +105,53 @@ pub fn router(state: QueryState) -> Router {
 
 fn only_get(route: MethodRouter<QueryState>) -> MethodRouter<QueryState> {
     route.fallback(|State(state): State<QueryState>| async move {
-        counted(&state, Err::<Json<Value>, _>(QueryError::MethodNotAllowed))
+        counted(&state, Err::<Json<Value>, _>(ApiError::MethodNotAllowed))
     })
 }
 
 fn counted(
     state: &QueryState,
-    answer: Result<Json<Value>, QueryError>,
-) -> Result<Json<Value>, QueryError> {
-    if let Err(error) = &answer {
-        state.metrics.error(error.code());
-    }
-    answer
+    answer: Result<Json<Value>, ApiError>,
+) -> Result<Json<Value>, ApiError> {
+    answer.map_err(|error| super::fail(&state.metrics, error))
 }
 
 fn today(state: &QueryState) -> i64 {
     ((state.clock)() / 86_400_000_000_000) as i64
 }
 
-fn counters(counts: &Counts) -> Value {
-    json!({
-        "requests": counts.requests,
-        "bytes_in": counts.bytes_in,
-        "bytes_out": counts.bytes_out,
-        "errors_4xx": counts.errors_4xx,
-        "errors_5xx": counts.errors_5xx,
-    })
+/// The last `days` dates (default [`DEFAULT_DAYS`]), today included.
+fn dates(state: &QueryState, days: Option<u32>) -> Vec<String> {
+    usage_query::date_range(today(state), days.unwrap_or(DEFAULT_DAYS))
 }
 
 async fn daily(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
-        let dates = query::date_range(today(&state), params.days.unwrap_or(DEFAULT_DAYS));
-        let (from, to) = bounds(&dates);
-        let rows = query::daily_rows(&state.database, &scope.tenant, &from, &to).await?;
-        let users = query::active_users(&state.database, &scope.tenant, &from, &to).await?;
-        let mut totals = Counts::default();
-        let series: Vec<Value> = query::per_day(&rows, &dates)
-            .into_iter()
-            .map(|(date, counts)| {
-                totals.add(&counts);
-                let mut day = json!({
-                    "date": date,
-                    "active_users": users.get(&date).copied().unwrap_or(0),
-                });
-                if let (Some(day), Value::Object(more)) = (day.as_object_mut(), counters(&counts)) {
-                    day.extend(more);
-                }
-                day
-            })
-            .collect();
-        Ok(Json(json!({
-            "tenant": scope.tenant,
-            "from": from,
-            "to": to,
-            "days": series,
-            "totals": counters(&totals),
-        })))
+        let dates = dates(&state, params.days);
+        Ok(Json(
+            usage_query::daily(&state.database, &scope.tenant, &dates).await?,
+        ))
     };
     counted(&state, answer.await)
-}
-
-fn bounds(dates: &[String]) -> (String, String) {
-    (
-        dates.first().cloned().unwrap_or_default(),
-        dates.last().cloned().unwrap_or_default(),
-    )
 }
 
 async fn period(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let (scope, _) = prepare(&state, &headers, raw.as_deref(), &["tenant"])?;
-        let today = today(&state);
-        let (start, length) = query::month_of(today);
-        let (from, to) = (format_date(start), format_date(today));
-        let rows = query::daily_rows(&state.database, &scope.tenant, &from, &to).await?;
-        let requests = rows
-            .iter()
-            .fold(0u64, |sum, row| sum.saturating_add(row.counts.requests));
         let plan = scope.info.as_ref();
-        let quota = plan.map(|p| {
-            p.requests_per_minute
-                .saturating_mul(60 * 24)
-                .saturating_mul(u64::from(length))
-        });
-        let percent = quota
-            .filter(|&q| q > 0)
-            .map(|q| query::round(requests as f64 * 100.0 / q as f64, 2));
-        Ok(Json(json!({
-            "tenant": scope.tenant,
-            "plan": plan.map(|p| p.plan.as_str()),
-            "period": {
-                "start": from,
-                "end": format_date(start + i64::from(length) - 1),
-                "today": to,
-                "days": length,
-                "days_elapsed": today - start + 1,
-            },
-            "requests": requests,
-            "requests_per_minute": plan.map(|p| p.requests_per_minute),
-            "quota": quota,
-            "quota_source": plan.map(|_| "requests_per_minute"),
-            "remaining": quota.map(|q| q.saturating_sub(requests)),
-            "percent_used": percent,
-        })))
+        let today = today(&state);
+        Ok(Json(
+            usage_query::period(&state.database, &scope.tenant, plan, today).await?,
+        ))
     };
     counted(&state, answer.await)
 }
@@ -295,43 +160,15 @@ async fn endpoints(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let allowed = ["days", "top", "tenant"];
         let (scope, params) = prepare(&state, &headers, raw.as_deref(), &allowed)?;
-        let dates = query::date_range(today(&state), params.days.unwrap_or(DEFAULT_DAYS));
-        let (from, to) = bounds(&dates);
-        let rows = query::daily_rows(&state.database, &scope.tenant, &from, &to).await?;
-        let top = query::top_endpoints(&rows, params.top.unwrap_or(DEFAULT_TOP));
-        let list: Vec<Value> = top
-            .iter()
-            .map(|(endpoint, c)| {
-                let errors = c.errors_4xx.saturating_add(c.errors_5xx);
-                let share = |n: u64| {
-                    (c.requests > 0).then(|| query::round(n as f64 / c.requests as f64, 4))
-                };
-                let p = |percent| query::percentile(&c.latency_buckets, percent);
-                json!({
-                    "endpoint": endpoint,
-                    "requests": c.requests,
-                    "errors_4xx": c.errors_4xx,
-                    "errors_5xx": c.errors_5xx,
-                    "error_rate": share(errors),
-                    "latency_ms": {
-                        "mean": share(c.latency_ms_sum),
-                        "p50": p(50).map(|v| query::round(v, 2)),
-                        "p95": p(95).map(|v| query::round(v, 2)),
-                        "p99": p(99).map(|v| query::round(v, 2)),
-                    },
-                })
-            })
-            .collect();
-        Ok(Json(json!({
-            "tenant": scope.tenant,
-            "from": from,
-            "to": to,
-            "endpoints": list,
-        })))
+        let dates = dates(&state, params.days);
+        let top = params.top.unwrap_or(DEFAULT_TOP);
+        Ok(Json(
+            usage_query::endpoints(&state.database, &scope.tenant, &dates, top).await?,
+        ))
     };
     counted(&state, answer.await)
 }
@@ -340,22 +177,13 @@ async fn users(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["days", "tenant"])?;
-        let dates = query::date_range(today(&state), params.days.unwrap_or(DEFAULT_DAYS));
-        let (from, to) = bounds(&dates);
-        let users = query::active_users(&state.database, &scope.tenant, &from, &to).await?;
-        let series: Vec<Value> = dates
-            .iter()
-            .map(|date| json!({ "date": date, "users": users.get(date).copied().unwrap_or(0) }))
-            .collect();
-        Ok(Json(json!({
-            "tenant": scope.tenant,
-            "from": from,
-            "to": to,
-            "days": series,
-        })))
+        let dates = dates(&state, params.days);
+        Ok(Json(
+            usage_query::users(&state.database, &scope.tenant, &dates).await?,
+        ))
     };
     counted(&state, answer.await)
 }
@@ -364,30 +192,13 @@ async fn requests(
     State(state): State<QueryState>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, QueryError> {
+) -> Result<Json<Value>, ApiError> {
     let answer = async {
         let (scope, params) = prepare(&state, &headers, raw.as_deref(), &["limit", "tenant"])?;
         let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
-        let entries = request_log::latest(&state.database, &scope.tenant, limit).await?;
-        let list: Vec<Value> = entries
-            .iter()
-            .map(|entry| {
-                json!({
-                    "time_ms": entry.time_ms,
-                    "endpoint": entry.endpoint,
-                    "status": entry.status,
-                    "bytes_in": entry.bytes_in,
-                    "bytes_out": entry.bytes_out,
-                    "latency_ms": entry.latency_ms,
-                    "user": entry.user,
-                })
-            })
-            .collect();
-        Ok(Json(json!({
-            "tenant": scope.tenant,
-            "limit": limit,
-            "requests": list,
-        })))
+        Ok(Json(
+            usage_query::requests(&state.database, &scope.tenant, limit).await?,
+        ))
     };
     counted(&state, answer.await)
 }

@@ -1,13 +1,25 @@
-//! Counter storage: where the buckets of `strict` and `global` rules live, and what `global`
-//! sync batches need besides (which batches were applied, which nodes synced lately).
+//! Storage: every trait the services read and write through, with its impls — all of the
+//! sidecar's I/O to Redis and the usage database is under this module.
 //!
-//! One trait, [`CounterStore`], with two impls: [`MemoryStore`] (in-process, the embedded
+//! - Counters (this module): where the buckets of `strict` and `global` rules live, and what
+//!   `global` sync batches need besides (which batches were applied, which nodes synced
+//!   lately).
+//! - [`usage`]: the live usage aggregates between ingestion and the flush ([`usage::UsageStore`],
+//!   in memory or in Redis).
+//! - [`sql`]: the usage database, PostgreSQL or SQLite ([`sql::UsageSink`],
+//!   [`sql::UsageQueries`], [`sql::RequestLogStore`]); every SQL statement is there.
+//!
+//! Each trait has one contract test body run against each of its impls.
+//!
+//! For counters, one trait, [`CounterStore`], with two impls: [`MemoryStore`] (in-process, the embedded
 //! default for a single sidecar) and [`RedisStore`] (shared by every sidecar using one Redis).
 //! A `strict` check and a `global` sync entry of the same `(rule, key)` use the same bucket, so
 //! a rule switched from one mode to the other keeps its state.
 
 mod memory;
 mod redis;
+pub mod sql;
+pub mod usage;
 
 #[cfg(test)]
 pub(crate) mod contract;
@@ -63,7 +75,7 @@ pub enum Write {
 }
 
 /// Why the store could not run an update.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// Every slot the store may use holds an active bucket; evicting one would forget permits.
     #[error("the counter store is full ({capacity} active buckets)")]

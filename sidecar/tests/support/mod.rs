@@ -2,8 +2,9 @@
 
 pub mod api;
 pub mod checks;
-pub mod postgres;
-pub mod process;
-pub mod redis;
 pub mod sync;
 pub mod tenants;
+
+// Each test crate uses some of them.
+#[allow(unused_imports)]
+pub use tollgate_test_support::{postgres, process, redis};

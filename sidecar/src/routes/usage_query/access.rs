@@ -5,7 +5,8 @@
 use axum::http::{HeaderMap, header};
 use tollgate_filter::usage::MAX_LABEL_LEN;
 
-use super::{MAX_DAYS, MAX_LIMIT, MAX_TOP, QueryError, QueryState};
+use super::{MAX_DAYS, MAX_LIMIT, MAX_TOP, QueryState};
+use crate::error::ApiError;
 use crate::tenants::{TenantInfo, hash, same_hash};
 
 /// Who is asking.
@@ -20,20 +21,20 @@ pub(super) struct Scope {
     pub(super) info: Option<TenantInfo>,
 }
 
-fn authenticate(state: &QueryState, headers: &HeaderMap) -> Result<Caller, QueryError> {
+fn authenticate(state: &QueryState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     const MISSING: &str = "send Authorization: Bearer <API key> (or the admin token)";
     let value = headers
         .get(header::AUTHORIZATION)
-        .ok_or(QueryError::Unauthorized(MISSING))?;
+        .ok_or(ApiError::Unauthorized(MISSING))?;
     let value = value
         .to_str()
-        .map_err(|_| QueryError::Unauthorized(MISSING))?;
+        .map_err(|_| ApiError::Unauthorized(MISSING))?;
     let token = match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
-        _ => return Err(QueryError::Unauthorized(MISSING)),
+        _ => return Err(ApiError::Unauthorized(MISSING)),
     };
     if token.is_empty() {
-        return Err(QueryError::Unauthorized(MISSING));
+        return Err(ApiError::Unauthorized(MISSING));
     }
     let presented = hash(token);
     if state
@@ -43,19 +44,15 @@ fn authenticate(state: &QueryState, headers: &HeaderMap) -> Result<Caller, Query
     {
         return Ok(Caller::Admin);
     }
-    let tenants = state.tenants.as_ref().ok_or(QueryError::NoTenants)?;
+    let tenants = state.tenants.as_ref().ok_or(ApiError::NoTenants)?;
     tenants
         .by_key(token)
         .cloned()
         .map(Caller::Tenant)
-        .ok_or(QueryError::Unauthorized("unknown API key or admin token"))
+        .ok_or(ApiError::Unauthorized("unknown API key or admin token"))
 }
 
-fn authorize(
-    state: &QueryState,
-    caller: Caller,
-    asked: Option<String>,
-) -> Result<Scope, QueryError> {
+fn authorize(state: &QueryState, caller: Caller, asked: Option<String>) -> Result<Scope, ApiError> {
     match (caller, asked) {
         (Caller::Admin, Some(tenant)) => Ok(Scope {
             info: state
@@ -64,12 +61,12 @@ fn authorize(
                 .and_then(|t| t.by_id(&tenant).cloned()),
             tenant,
         }),
-        (Caller::Admin, None) => Err(QueryError::InvalidParameter(
+        (Caller::Admin, None) => Err(ApiError::InvalidParameter(
             "tenant: required with the admin token (?tenant=<id>)".into(),
         )),
         (Caller::Tenant(info), asked) => {
             if asked.is_some_and(|asked| asked != info.id) {
-                return Err(QueryError::Forbidden(
+                return Err(ApiError::Forbidden(
                     "an API key reads its own tenant's usage only",
                 ));
             }
@@ -91,9 +88,9 @@ pub(super) struct Params {
 }
 
 /// Parses `raw` allowing only `allowed` parameter names, each at most once.
-fn params(raw: Option<&str>, allowed: &[&str]) -> Result<Params, QueryError> {
+fn params(raw: Option<&str>, allowed: &[&str]) -> Result<Params, ApiError> {
     let mut out = Params::default();
-    let bad = |message: String| QueryError::InvalidParameter(message);
+    let bad = |message: String| ApiError::InvalidParameter(message);
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         let name = decode(name).ok_or_else(|| bad("the query is not valid UTF-8".into()))?;
@@ -142,13 +139,13 @@ fn params(raw: Option<&str>, allowed: &[&str]) -> Result<Params, QueryError> {
     Ok(out)
 }
 
-fn number(name: &str, value: &str, max: u64) -> Result<u64, QueryError> {
+fn number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
     value
         .parse::<u64>()
         .ok()
         .filter(|n| (1..=max).contains(n) && value.bytes().all(|b| b.is_ascii_digit()))
         .ok_or_else(|| {
-            QueryError::InvalidParameter(format!(
+            ApiError::InvalidParameter(format!(
                 "{name}: {value:?} is not an integer from 1 to {max}"
             ))
         })
@@ -183,7 +180,7 @@ pub(super) fn prepare(
     headers: &HeaderMap,
     raw: Option<&str>,
     allowed: &[&str],
-) -> Result<(Scope, Params), QueryError> {
+) -> Result<(Scope, Params), ApiError> {
     let caller = authenticate(state, headers)?;
     let mut params = params(raw, allowed)?;
     let scope = authorize(state, caller, params.tenant.take())?;

@@ -4,10 +4,7 @@ use super::*;
 use crate::storage::contract;
 use redis::Client;
 
-#[path = "../../../tests/support/redis.rs"]
-mod test_redis;
-
-use test_redis::{TestCluster, TestRedis};
+use tollgate_test_support::redis::{TestCluster, TestRedis};
 
 /// A raw connection for looking behind the store's back.
 async fn raw(redis: &TestRedis) -> redis::aio::MultiplexedConnection {

@@ -1,0 +1,10 @@
+//! What the routes call: the decisions, folds and jobs' work, apart from HTTP (no extractor,
+//! no status code) and from storage (only through the [`crate::storage`] traits).
+
+pub mod check;
+pub mod checks;
+pub mod flush;
+pub mod request_log;
+pub mod sync;
+pub mod usage;
+pub mod usage_query;

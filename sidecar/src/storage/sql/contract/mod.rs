@@ -1,0 +1,6 @@
+//! One contract test body per SQL storage trait, run against PostgreSQL and SQLite alike
+//! (`super::tests`).
+
+pub(super) mod query;
+pub(super) mod request_log;
+pub(super) mod sink;

@@ -1,0 +1,5 @@
+//! The PostgreSQL side of every SQL storage trait: its SQL, and nothing else.
+
+pub(crate) mod query;
+pub(crate) mod request_log;
+pub(crate) mod sink;

@@ -66,3 +66,43 @@ pub(super) fn key_hash(path: &str, hex: &str) -> Result<[u8; 32], ConfigError> {
         )
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use crate::policy::{Policy, Registry, UnknownKey};
+
+    fn policy(extra: &str) -> Policy {
+        Policy::from_json(format!(r#"{{ {extra} "rules": [] }}"#).as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn the_registry_is_followed_by_default_when_there_is_a_sidecar() {
+        let with = policy(r#""sidecar": {"cluster": "s", "token": "t0k"},"#);
+        assert_eq!(with.registry, Some(Registry { interval_ms: 1_000 }));
+        assert_eq!(with.unknown_key, UnknownKey::Anonymous);
+        assert_eq!(with.sidecar.unwrap().token.as_deref(), Some("t0k"));
+        assert_eq!(policy("").registry, None);
+        let off = policy(
+            r#""sidecar": {"cluster": "s"}, "registry": {"enabled": false, "unknown_key": "reject"},"#,
+        );
+        assert_eq!((off.registry, off.unknown_key), (None, UnknownKey::Reject));
+        let tuned = policy(r#""sidecar": {"cluster": "s"}, "registry": {"interval_ms": 250},"#);
+        assert_eq!(tuned.registry, Some(Registry { interval_ms: 250 }));
+    }
+
+    #[test]
+    fn static_keys_may_be_given_by_their_hash() {
+        let hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let policy = policy(&format!(
+            r#""plans": {{"free": {{"requests_per_minute": 1}}}},
+               "tenants": {{"sha256:{hash}": {{"id": "acme", "plan": "free"}}}},"#
+        ));
+        assert!(policy.tenants.is_empty());
+        let tenant = &policy.hashed_tenants[&crate::registry::table::sha256("test")];
+        assert_eq!(tenant.id, "acme");
+    }
+}

@@ -103,3 +103,6 @@ pub fn merged_plans(base: &[Plan], table: &Table) -> Vec<Plan> {
     }
     plans
 }
+
+#[cfg(test)]
+mod tests;

@@ -303,12 +303,10 @@ fn static_hashed_keys_and_the_registry_winning_over_them() {
 
 #[test]
 fn every_sidecar_call_carries_the_node_token() {
-    let config = format!(
-        r#"{{ "sidecar": {{"cluster": "sidecar", "token": "node-secret"}}, "usage": {{"interval_ms": 500}},
-             "tenants": {{"k": {{"id": "t", "plan": "free"}}}}, "rules": [{{"name": "g", "key": ["client_ip"], "algorithm": "fixed_window", "limit": 10,
-                         "window": "1m", "scope": "global"}}] }}"#
-    );
-    let mut node = Node::new(MockHost::default(), &config);
+    let config = r#"{ "sidecar": {"cluster": "sidecar", "token": "node-secret"}, "usage": {"interval_ms": 500},
+             "tenants": {"k": {"id": "t", "plan": "free"}}, "rules": [{"name": "g", "key": ["client_ip"], "algorithm": "fixed_window", "limit": 10,
+                         "window": "1m", "scope": "global"}] }"#;
+    let mut node = Node::new(MockHost::default(), config);
     node.request(
         10,
         &[(":path", "/"), (":method", "GET"), ("x-api-key", "k")],

@@ -28,6 +28,8 @@ pub struct Follow {
     interval: Nanos,
     next: Nanos,
     call: Option<u32>,
+    /// When the call out is given up for lost (a host that never answers it).
+    lost_at: Nanos,
     pub table: Table,
     pub stats: FollowStats,
 }
@@ -38,14 +40,15 @@ impl Follow {
             interval: config.interval_ms.saturating_mul(1_000_000),
             next: now,
             call: None,
+            lost_at: 0,
             table: Table::default(),
             stats: FollowStats::default(),
         }
     }
 
-    /// Whether a call is due by `soon` (and none is out).
+    /// Whether a call is due by `soon` (and none is out, or the one out is lost).
     pub fn due(&self, soon: Nanos) -> bool {
-        self.call.is_none() && soon >= self.next
+        (self.call.is_none() || soon >= self.lost_at) && soon >= self.next
     }
 
     /// Asks for the changes after the version held.
@@ -53,6 +56,7 @@ impl Follow {
         self.next = now.saturating_add(self.interval);
         let path = format!("{REGISTRY_PATH}?since={}", self.table.version);
         let timeout = sidecar.timeout_ms.max(MIN_TIMEOUT_MS);
+        self.lost_at = now.saturating_add(timeout.saturating_mul(2_000_000));
         self.call = sidecar::get(host, sidecar, &path, timeout);
         if self.call.is_none() {
             self.stats.failures += 1;

@@ -278,7 +278,6 @@ fn decide(
 /// claims of a token the proxy verified: a verified token leaves its claims header (when
 /// configured) or, on Envoy, metadata that is only looked for when the token's header is
 /// there. `Err`: the key's tenant is refused (or the key, under `unknown_key: reject`).
-#[allow(clippy::too_many_arguments)] // One call site; the borrows are the worker's fields.
 fn identify<'a>(
     host: &mut impl Host,
     policy: &'a crate::policy::Policy,

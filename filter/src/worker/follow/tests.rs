@@ -354,3 +354,28 @@ fn a_registry_plan_sets_the_burst_of_plan_limited_token_buckets() {
         .count();
     assert_eq!(admitted, 5, "the plan's burst, not the rule's 2");
 }
+
+#[test]
+fn a_call_the_host_never_answers_does_not_stop_the_following() {
+    let mut node = node("");
+    node.host.now += 1_100_000_000;
+    node.tick();
+    assert_eq!(node.host.calls.len(), 1);
+    // Lost: no answer. Calls out wait their timeout (at least 5 s) twice over, then go again.
+    for _ in 0..9 {
+        node.host.now += SECOND;
+        node.tick();
+    }
+    assert_eq!(node.host.calls.len(), 1, "one call out at a time");
+    node.host.now += 2 * SECOND;
+    node.tick();
+    assert_eq!(node.host.calls.len(), 2, "the lost call given up");
+    node.host.calls.remove(0);
+    let path = feed(&mut node, 200, &acme(3, 600));
+    assert_eq!(path, "/v1/registry?since=0");
+    let (status, headers, _) = send(&mut node, 10, "k1");
+    assert_eq!(
+        (status, header(&headers, "ratelimit-limit")),
+        (200, Some("600"))
+    );
+}

@@ -362,8 +362,16 @@ pub fn quota(policy: &Policy, rule: &Rule, plan: Option<PlanId>) -> Quota {
             .and_then(|p| by_plan.get(p).copied().flatten())
             .unwrap_or(*default),
     };
+    // A registry plan's burst sizes the token bucket of the rules its rate limits.
+    let plan_burst = match rule.limit {
+        LimitSpec::Plan => plan
+            .or(policy.default_plan)
+            .and_then(|p| policy.plans.get(p))
+            .and_then(|p| p.burst),
+        _ => None,
+    };
     let burst = match rule.algorithm {
-        Algorithm::TokenBucket => rule.burst.unwrap_or(limit),
+        Algorithm::TokenBucket => plan_burst.or(rule.burst).unwrap_or(limit).max(1),
         _ => limit,
     };
     Quota::new(limit, rule.window, burst, rule.queue)

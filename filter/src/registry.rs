@@ -30,6 +30,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub mod table;
+
 /// The sidecar path that answers `GET ?since=<version>` with a [`RegistryFeed`].
 pub const REGISTRY_PATH: &str = "/v1/registry";
 

@@ -16,6 +16,8 @@
 
 use core::fmt::Write as _;
 
+pub mod gate;
+
 use crate::policy::ErrorFormat;
 
 /// A rule that refused the request.

@@ -104,6 +104,7 @@ fn the_shared_fixture_is_accepted() {
             timeout_ms: 100,
             sync_interval_ms: 200,
             nodes: None,
+            token: None,
         })
     );
     assert_eq!(policy.identity.api_key_header.as_deref(), Some("x-api-key"));

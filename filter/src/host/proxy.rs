@@ -6,7 +6,7 @@ use proxy_wasm::types::{BufferType, MapType, Status};
 use super::abi;
 use crate::Nanos;
 use crate::engine::StoreError;
-use crate::worker::host::{ContextId, Host};
+use crate::worker::host::{CallOut, ContextId, Host};
 use crate::worker::usage_out::parse_status;
 
 /// The proxy, as the current callback sees it.
@@ -37,25 +37,26 @@ impl Host for ProxyHost {
         }
     }
 
-    fn call(
-        &mut self,
-        cluster: &str,
-        authority: &str,
-        path: &str,
-        body: &[u8],
-        timeout_ms: u64,
-    ) -> Option<u32> {
+    fn call(&mut self, out: &CallOut<'_>) -> Option<u32> {
+        let bearer = out.token.map(|token| format!("Bearer {token}"));
+        let mut headers = vec![
+            (":method", out.method),
+            (":path", out.path),
+            (":authority", out.authority),
+        ];
+        let post = out.method == "POST";
+        if post {
+            headers.push(("content-type", "application/json"));
+        }
+        if let Some(bearer) = bearer.as_deref() {
+            headers.push(("authorization", bearer));
+        }
         hostcalls::dispatch_http_call(
-            cluster,
-            vec![
-                (":method", "POST"),
-                (":path", path),
-                (":authority", authority),
-                ("content-type", "application/json"),
-            ],
-            Some(body),
+            out.cluster,
+            headers,
+            post.then_some(out.body),
             vec![],
-            std::time::Duration::from_millis(timeout_ms),
+            std::time::Duration::from_millis(out.timeout_ms),
         )
         .ok()
     }

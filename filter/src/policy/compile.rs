@@ -4,6 +4,7 @@
 use hashbrown::HashMap;
 
 use super::check::{MAX_LIMIT, at, header_name, unknown_plan, valid_name};
+use super::follow;
 use super::raw::{
     Object, OrderedMap, RawConfig, RawIdentity, RawJwt, RawPlan, RawSidecar, RawTenant,
 };
@@ -74,7 +75,8 @@ impl TryFrom<RawConfig> for Policy {
     fn try_from(raw: RawConfig) -> Result<Policy, ConfigError> {
         let plans = plans(raw.plans)?;
         let default_plan = default_plan(raw.default_plan.as_deref(), &plans)?;
-        let tenants = tenants(raw.tenants.map(|t| t.0).unwrap_or_default(), &plans)?;
+        let (tenants, hashed_tenants) =
+            tenants(raw.tenants.map(|t| t.0).unwrap_or_default(), &plans)?;
         let identity = identity(raw.identity.map(|i| i.0))?;
         let rules = rule::rules(raw.rules, &plans, &identity)?;
         let state_slots = ranged(
@@ -86,11 +88,16 @@ impl TryFrom<RawConfig> for Policy {
         )?;
         let sidecar = raw.sidecar.map(|s| sidecar(s.0)).transpose()?;
         let usage = usage(raw.usage.map(|u| u.0), sidecar.is_some())?;
+        let (registry, unknown_key) =
+            follow::registry(raw.registry.map(|r| r.0), sidecar.is_some())?;
         Ok(Policy {
             rules,
             plans,
             default_plan,
             tenants,
+            hashed_tenants,
+            registry,
+            unknown_key,
             identity,
             headers: header_style(raw.headers.as_deref())?,
             error_format: error_format(raw.error_format.as_deref())?,
@@ -178,6 +185,7 @@ fn plans(raw: Option<OrderedMap<Object<RawPlan>>>) -> Result<Vec<Plan>, ConfigEr
             .map(|(name, rpm)| Plan {
                 name: name.into(),
                 requests_per_minute: rpm,
+                burst: None,
             })
             .collect());
     };
@@ -200,6 +208,7 @@ fn plans(raw: Option<OrderedMap<Object<RawPlan>>>) -> Result<Vec<Plan>, ConfigEr
         plans.push(Plan {
             name,
             requests_per_minute: rpm,
+            burst: None,
         });
     }
     Ok(plans)
@@ -212,13 +221,25 @@ fn default_plan(name: Option<&str>, plans: &[Plan]) -> Result<Option<PlanId>, Co
     }
 }
 
+/// Static tenants by plain key, and by hash for keys given as `sha256:<hex>`.
+type StaticTenants = (HashMap<String, Tenant>, HashMap<[u8; 32], Tenant>);
+
 fn tenants(
     raw: Vec<(String, Object<RawTenant>)>,
     plans: &[Plan],
-) -> Result<HashMap<String, Tenant>, ConfigError> {
+) -> Result<StaticTenants, ConfigError> {
     let mut tenants = HashMap::with_capacity(raw.len());
+    let mut hashed = HashMap::new();
     for (key, raw_tenant) in raw {
         let path = child("tenants", &key);
+        if let Some(hex) = key.strip_prefix(follow::SHA256_PREFIX) {
+            let hash = follow::key_hash(&path, hex)?;
+            if hashed.contains_key(&hash) {
+                return Err(at(path, "given twice (list each API key once)".into()));
+            }
+            hashed.insert(hash, tenant(&path, raw_tenant.0, plans)?);
+            continue;
+        }
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(at(
                 path,
@@ -232,7 +253,7 @@ fn tenants(
         let compiled = tenant(&path, raw_tenant.0, plans)?;
         tenants.insert(key, compiled);
     }
-    Ok(tenants)
+    Ok((tenants, hashed))
 }
 
 fn tenant(path: &str, raw: RawTenant, plans: &[Plan]) -> Result<Tenant, ConfigError> {
@@ -384,6 +405,7 @@ fn sidecar(raw: RawSidecar) -> Result<Sidecar, ConfigError> {
             .nodes
             .map(|n| ranged("sidecar.nodes", n, 1, 10_000, " nodes"))
             .transpose()?,
+        token: raw.token.map(follow::token).transpose()?,
     })
 }
 

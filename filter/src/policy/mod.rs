@@ -5,6 +5,7 @@
 mod check;
 mod compile;
 mod duration;
+mod follow;
 mod limit;
 mod raw;
 mod rule;
@@ -34,6 +35,13 @@ pub struct Policy {
     pub default_plan: Option<PlanId>,
     /// Static API keys → tenant.
     pub tenants: HashMap<String, Tenant>,
+    /// Static API keys given as `sha256:<hex>` → tenant, by the key's SHA-256.
+    pub hashed_tenants: HashMap<[u8; 32], Tenant>,
+    /// Following the sidecar's registry of tenants, plans and keys (`None`: off; on by
+    /// default when there is a sidecar).
+    pub registry: Option<Registry>,
+    /// What a request whose API key nothing knows gets.
+    pub unknown_key: UnknownKey,
     /// How requests are identified.
     pub identity: Identity,
     /// Which RateLimit header style responses carry.
@@ -54,6 +62,24 @@ pub struct Policy {
     pub seed: u64,
 }
 
+/// How the registry is followed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Registry {
+    /// How often each worker asks the sidecar for changes.
+    pub interval_ms: u64,
+}
+
+/// What a request gets whose API key neither the registry nor the static map knows (or whose
+/// key was revoked or expired).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnknownKey {
+    /// Served as if it had no key: only rules that do not need a tenant apply.
+    #[default]
+    Anonymous,
+    /// Refused with `401` and `{"error": "invalid_api_key"}`.
+    Reject,
+}
+
 /// How usage is sent to the sidecar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Usage {
@@ -71,6 +97,9 @@ pub struct Plan {
     pub name: String,
     /// Requests per minute a tenant on this plan may make.
     pub requests_per_minute: u64,
+    /// Token-bucket capacity of `"limit": "plan"` rules for this plan (`None`: the rule's own);
+    /// only registry plans set it.
+    pub burst: Option<u64>,
 }
 
 /// A tenant known from the static key map.
@@ -257,6 +286,8 @@ pub struct Sidecar {
     /// limits a `global` rule to `limit / nodes` (unset: the node count the sidecar last
     /// reported).
     pub nodes: Option<u64>,
+    /// The node token, sent as `Authorization: Bearer <token>` on every call to the sidecar.
+    pub token: Option<String>,
 }
 
 impl Policy {

@@ -26,6 +26,16 @@ pub(super) struct RawConfig {
     pub state_slots: Option<u64>,
     pub usage: Option<Object<RawUsage>>,
     pub key_secret: Option<String>,
+    pub registry: Option<Object<RawRegistry>>,
+}
+
+/// `registry`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRegistry {
+    pub enabled: Option<bool>,
+    pub interval_ms: Option<u64>,
+    pub unknown_key: Option<String>,
 }
 
 /// `usage`.
@@ -121,6 +131,7 @@ pub(super) struct RawSidecar {
     pub timeout_ms: Option<u64>,
     pub sync_interval_ms: Option<u64>,
     pub nodes: Option<u64>,
+    pub token: Option<String>,
 }
 
 /// A JSON object read as `T`. serde's derived structs also accept a list of the field values
@@ -146,6 +157,7 @@ impl Expecting for RawJwt {}
 impl Expecting for RawClientIp {}
 impl Expecting for RawSidecar {}
 impl Expecting for RawUsage {}
+impl Expecting for RawRegistry {}
 
 impl<'de, T: Deserialize<'de> + Expecting> Deserialize<'de> for Object<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

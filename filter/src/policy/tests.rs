@@ -157,6 +157,7 @@ fn sidecar_authority_defaults_to_the_cluster() {
             timeout_ms: 100,
             sync_interval_ms: 200,
             nodes: None,
+            token: None,
         })
     );
 }

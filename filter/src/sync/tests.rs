@@ -154,6 +154,7 @@ fn a_silent_sidecar_divides_global_limits_by_the_node_count() {
     assert_eq!(sync.share(&sidecar, NOW + SECOND + stale + 1), 3);
     let configured = Sidecar {
         nodes: Some(4),
+        token: None,
         ..sidecar
     };
     assert_eq!(sync.share(&configured, NOW + SECOND + stale + 1), 4);

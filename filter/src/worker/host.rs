@@ -31,17 +31,9 @@ pub trait Host {
     /// differs by host (see the module doc): callers pass 0 only for a key they saw absent.
     fn shared_set(&mut self, key: &str, value: &[u8], cas: u32) -> Result<(), StoreError>;
 
-    /// POSTs `body` (JSON) to `path` on `cluster` (an Envoy cluster, or `host:port` on
-    /// ngx_wasm_module); the call's token, `None` if the host refused. The answer comes back
-    /// to the context whose callback made the call.
-    fn call(
-        &mut self,
-        cluster: &str,
-        authority: &str,
-        path: &str,
-        body: &[u8],
-        timeout_ms: u64,
-    ) -> Option<u32>;
+    /// Sends `out` (a JSON POST, or a GET without a body); the call's token, `None` if the host
+    /// refused. The answer comes back to the context whose callback made the call.
+    fn call(&mut self, out: &CallOut<'_>) -> Option<u32>;
     /// In a call-response callback: the body of the answer if its status is 200 (`None`
     /// also for a timeout or a failed connection, which have no headers).
     fn call_response(&mut self, num_headers: usize, body_size: usize) -> Option<Vec<u8>>;
@@ -78,6 +70,23 @@ pub trait Host {
     fn define_counter(&mut self, name: &str) -> Option<u32>;
     /// Adds to a counter.
     fn increment(&mut self, id: u32, delta: u64);
+}
+
+/// An HTTP call to the sidecar.
+#[derive(Clone, Copy, Debug)]
+pub struct CallOut<'a> {
+    /// An Envoy cluster, or `host:port` on ngx_wasm_module.
+    pub cluster: &'a str,
+    /// Its `:authority`.
+    pub authority: &'a str,
+    /// `POST` (with a JSON body) or `GET` (`body` empty, none sent).
+    pub method: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub token: Option<&'a str>,
+    pub body: &'a [u8],
+    pub timeout_ms: u64,
 }
 
 /// Shared data through a [`Host`], as the engine's [`crate::engine::SharedStore`].

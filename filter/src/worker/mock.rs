@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::Worker;
-use super::host::{ContextId, Host};
+use super::host::{CallOut, ContextId, Host};
 use super::request::{self, Action};
 use super::strict::Stream;
 use crate::Nanos;
@@ -31,7 +31,10 @@ pub struct Call {
     /// The context that made it (its answer goes there).
     pub context: ContextId,
     pub cluster: String,
+    pub method: String,
     pub path: String,
+    /// The `Authorization` header sent, if any.
+    pub authorization: Option<String>,
     pub body: Vec<u8>,
     pub timeout_ms: u64,
 }
@@ -139,22 +142,17 @@ impl Host for MockHost {
         self.store.set(key, value, cas)
     }
 
-    fn call(
-        &mut self,
-        cluster: &str,
-        _authority: &str,
-        path: &str,
-        body: &[u8],
-        timeout_ms: u64,
-    ) -> Option<u32> {
+    fn call(&mut self, out: &CallOut<'_>) -> Option<u32> {
         self.next_token += 1;
         self.calls.push(Call {
             token: self.next_token,
             context: self.current,
-            cluster: cluster.to_owned(),
-            path: path.to_owned(),
-            body: body.to_vec(),
-            timeout_ms,
+            cluster: out.cluster.to_owned(),
+            method: out.method.to_owned(),
+            path: out.path.to_owned(),
+            authorization: out.token.map(|t| format!("Bearer {t}")),
+            body: out.body.to_vec(),
+            timeout_ms: out.timeout_ms,
         });
         Some(self.next_token)
     }

@@ -5,8 +5,11 @@
 //! Proxy-Wasm glue (`crate::host`, wasm32 only) only forwards callbacks here.
 
 pub mod facts;
+pub mod follow;
+pub mod gate;
 pub mod host;
 pub mod jwt;
+pub mod keys;
 #[cfg(test)]
 pub mod mock;
 pub mod request;
@@ -77,6 +80,14 @@ pub struct Worker {
     pub usage: Option<UsageOut>,
     /// `tollgate.usage.{batches,failures,dropped,log_dropped}`.
     usage_ids: [Option<u32>; 4],
+    /// The registry followed (policies with `registry` on).
+    pub follow: Option<follow::Follow>,
+    /// `tollgate.registry.{updates,failures}`.
+    follow_ids: [Option<u32>; 2],
+    /// The configuration's own plans (the registry's are merged over them).
+    static_plans: Vec<crate::policy::Plan>,
+    /// Presented API keys, resolved.
+    pub keys: keys::Keys,
 }
 
 impl Worker {
@@ -111,7 +122,21 @@ impl Worker {
             }),
             None => [None; 4],
         };
+        let follow_ids = match policy.registry {
+            Some(_) => ["updates", "failures"]
+                .map(|what| host.define_counter(&format!("tollgate.registry.{what}"))),
+            None => [None; 2],
+        };
+        let mut needs = Needs::of(&policy);
+        // A key is looked up for its tenant's state (suspended, quota) or to refuse it.
+        needs.tenant |= policy.registry.is_some()
+            || policy.unknown_key == crate::policy::UnknownKey::Reject
+            || !policy.hashed_tenants.is_empty();
         Worker {
+            follow: policy.registry.map(|r| follow::Follow::new(r, now)),
+            follow_ids,
+            static_plans: policy.plans.clone(),
+            keys: keys::Keys::default(),
             usage: policy.usage.map(|u| {
                 UsageOut::new(random(now ^ 1), u.interval_ms, u.request_log, &policy, now)
             }),
@@ -121,7 +146,7 @@ impl Worker {
             sync_call: None,
             degraded: false,
             sync_ids,
-            needs: Needs::of(&policy),
+            needs,
             counters: vec![RuleCounters::default(); policy.rules.len()],
             limiter: Limiter::new(policy.state_slots, LOCAL_CACHE),
             decision: Decision::default(),
@@ -164,6 +189,23 @@ impl Worker {
         {
             usage.send(host, sidecar, now);
         }
+        if let (Some(follow), Some(sidecar)) = (self.follow.as_mut(), self.policy.sidecar.as_ref())
+            && follow.due(soon)
+        {
+            follow.send(host, sidecar, now);
+        }
+    }
+
+    /// The registry changed: its plans merged over the configuration's, keys resolved again.
+    fn registry_changed(&mut self) {
+        let Some(follow) = self.follow.as_ref() else {
+            return;
+        };
+        self.policy.plans = follow::merged_plans(&self.static_plans, &follow.table);
+        if let Some(usage) = self.usage.as_mut() {
+            usage.set_plans(&self.policy.plans);
+        }
+        self.keys.clear();
     }
 
     /// The share `global` rules are cut to at `now` (1: the whole limit), for the decision.
@@ -277,6 +319,15 @@ impl Worker {
             }
             sync.stats = Default::default();
         }
+        if let Some(follow) = self.follow.as_mut() {
+            let values = [follow.stats.updates, follow.stats.failures];
+            for (value, id) in values.into_iter().zip(self.follow_ids) {
+                if let (Some(id), true) = (id, value > 0) {
+                    host.increment(id, value);
+                }
+            }
+            follow.stats = Default::default();
+        }
         if let Some(usage) = self.usage.as_mut() {
             let stats = usage.stats;
             let values = [
@@ -374,6 +425,9 @@ impl Worker {
         if let Some(usage) = self.policy.usage {
             period = period.min(usage.interval_ms.saturating_mul(1_000_000));
         }
+        if let Some(registry) = self.policy.registry {
+            period = period.min(registry.interval_ms.saturating_mul(1_000_000));
+        }
         for rule in self.policy.rules.iter().filter(|r| r.queue > 0) {
             // The spacing of the highest limit any plan gives the rule.
             let limit = (0..self.policy.plans.len())
@@ -388,7 +442,7 @@ impl Worker {
         u32::try_from(period / 1_000_000).unwrap_or(u32::MAX).max(1)
     }
 
-    /// A call made by the root context answered: usage or sync.
+    /// A call made by the root context answered: usage, sync or the registry.
     pub fn on_root_call_response(
         &mut self,
         host: &mut impl Host,
@@ -404,6 +458,11 @@ impl Worker {
         }
         if self.sync_call == Some(token) {
             self.sync_answered(host, token, num_headers, body_size, now);
+        }
+        if let Some(follow) = self.follow.as_mut().filter(|f| f.owns(token))
+            && follow.answered(host, num_headers, body_size)
+        {
+            self.registry_changed();
         }
     }
 }

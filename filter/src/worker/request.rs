@@ -3,13 +3,18 @@
 use core::hash::BuildHasher;
 use foldhash::quality::FixedState;
 
+use std::rc::Rc;
+
 use super::Worker;
 use super::facts::{self, RequestHeaders};
 use super::host::{Host, Shared};
+use super::keys::{Gate, Keys, Who};
 use super::strict::{Checks, Stream};
 use super::usage_out::Meter;
 use crate::decision::{self, Facts, Verdict};
 use crate::headers::{self, HeaderList, RuleStatus};
+use crate::policy::PlanId;
+use crate::registry::table::Table;
 use crate::reply::{self, Refusal};
 use crate::{Nanos, SECOND};
 
@@ -30,7 +35,13 @@ pub fn on_request_headers(
     host: &mut impl Host,
 ) -> Action {
     let now = host.now();
-    let verdict = decide(worker, host, now, &mut stream.meter);
+    let verdict = match decide(worker, host, now, &mut stream.meter) {
+        Ok(verdict) => verdict,
+        Err(gate) => {
+            super::gate::refuse(worker, host, stream, &gate, now);
+            return Action::Pause;
+        }
+    };
     let Some(sidecar) = worker.policy.sidecar.as_ref() else {
         return act(worker, host, stream, verdict, now);
     };
@@ -164,7 +175,7 @@ fn act(
     }
 }
 
-fn local_reply(
+pub(super) fn local_reply(
     host: &mut impl Host,
     stream: &mut Stream,
     status: u32,
@@ -190,13 +201,14 @@ fn local_reply(
     }
 }
 
-/// Gathers what the policy needs about the request and decides it.
+/// Gathers what the policy needs about the request and decides it; `Err`: the registry
+/// refuses it before any rate limit.
 fn decide(
     worker: &mut Worker,
     host: &mut impl Host,
     now: Nanos,
     meter: &mut Option<Meter>,
-) -> Verdict {
+) -> Result<Verdict, Gate> {
     worker.decision.global_share = worker.global_share(now);
     let needs = &worker.needs;
     let policy = &worker.policy;
@@ -209,7 +221,9 @@ fn decide(
     } else {
         String::new()
     };
-    let (api_key, tenant, jwt) = identify(host, policy, needs, &headers);
+    let table = worker.follow.as_ref().map(|f| &f.table);
+    let (api_key, tenant, jwt) =
+        identify(host, policy, needs, &headers, &mut worker.keys, table, now)?;
     let named: Vec<(String, Option<String>)> = needs
         .headers
         .iter()
@@ -226,9 +240,13 @@ fn decide(
         client_ip: &client_ip,
         api_key,
         tenant: tenant
-            .map(|t| t.id.as_str())
+            .as_ref()
+            .map(|(id, _)| &**id)
             .or(jwt.as_ref().and_then(|j| j.tenant.as_deref())),
-        plan: tenant.map(|t| t.plan).or(jwt.as_ref().and_then(|j| j.plan)),
+        plan: match &tenant {
+            Some((_, plan)) => *plan,
+            None => jwt.as_ref().and_then(|j| j.plan),
+        },
         headers: &named,
         claims: &claims,
     };
@@ -254,27 +272,33 @@ fn decide(
             .map(|sub| FixedState::with_seed(worker.seed).hash_one(sub));
         *meter = Some(metered);
     }
-    worker.decision.verdict
+    Ok(worker.decision.verdict)
 }
 
-/// The request's API key, the configuration's tenant for it, and else the claims of a token
-/// the proxy verified: a verified token leaves its claims header (when configured) or, on
-/// Envoy, metadata that is only looked for when the token's header is there.
+/// The request's API key, its tenant (registry or configuration) and plan, and else the
+/// claims of a token the proxy verified: a verified token leaves its claims header (when
+/// configured) or, on Envoy, metadata that is only looked for when the token's header is
+/// there. `Err`: the key's tenant is refused (or the key, under `unknown_key: reject`).
 fn identify<'a>(
     host: &mut impl Host,
     policy: &'a crate::policy::Policy,
     needs: &crate::decision::Needs,
     headers: &'a RequestHeaders,
-) -> (
-    Option<&'a str>,
-    Option<&'a crate::policy::Tenant>,
-    Option<super::jwt::Verified>,
-) {
+    keys: &mut Keys,
+    table: Option<&Table>,
+    now: Nanos,
+) -> Result<Identified<'a>, Gate> {
     let api_key = match (&policy.identity.api_key_header, needs.tenant) {
         (Some(name), true) => headers.get(name),
         _ => None,
     };
-    let tenant = api_key.and_then(|key| policy.tenants.get(key));
+    let tenant = match api_key {
+        Some(key) => match keys.who(policy, table, key, now / SECOND)? {
+            Who::Tenant(id, plan) => Some((id, plan)),
+            Who::Anonymous => None,
+        },
+        None => None,
+    };
     let jwt = match &policy.identity.jwt {
         Some(config)
             if tenant.is_none()
@@ -287,8 +311,15 @@ fn identify<'a>(
         }
         _ => None,
     };
-    (api_key, tenant, jwt)
+    Ok((api_key, tenant, jwt))
 }
+
+/// What [`identify`] finds: the API key, the tenant and plan, the verified token.
+type Identified<'a> = (
+    Option<&'a str>,
+    Option<(Rc<str>, Option<PlanId>)>,
+    Option<super::jwt::Verified>,
+);
 
 fn render_headers(worker: &Worker, now: Nanos, out: &mut HeaderList) {
     out.clear();

@@ -1,8 +1,9 @@
-//! Calls to the sidecar: a JSON POST out, the answer read back.
+//! Calls to the sidecar: a JSON POST (or a GET) out, with the node token when configured, the
+//! answer read back.
 
 use serde::de::DeserializeOwned;
 
-use super::host::Host;
+use super::host::{CallOut, Host};
 use crate::policy::Sidecar;
 
 /// POSTs the JSON `body` to the sidecar's `path`, given `timeout_ms`; the call's token, or
@@ -14,7 +15,29 @@ pub fn call(
     body: &[u8],
     timeout_ms: u64,
 ) -> Option<u32> {
-    host.call(&sidecar.cluster, &sidecar.authority, path, body, timeout_ms)
+    host.call(&CallOut {
+        cluster: &sidecar.cluster,
+        authority: &sidecar.authority,
+        method: "POST",
+        path,
+        token: sidecar.token.as_deref(),
+        body,
+        timeout_ms,
+    })
+}
+
+/// GETs the sidecar's `path` (with its query), given `timeout_ms`; the call's token, or `None`
+/// if the host refused.
+pub fn get(host: &mut impl Host, sidecar: &Sidecar, path: &str, timeout_ms: u64) -> Option<u32> {
+    host.call(&CallOut {
+        cluster: &sidecar.cluster,
+        authority: &sidecar.authority,
+        method: "GET",
+        path,
+        token: sidecar.token.as_deref(),
+        body: &[],
+        timeout_ms,
+    })
 }
 
 /// The current call response as a `T` (`CheckResponse`, `SyncResponse`), or `None` (a

@@ -163,6 +163,11 @@ pub struct UsageOut {
 }
 
 impl UsageOut {
+    /// The plan names requests are labelled with, after the plans changed (the registry's).
+    pub fn set_plans(&mut self, plans: &[crate::policy::Plan]) {
+        self.labels.plans = plans.iter().map(|p| p.name.clone()).collect();
+    }
+
     /// A worker's usage under `policy` (whose `usage` is on), identified as `sender`, sent
     /// every `interval_ms`.
     pub fn new(

@@ -175,16 +175,27 @@ def test_envoy_mounts_the_filter_and_its_config():
 
 
 def test_example_filter_configuration_is_the_shared_fixture():
+    # The fixture plus the node token the compose sidecar accepts: a sidecar listening beyond
+    # loopback refuses to start without node and admin tokens.
     embedded = json.loads(the_wasm_config(envoy_config())["configuration"]["value"])
+    token = embedded["sidecar"].pop("token")
     assert embedded == policy.shared(), "the example's plugin configuration drifted from the shared fixture"
+    environment = compose()["services"]["tollgate-sidecar"]["environment"]
+    assert token in environment["TOLLGATE_NODE_TOKEN"].split(","), "the sidecar would refuse the filter's node token"
+    assert environment["TOLLGATE_ADMIN_TOKEN"], "a sidecar listening beyond loopback needs an admin token"
 
 
 def test_example_http_filters_match_the_shipped_config():
-    """Apart from the wasm path and addresses, the example's listener is envoy/envoy.yaml's."""
+    """Apart from the wasm path, addresses and the node token, the example's listener is
+    envoy/envoy.yaml's."""
 
     def chains(config: dict[str, Any]) -> Any:
         config = copy.deepcopy(config)
-        the_wasm_config(config)["vm_config"]["code"]["local"]["filename"] = "<wasm>"
+        wasm = the_wasm_config(config)
+        wasm["vm_config"]["code"]["local"]["filename"] = "<wasm>"
+        filter_config = json.loads(wasm["configuration"]["value"])
+        filter_config["sidecar"].pop("token", None)  # the example's node token
+        wasm["configuration"]["value"] = filter_config
         return [listener["filter_chains"] for listener in config["static_resources"]["listeners"]]
 
     assert chains(envoy_config()) == chains(envoy_config(paths.ENVOY_YAML))

@@ -1,0 +1,305 @@
+"""The registry end to end: the real sidecar's admin API, two real Envoys following its feed.
+
+Plans, tenants and API keys are made through the sidecar's admin API (on SQLite, and on a
+throw-away PostgreSQL); two Envoys (the "nodes") share that sidecar and follow its registry
+without a restart. Every change must show on both nodes within 2 s:
+
+- a key gets its plan's limit (`429 rate_limit_exceeded` beyond it), a bigger plan gives the
+  higher limit, a suspended tenant gets `403 tenant_suspended`, a revoked key `401
+  invalid_api_key` (`unknown_key: reject`);
+- a used-up monthly quota (`overage: block`, counted by the sidecar's quota job from flushed
+  usage) gets `429 quota_exceeded` with `Retry-After` and a `quota` RateLimit policy, while
+  `overage: bill` is admitted past it. Re-admission in the next period is covered by the
+  sidecar's unit tests, which move an injectable clock; it is not faked here;
+- the sidecar takes node tokens `t1,t2`, the filter sends `t2`: everything works, while a
+  forged `POST /v1/usage` or `/v1/sync` without a token or with a wrong one gets `401` and
+  counts nothing;
+- no plain key made in a test is found in the SQLite files or in any captured log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from harness import config, policy
+from harness.envoy import Envoy
+from harness.postgres import Postgres
+from harness.sidecar import SidecarProcess
+from harness.wait import until
+
+ADMIN = "admin-token-e2e"
+NODE_TOKENS = "t1,t2"
+FILTER_TOKEN = "t2"
+PROPAGATION_S = 2.0
+NODES = 2
+
+
+class Api:
+    """JSON calls to the sidecar: (status, parsed body or None)."""
+
+    def __init__(self, sidecar: SidecarProcess) -> None:
+        self.url = sidecar.url
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = ADMIN) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                         headers={"content-type": "application/json"})
+        if token is not None:
+            request.add_header("authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        return status, json.loads(raw) if raw else None
+
+    def put_plan(self, name: str, **plan: Any) -> None:
+        status, body = self.call("PUT", f"/v1/admin/plans/{name}", plan)
+        assert status in (200, 201), (status, body)
+
+    def put_tenant(self, tid: str, plan: str, **more: Any) -> None:
+        status, body = self.call("PUT", f"/v1/admin/tenants/{tid}", {"plan": plan, **more})
+        assert status in (200, 201), (status, body)
+        assert body["plan"] == plan, body
+
+    def new_key(self, tid: str) -> tuple[str, str]:
+        status, body = self.call("POST", f"/v1/admin/tenants/{tid}/keys")
+        assert status == 201, (status, body)
+        return body["key_id"], body["key"]
+
+    def tenant(self, tid: str) -> dict:
+        status, body = self.call("GET", f"/v1/admin/tenants/{tid}")
+        assert status == 200, (status, body)
+        return body
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request) -> Iterator[str | None]:
+    """The sidecar's database URL: None (its SQLite file in its working directory) or a
+    throw-away PostgreSQL's."""
+    if request.param == "sqlite":
+        yield None
+        return
+    # PostgreSQL runs as the `postgres` user when the tests run as root: pytest's tmp_path is
+    # private to root, so the server gets a directory of its own that it can enter.
+    workdir = tempfile.mkdtemp(prefix="tollgate-registry-pg-")
+    os.chmod(workdir, 0o755)
+    server = Postgres(workdir)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_sidecar(workdir: Path, database_url: str | None = None) -> SidecarProcess:
+    env = {
+        "TOLLGATE_ADMIN_TOKEN": ADMIN,
+        "TOLLGATE_NODE_TOKEN": NODE_TOKENS,
+        "TOLLGATE_FLUSH_INTERVAL": "1s",
+        "TOLLGATE_QUOTA_INTERVAL": "1s",
+    }
+    if database_url:
+        env["TOLLGATE_DATABASE_URL"] = database_url
+    return SidecarProcess(workdir, env=env).start()
+
+
+def filter_config() -> dict:
+    # A token bucket of the plan's rate per minute: its capacity is the plan's
+    # requests_per_minute, refilled at one request every 60/rpm s.
+    rule = policy.rule("per-tenant", "token_bucket", "plan", "1m", key=["tenant"])
+    return policy.config(
+        rule,
+        sidecar={"cluster": config.SIDECAR_CLUSTER, "authority": "tollgate-sidecar", "token": FILTER_TOKEN},
+        usage={"interval_ms": 200},
+        registry={"enabled": True, "interval_ms": 200, "unknown_key": "reject"},
+        headers="draft-8",
+    )
+
+
+def start_nodes(start_envoy, sidecar: SidecarProcess) -> list[Envoy]:
+    text = json.dumps(filter_config())
+    return [start_envoy(config.tollgate(text, sidecar_port=sidecar.port), name=f"node{i}") for i in range(NODES)]
+
+
+def probe_all(nodes: list[Envoy], api_key: str) -> list:
+    return [n.get("/", headers={"x-api-key": api_key}) for n in nodes for _ in range(2)]
+
+
+def seen_everywhere(nodes: list[Envoy], api_key: str, ok, what: str, started: float) -> list:
+    """Every node shows `ok` within PROPAGATION_S of `started`; the delay is printed."""
+    found = until(lambda: probe_all(nodes, api_key), lambda rs: all(ok(r) for r in rs),
+                  timeout=PROPAGATION_S + 5, what=what, interval=0.02)
+    elapsed = time.monotonic() - started
+    print(f"propagation: {what}: {elapsed:.3f} s")
+    assert elapsed <= PROPAGATION_S, f"{what}: took {elapsed:.2f} s"
+    return found
+
+
+def policy_limit(response, name: str) -> int | None:
+    """`q=` of the policy `name` in a draft-8 `RateLimit-Policy`."""
+    for item in (response.header("ratelimit-policy") or "").split(","):
+        if item.strip().startswith(f'"{name}"'):
+            for param in item.split(";"):
+                if param.strip().startswith("q="):
+                    return int(param.strip()[2:])
+    return None
+
+
+def assert_keys_nowhere(keys: list[str], files: list[Path]) -> None:
+    """No plain key in any of `files` (SQLite database files, captured logs)."""
+    checked = [f for f in files if f.exists()]
+    assert checked, files
+    for path in checked:
+        data = path.read_bytes()
+        for key in keys:
+            assert key.encode() not in data, f"a plain key in {path}"
+
+
+def captured_logs(sidecar: SidecarProcess, nodes: list[Envoy]) -> list[Path]:
+    return [sidecar.log_path, *(n.log_path for n in nodes)]
+
+
+def sqlite_files(sidecar: SidecarProcess) -> list[Path]:
+    return sorted(sidecar.workdir.glob("*.db*"))
+
+
+def test_plans_keys_and_suspension_follow_on_both_nodes(start_envoy, backend, tmp_path: Path) -> None:
+    sidecar = start_sidecar(tmp_path / "sidecar", backend)
+    try:
+        api = Api(sidecar)
+        api.put_plan("small", requests_per_minute=5)
+        api.put_plan("big", requests_per_minute=1000)
+        api.put_tenant("acme", "small")
+        key_id, key = api.new_key("acme")
+        nodes = start_nodes(start_envoy, sidecar)
+        headers = {"x-api-key": key}
+
+        # The plan's limit on each node: 5 admitted, the 6th refused.
+        for node in nodes:
+            first = until(lambda n=node: n.get("/", headers=headers), lambda r: r.status == 200,
+                          timeout=10, what="the key known on a node")
+            assert policy_limit(first, "per-tenant") == 5, first
+            statuses = [node.get("/", headers=headers) for _ in range(5)]
+            assert [r.status for r in statuses[:4]] == [200] * 4, statuses
+            refused = statuses[4]
+            assert refused.status == 429 and refused.json()["error"] == "rate_limit_exceeded", refused
+
+        started = time.monotonic()
+        api.put_tenant("acme", "big")
+        seen_everywhere(nodes, key, lambda r: policy_limit(r, "per-tenant") == 1000, "the plan upgraded", started)
+        # The bucket emptied under the old plan keeps its debt for a few seconds after the
+        # upgrade (the new limit shows at once, admission follows once that debt has drained).
+        until(lambda: probe_all(nodes, key), lambda rs: all(r.status == 200 for r in rs),
+              timeout=30, what="admitted under the upgraded plan", interval=0.1)
+        print(f"admitted again after the upgrade: {time.monotonic() - started:.3f} s")
+        for node in nodes:  # well beyond the old limit of 5
+            beyond = [node.get("/", headers=headers) for _ in range(10)]
+            assert all(r.status == 200 for r in beyond), beyond
+
+        started = time.monotonic()
+        api.put_tenant("acme", "big", status="suspended")
+        seen_everywhere(nodes, key, lambda r: r.status == 403, "the tenant suspended", started)
+        body = nodes[1].get("/", headers=headers).json()
+        assert (body["error"], body["tenant"]) == ("tenant_suspended", "acme"), body
+
+        started = time.monotonic()
+        api.put_tenant("acme", "big", status="active")
+        seen_everywhere(nodes, key, lambda r: r.status == 200, "the tenant reactivated", started)
+
+        started = time.monotonic()
+        status, _ = api.call("DELETE", f"/v1/admin/keys/{key_id}")
+        assert status == 204, status
+        seen_everywhere(nodes, key, lambda r: r.status == 401, "the key revoked", started)
+        body = nodes[0].get("/", headers=headers).json()
+        assert body["error"] == "invalid_api_key", body
+    finally:
+        sidecar.stop()
+    files = captured_logs(sidecar, nodes)
+    if backend is None:
+        files += sqlite_files(sidecar)
+        assert sqlite_files(sidecar), "no SQLite file to check"
+    assert_keys_nowhere([key], files)
+
+
+def usage_rows(db: Path) -> dict[str, int]:
+    """Requests per tenant in api_usage_daily ({} before the table has any)."""
+    try:
+        with sqlite3.connect(db) as conn:
+            found = conn.execute("SELECT tenant_id, SUM(requests) FROM api_usage_daily GROUP BY tenant_id").fetchall()
+    except sqlite3.Error:
+        return {}
+    return {tenant: int(total) for tenant, total in found}
+
+
+def forge(sidecar: SidecarProcess) -> None:
+    """Usage and sync batches without the node token or with a wrong one: 401 each; a node
+    token the sidecar takes (t1, not the filter's) reads the feed."""
+    api = Api(sidecar)
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    usage = {"sender": 77, "seq": 1, "records": [{"tenant": "forged", "date": today, "endpoint": "GET *", "requests": 1000}]}
+    sync = {"sender": 77, "node": 0, "seq": 1, "entries": []}
+    for token in (None, "wrong", "t3", ADMIN):
+        for path, body in (("/v1/usage", usage), ("/v1/sync", sync)):
+            status, answer = api.call("POST", path, body, token=token)
+            assert status == 401, (path, token, status, answer)
+    status, feed = api.call("GET", "/v1/registry?since=0", token="t1")
+    assert status == 200 and feed["full"] is True, (status, feed)
+
+
+def test_quota_and_node_token(start_envoy, tmp_path: Path) -> None:
+    sidecar = start_sidecar(tmp_path / "sidecar")
+    try:
+        api = Api(sidecar)
+        api.put_plan("capped", requests_per_minute=1000, monthly_quota=5, overage="block")
+        api.put_plan("metered", requests_per_minute=1000, monthly_quota=5, overage="bill")
+        api.put_tenant("acme", "capped")
+        api.put_tenant("beta", "metered")
+        _, acme_key = api.new_key("acme")
+        _, beta_key = api.new_key("beta")
+        forge(sidecar)
+        nodes = start_nodes(start_envoy, sidecar)
+        acme, beta = {"x-api-key": acme_key}, {"x-api-key": beta_key}
+        for node in nodes:
+            until(lambda n=node: n.get("/", headers=acme), lambda r: r.status == 200,
+                  timeout=10, what="the key known on a node")
+        for node in nodes:  # up to the quota of 5 (2 above), and beta past it
+            assert [node.get("/", headers=acme).status for _ in range(2)] == [200, 200]
+            assert [node.get("/", headers=beta).status for _ in range(4)] == [200] * 4
+
+        refused = until(lambda: probe_all(nodes, acme_key), lambda rs: all(r.status == 429 for r in rs),
+                        timeout=15, what="the quota used up on both nodes", interval=0.2)
+        for response in refused:
+            body = response.json()
+            assert (body["error"], body["quota"]) == ("quota_exceeded", 5), response
+            assert int(response.header("retry-after") or 0) > 0, response
+            assert policy_limit(response, "quota") == 5, response
+        period = api.tenant("acme")
+        assert period["usage"]["quota_exhausted"] is True, period
+
+        until(lambda: api.tenant("beta")["usage"], lambda u: u["quota_exhausted"] is True,
+              timeout=10, what="beta past its quota")
+        for node in nodes:  # overage: bill keeps admitting once the registry says exhausted
+            billed = [node.get("/", headers=beta) for _ in range(3)]
+            assert all(r.status == 200 for r in billed), billed
+
+        # The quota flips above came from flushes after the forgeries: none of them counted.
+        db = sidecar.workdir / "tollgate.db"
+        rows = until(lambda: usage_rows(db), lambda r: r.get("beta", 0) >= 8, 10, "beta's usage flushed")
+        assert "forged" not in rows, rows
+        assert rows.get("acme", 0) >= 5, rows
+    finally:
+        sidecar.stop()
+    keys = [acme_key, beta_key]
+    assert_keys_nowhere(keys, captured_logs(sidecar, nodes) + sqlite_files(sidecar))

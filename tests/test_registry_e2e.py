@@ -14,7 +14,8 @@ without a restart. Every change must show on both nodes within 2 s:
 - the sidecar takes node tokens `t1,t2`, the filter sends `t2`: everything works, while a
   forged `POST /v1/usage` or `/v1/sync` without a token or with a wrong one gets `401` and
   counts nothing;
-- no plain key made in a test is found in the SQLite files or in any captured log.
+- no plain key made in a test is found in the SQLite files, a dump of the PostgreSQL
+  database, or any captured log.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import json
 import os
 import shutil
 import sqlite3
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -34,7 +36,7 @@ import pytest
 
 from harness import config, policy
 from harness.envoy import Envoy
-from harness.postgres import Postgres
+from harness.postgres import Postgres, find_binary
 from harness.sidecar import SidecarProcess
 from harness.wait import until
 
@@ -85,9 +87,9 @@ class Api:
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def backend(request) -> Iterator[str | None]:
-    """The sidecar's database URL: None (its SQLite file in its working directory) or a
-    throw-away PostgreSQL's."""
+def backend(request) -> Iterator[Postgres | None]:
+    """The sidecar's database: None (its SQLite file in its working directory) or a throw-away
+    PostgreSQL."""
     if request.param == "sqlite":
         yield None
         return
@@ -97,7 +99,7 @@ def backend(request) -> Iterator[str | None]:
     os.chmod(workdir, 0o755)
     server = Postgres(workdir)
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -172,6 +174,15 @@ def assert_keys_nowhere(keys: list[str], files: list[Path]) -> None:
             assert key.encode() not in data, f"a plain key in {path}"
 
 
+def pg_dump(server: Postgres, into: Path) -> Path:
+    """Every table of `server`'s database as SQL text, in `into`."""
+    done = subprocess.run([find_binary("pg_dump"), "-h", "127.0.0.1", "-p", str(server.port), "-U", "postgres",
+                           "-d", "postgres", "-f", str(into)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert b"api_keys" in into.read_bytes(), "the dump has no api_keys table"
+    return into
+
+
 def captured_logs(sidecar: SidecarProcess, nodes: list[Envoy]) -> list[Path]:
     return [sidecar.log_path, *(n.log_path for n in nodes)]
 
@@ -181,7 +192,7 @@ def sqlite_files(sidecar: SidecarProcess) -> list[Path]:
 
 
 def test_plans_keys_and_suspension_follow_on_both_nodes(start_envoy, backend, tmp_path: Path) -> None:
-    sidecar = start_sidecar(tmp_path / "sidecar", backend)
+    sidecar = start_sidecar(tmp_path / "sidecar", backend.url if backend else None)
     try:
         api = Api(sidecar)
         api.put_plan("small", requests_per_minute=5)
@@ -239,7 +250,10 @@ def test_plans_keys_and_suspension_follow_on_both_nodes(start_envoy, backend, tm
     files = captured_logs(sidecar, nodes)
     if backend is None:
         files += sqlite_files(sidecar)
-        assert sqlite_files(sidecar), "no SQLite file to check"
+        stored = b"".join(f.read_bytes() for f in sqlite_files(sidecar))
+        assert key[:11].encode() in stored, "the key's shown prefix is stored: these are the right files"
+    else:
+        files.append(pg_dump(backend, tmp_path / "postgres.sql"))
     assert_keys_nowhere([key], files)
 
 

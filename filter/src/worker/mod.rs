@@ -196,7 +196,9 @@ impl Worker {
         }
     }
 
-    /// The registry changed: its plans merged over the configuration's, keys resolved again.
+    /// The registry changed: its plans merged over the configuration's, keys resolved again,
+    /// and refusals remembered under the old plans dropped (a refusal under a plan of 5 per
+    /// minute would otherwise outlive an upgrade until its retry time, 12 s later).
     fn registry_changed(&mut self) {
         let Some(follow) = self.follow.as_ref() else {
             return;
@@ -206,6 +208,7 @@ impl Worker {
             usage.set_plans(&self.policy.plans);
         }
         self.keys.clear();
+        self.limiter.forget_refusals();
     }
 
     /// The share `global` rules are cut to at `now` (1: the whole limit), for the decision.

@@ -379,3 +379,32 @@ fn a_call_the_host_never_answers_does_not_stop_the_following() {
         (200, Some("600"))
     );
 }
+
+#[test]
+fn an_upgrade_admits_at_once_a_tenant_refused_under_the_old_plan() {
+    let config = format!(
+        r#"{{ {SIDECAR}, "rules": [{{"name": "tb", "key": ["tenant"], "algorithm": "token_bucket",
+                                     "limit": "plan", "window": "1m"}}] }}"#
+    );
+    let mut node = Node::new(MockHost::default(), &config);
+    feed(&mut node, 200, &acme(1, 5));
+    let statuses: Vec<u32> = (10..16).map(|id| send(&mut node, id, "k1").0).collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 429],
+        "5 a minute: the next in 12 s"
+    );
+    // 1.1 s later the plan allows one request every 60 ms: the refusal made under the old plan
+    // (remembered until its retry time) must not outlive it.
+    feed(
+        &mut node,
+        200,
+        &json!({"version": 2, "full": false,
+                                 "plans": [plan("pro", 1_000, Some(1_000), "block")]}),
+    );
+    assert_eq!(
+        send(&mut node, 20, "k1").0,
+        200,
+        "admitted under the upgraded plan"
+    );
+}

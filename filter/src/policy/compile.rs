@@ -1,20 +1,11 @@
 //! Checks the parsed configuration ([`RawConfig`]) and compiles it into a [`Policy`]: defaults
 //! filled in, names resolved to ids, every mistake reported with its path and the fix.
 
-use hashbrown::HashMap;
-
-use super::check::{MAX_LIMIT, at, header_name, unknown_plan, valid_name};
+use super::check::{ConfigError, at};
 use super::follow;
-use super::raw::{
-    Object, OrderedMap, RawConfig, RawIdentity, RawJwt, RawPlan, RawSidecar, RawTenant,
-};
-use super::serde_error::{self, child};
-
-use super::check::ConfigError;
-use super::{
-    ErrorFormat, FailureMode, HeaderStyle, Identity, Jwt, Plan, PlanId, Policy, Sidecar, Tenant,
-    Usage, rule,
-};
+use super::raw::{Object, RawConfig, RawSidecar};
+use super::serde_error;
+use super::{ErrorFormat, FailureMode, HeaderStyle, Policy, Sidecar, Usage, rule};
 
 /// Shared-data slots when `state_slots` is not given.
 const DEFAULT_STATE_SLOTS: u64 = 65_536;
@@ -22,10 +13,12 @@ const DEFAULT_STATE_SLOTS: u64 = 65_536;
 const MIN_STATE_SLOTS: u64 = 1024;
 /// … and at most this many.
 const MAX_STATE_SLOTS: u64 = 4_194_304;
-/// Proxies in front of this one that may be trusted to append to `X-Forwarded-For`.
-const MAX_XFF_HOPS: u64 = 10;
-/// Where API keys arrive unless `identity.api_key_header` says otherwise.
-const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+
+mod identity;
+mod plans;
+
+use identity::identity;
+use plans::{default_plan, plans, tenants};
 
 /// Parses and checks the plugin configuration (see [`Policy::from_json`]).
 pub(super) fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
@@ -147,13 +140,6 @@ fn usage(
     }))
 }
 
-fn plan_id(path: String, name: &str, plans: &[Plan]) -> Result<PlanId, ConfigError> {
-    plans
-        .iter()
-        .position(|p| p.name == name)
-        .ok_or_else(|| at(path, unknown_plan(name, plans)))
-}
-
 fn ranged(path: &str, value: u64, min: u64, max: u64, unit: &str) -> Result<u64, ConfigError> {
     if (min..=max).contains(&value) {
         Ok(value)
@@ -176,198 +162,6 @@ fn non_empty(path: String, value: String, hint: &str) -> Result<String, ConfigEr
     } else {
         Ok(value)
     }
-}
-
-fn plans(raw: Option<OrderedMap<Object<RawPlan>>>) -> Result<Vec<Plan>, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok([("free", 100), ("pro", 1_000), ("enterprise", 10_000)]
-            .into_iter()
-            .map(|(name, rpm)| Plan {
-                name: name.into(),
-                requests_per_minute: rpm,
-                burst: None,
-            })
-            .collect());
-    };
-    let mut plans: Vec<Plan> = Vec::with_capacity(raw.0.len());
-    for (name, plan) in raw.0 {
-        let path = child("plans", &name);
-        if !valid_name(&name) {
-            return Err(at(
-                path,
-                format!(
-                    "{name:?} is not a valid plan name (use 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-')"
-                ),
-            ));
-        }
-        if plans.iter().any(|p| p.name == name) {
-            return Err(at(path, "given twice (define each plan once)".into()));
-        }
-        let rpm_path = child(&path, "requests_per_minute");
-        let rpm = ranged(&rpm_path, plan.0.requests_per_minute, 1, MAX_LIMIT, "")?;
-        plans.push(Plan {
-            name,
-            requests_per_minute: rpm,
-            burst: None,
-        });
-    }
-    Ok(plans)
-}
-
-fn default_plan(name: Option<&str>, plans: &[Plan]) -> Result<Option<PlanId>, ConfigError> {
-    match name {
-        Some(name) => plan_id("default_plan".into(), name, plans).map(Some),
-        None => Ok(plans.iter().position(|p| p.name == "free")),
-    }
-}
-
-/// Static tenants by plain key, and by hash for keys given as `sha256:<hex>`.
-type StaticTenants = (HashMap<String, Tenant>, HashMap<[u8; 32], Tenant>);
-
-fn tenants(
-    raw: Vec<(String, Object<RawTenant>)>,
-    plans: &[Plan],
-) -> Result<StaticTenants, ConfigError> {
-    let mut tenants = HashMap::with_capacity(raw.len());
-    let mut hashed = HashMap::new();
-    for (key, raw_tenant) in raw {
-        let path = child("tenants", &key);
-        if let Some(hex) = key.strip_prefix(follow::SHA256_PREFIX) {
-            let hash = follow::key_hash(&path, hex)?;
-            if hashed.contains_key(&hash) {
-                return Err(at(path, "given twice (list each API key once)".into()));
-            }
-            hashed.insert(hash, tenant(&path, raw_tenant.0, plans)?);
-            continue;
-        }
-        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(at(
-                path,
-                "not a usable API key (it is matched against a header value: use visible ASCII, no spaces)"
-                    .into(),
-            ));
-        }
-        if tenants.contains_key(&key) {
-            return Err(at(path, "given twice (list each API key once)".into()));
-        }
-        let compiled = tenant(&path, raw_tenant.0, plans)?;
-        tenants.insert(key, compiled);
-    }
-    Ok((tenants, hashed))
-}
-
-fn tenant(path: &str, raw: RawTenant, plans: &[Plan]) -> Result<Tenant, ConfigError> {
-    let id = non_empty(
-        child(path, "id"),
-        raw.id,
-        "give the tenant's id, e.g. \"t-acme\"",
-    )?;
-    let plan = plan_id(child(path, "plan"), &raw.plan, plans)?;
-    let stripe_customer_id = match raw.stripe_customer_id {
-        Some(customer) if !customer.starts_with("cus_") || customer.len() < 5 => {
-            return Err(at(
-                child(path, "stripe_customer_id"),
-                format!("{customer:?} is not a Stripe customer id (they look like \"cus_...\")"),
-            ));
-        }
-        other => other,
-    };
-    Ok(Tenant {
-        id,
-        plan,
-        stripe_customer_id,
-    })
-}
-
-fn identity(raw: Option<RawIdentity>) -> Result<Identity, ConfigError> {
-    let Some(raw) = raw else {
-        return Ok(Identity {
-            api_key_header: Some(DEFAULT_API_KEY_HEADER.into()),
-            jwt: None,
-            xff_trusted_hops: 0,
-        });
-    };
-    let api_key_header = match raw.api_key_header {
-        None => Some(DEFAULT_API_KEY_HEADER.to_owned()),
-        Some(None) => None,
-        Some(Some(name)) => Some(header_name("identity.api_key_header", &name)?),
-    };
-    let jwt = raw.jwt.map(|j| jwt(j.0)).transpose()?;
-    let hops = raw
-        .client_ip
-        .and_then(|c| c.0.xff_trusted_hops)
-        .unwrap_or(0);
-    let hops = ranged(
-        "identity.client_ip.xff_trusted_hops",
-        hops,
-        0,
-        MAX_XFF_HOPS,
-        ": how many proxies in front of this one append to X-Forwarded-For",
-    )?;
-    Ok(Identity {
-        api_key_header,
-        jwt,
-        xff_trusted_hops: u32::try_from(hops).unwrap_or(0),
-    })
-}
-
-fn jwt(raw: RawJwt) -> Result<Jwt, ConfigError> {
-    let path = "identity.jwt";
-    let header = header_name(
-        &child(path, "header"),
-        raw.header.as_deref().unwrap_or("authorization"),
-    )?;
-    let text = |field: &str, value: Option<String>, default: &str, hint: &str| {
-        non_empty(
-            child(path, field),
-            value.unwrap_or_else(|| default.to_owned()),
-            hint,
-        )
-    };
-    let claims_header = raw
-        .claims_header
-        .map(|name| header_name(&child(path, "claims_header"), &name))
-        .transpose()?;
-    if claims_header.as_deref() == Some(header.as_str()) {
-        return Err(at(
-            child(path, "claims_header"),
-            format!(
-                "{header:?} is the token's own header, which nothing has verified (name the header your proxy's authentication step sets to the verified claims)"
-            ),
-        ));
-    }
-    Ok(Jwt {
-        claims_header,
-        header,
-        tenant_claim: text(
-            "tenant_claim",
-            raw.tenant_claim,
-            "tenant",
-            "name the claim holding the tenant id",
-        )?,
-        plan_claim: raw
-            .plan_claim
-            .map(|claim| {
-                non_empty(
-                    child(path, "plan_claim"),
-                    claim,
-                    "name the claim holding the plan, or remove it",
-                )
-            })
-            .transpose()?,
-        metadata_namespace: text(
-            "metadata_namespace",
-            raw.metadata_namespace,
-            "envoy.filters.http.jwt_authn",
-            "remove it to use envoy.filters.http.jwt_authn",
-        )?,
-        payload_key: text(
-            "payload_key",
-            raw.payload_key,
-            "jwt_payload",
-            "remove it to use jwt_payload",
-        )?,
-    })
 }
 
 fn sidecar(raw: RawSidecar) -> Result<Sidecar, ConfigError> {

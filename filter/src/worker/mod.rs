@@ -14,7 +14,9 @@ pub mod keys;
 pub mod mock;
 pub mod request;
 pub mod sidecar;
+mod stats;
 pub mod strict;
+mod sync_out;
 #[cfg(test)]
 mod tests;
 pub mod usage_out;
@@ -27,8 +29,7 @@ use crate::decision::{Decision, Needs};
 use crate::engine::slots::create;
 use crate::engine::{Limiter, SharedStore};
 use crate::policy::{Policy, Scope};
-use crate::protocol::{SYNC_PATH, SyncResponse};
-use crate::sync::{Sync, refill_lag};
+use crate::sync::Sync;
 use crate::{Nanos, SECOND};
 use host::{Host, Shared};
 use usage_out::UsageOut;
@@ -92,20 +93,7 @@ pub struct Worker {
 
 impl Worker {
     fn new(host: &mut impl Host, policy: Policy, seed: u64, now: Nanos) -> Self {
-        let metric_ids = policy
-            .rules
-            .iter()
-            .map(|rule| {
-                [
-                    "allowed",
-                    "refused",
-                    "shadow_refused",
-                    "queued",
-                    "sidecar_failures",
-                ]
-                .map(|what| host.define_counter(&format!("tollgate.{}.{}", rule.name, what)))
-            })
-            .collect();
+        let metric_ids = stats::rule_metric_ids(host, &policy);
         let syncs =
             policy.sidecar.is_some() && policy.rules.iter().any(|rule| rule.scope == Scope::Global);
         let sync_ids = if syncs {
@@ -114,14 +102,7 @@ impl Worker {
         } else {
             [None; 3]
         };
-        let usage_ids = match policy.usage {
-            Some(usage) => ["batches", "failures", "dropped", "log_dropped"].map(|what| {
-                (what != "log_dropped" || usage.request_log)
-                    .then(|| host.define_counter(&format!("tollgate.usage.{what}")))
-                    .flatten()
-            }),
-            None => [None; 4],
-        };
+        let usage_ids = stats::usage_metric_ids(host, &policy);
         let follow_ids = match policy.registry {
             Some(_) => ["updates", "failures"]
                 .map(|what| host.define_counter(&format!("tollgate.registry.{what}"))),
@@ -209,155 +190,6 @@ impl Worker {
         }
         self.keys.clear();
         self.limiter.forget_refusals();
-    }
-
-    /// The share `global` rules are cut to at `now` (1: the whole limit), for the decision.
-    pub fn global_share(&self, now: Nanos) -> u64 {
-        match (&self.sync, &self.policy.sidecar) {
-            (Some(sync), Some(sidecar)) => sync.share(sidecar, now),
-            _ => 1,
-        }
-    }
-
-    /// Sends the next batch of `global` admissions (or a heartbeat) unless one is out.
-    fn send_sync(&mut self, host: &mut impl Host, now: Nanos) {
-        let (Some(sync), Some(sidecar)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
-            return;
-        };
-        self.next_sync = now.saturating_add(sidecar.sync_interval_ms.saturating_mul(1_000_000));
-        let share = sync.share(sidecar, now);
-        if (share > 1) != self.degraded {
-            self.degraded = share > 1;
-            if self.degraded {
-                warn!(
-                    "the sidecar does not answer: global rules limit this node to 1/{share} of their limits"
-                );
-            } else {
-                info!("the sidecar answers again: global rules use their whole limits");
-            }
-        }
-        let Some(batch) = sync.next_batch(&self.policy, now) else {
-            return;
-        };
-        self.sync_call = serde_json::to_vec(&batch)
-            .ok()
-            .and_then(|body| sidecar::call(host, sidecar, SYNC_PATH, &body, sidecar.timeout_ms));
-        if self.sync_call.is_none() {
-            sync.failed();
-        }
-    }
-
-    /// The sidecar's answer to the sync call `token`; folds the totals into the node's buckets.
-    fn sync_answered(
-        &mut self,
-        host: &mut impl Host,
-        token: u32,
-        num_headers: usize,
-        body_size: usize,
-        now: Nanos,
-    ) {
-        if self.sync_call != Some(token) {
-            return;
-        }
-        self.sync_call = None;
-        let (Some(sync), Some(config)) = (self.sync.as_mut(), self.policy.sidecar.as_ref()) else {
-            return;
-        };
-        let Some(response) = sidecar::read_response::<SyncResponse>(host, num_headers, body_size)
-        else {
-            sync.failed();
-            return;
-        };
-        let was_shared = sync.share(config, now) > 1;
-        let folds = sync.answered(&response, now);
-        if was_shared && sync.share(config, now) == 1 {
-            // Refusals decided under the node's share would outlive it (until their retry time).
-            self.limiter.forget_refusals();
-        }
-        let interval = config.sync_interval_ms.saturating_mul(1_000_000);
-        self.limiter.allowances.set_nodes(sync.nodes(config));
-        for fold in folds {
-            let target = fold.target.saturating_add(refill_lag(&fold.ask, interval));
-            let _ = self
-                .limiter
-                .fold(&mut Shared(&mut *host), &fold.ask, target, now);
-            if let Some(allowance) = fold.allowance {
-                self.limiter.allow(fold.ask.key, allowance, now);
-            }
-        }
-        if self.degraded {
-            self.degraded = false;
-            info!("the sidecar answers again: global rules use their whole limits");
-        }
-    }
-
-    fn flush_stats(&mut self, host: &mut impl Host) {
-        for (counters, ids) in self.counters.iter_mut().zip(&self.metric_ids) {
-            let values = [
-                counters.allowed,
-                counters.refused,
-                counters.shadow_refused,
-                counters.queued,
-                counters.sidecar_failures,
-            ];
-            for (value, id) in values.into_iter().zip(ids) {
-                if let (Some(id), true) = (id, value > 0) {
-                    host.increment(*id, value);
-                }
-            }
-            *counters = RuleCounters::default();
-        }
-        if let Some(sync) = self.sync.as_mut() {
-            let values = [sync.stats.batches, sync.stats.failures, sync.stats.dropped];
-            for (value, id) in values.into_iter().zip(self.sync_ids) {
-                if let (Some(id), true) = (id, value > 0) {
-                    host.increment(id, value);
-                }
-            }
-            if sync.stats.dropped > 0 {
-                warn!(
-                    "{} global admissions could not be kept for the sidecar (too many keys while it was gone)",
-                    sync.stats.dropped
-                );
-            }
-            sync.stats = Default::default();
-        }
-        if let Some(follow) = self.follow.as_mut() {
-            let values = [follow.stats.updates, follow.stats.failures];
-            for (value, id) in values.into_iter().zip(self.follow_ids) {
-                if let (Some(id), true) = (id, value > 0) {
-                    host.increment(id, value);
-                }
-            }
-            follow.stats = Default::default();
-        }
-        if let Some(usage) = self.usage.as_mut() {
-            let stats = usage.stats;
-            let values = [
-                stats.batches,
-                stats.failures,
-                stats.dropped,
-                stats.log_dropped,
-            ];
-            for (value, id) in values.into_iter().zip(self.usage_ids) {
-                if let (Some(id), true) = (id, value > 0) {
-                    host.increment(id, value);
-                }
-            }
-            if stats.dropped > 0 {
-                warn!(
-                    "{} requests could not be metered: the usage buffer was full (sidecar gone too long?) or their tenant id is not a usable label",
-                    stats.dropped
-                );
-            }
-            if stats.log_dropped > 0 {
-                warn!(
-                    "{} requests could not be kept for the request log: its buffer was full (sidecar gone too long?)",
-                    stats.log_dropped
-                );
-            }
-            usage.stats = Default::default();
-        }
     }
 }
 

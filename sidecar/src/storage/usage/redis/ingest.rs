@@ -28,9 +28,12 @@ use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 use tollgate_filter::usage::{UsageBatch, UsageRecord};
 
-use super::{DAY_MS, NANOS_PER_MILLI, Shared, bad, unavailable};
-use crate::storage::SENDER_TTL;
-use crate::storage::usage::{COUNTER_FIELDS, Counters, MAX_AGE_DAYS, StoreError};
+use super::{Shared, bad, unavailable};
+use crate::storage::usage::{Counters, StoreError};
+
+mod merge;
+
+use merge::invocation;
 
 /// A group stops growing at this many records (bounds one script's arguments).
 pub(super) const MAX_GROUP_RECORDS: usize = 16 * 1024;
@@ -316,92 +319,4 @@ async fn apply_tenant(
         });
     }
     Ok(fresh)
-}
-
-/// One aggregate's counters and plan, summed over the parts of one call.
-#[derive(Default)]
-struct Merged<'r> {
-    values: [u64; 18],
-    plan: Option<&'r str>,
-}
-
-/// Per aggregate hash (sums, last plan) and per HyperLogLog key (users), first seen first.
-type Merge<'r> = (Vec<(&'r str, Merged<'r>)>, Vec<(&'r str, Vec<u64>)>);
-
-/// `parts` merged into one entry per aggregate hash and per HyperLogLog key.
-fn merge<'r>(parts: &[&'r Part]) -> Merge<'r> {
-    let mut hashes: Vec<(&str, Merged)> = Vec::new();
-    let mut hash_index: HashMap<&str, usize> = HashMap::new();
-    let mut hlls: Vec<(&str, Vec<u64>)> = Vec::new();
-    let mut hll_index: HashMap<&str, usize> = HashMap::new();
-    for (part, record) in parts
-        .iter()
-        .flat_map(|part| part.records.iter().map(move |record| (part, record)))
-    {
-        let slot = *hash_index.entry(&record.hash).or_insert_with(|| {
-            hashes.push((&record.hash, Merged::default()));
-            hashes.len() - 1
-        });
-        if let Some((_, merged)) = hashes.get_mut(slot) {
-            for (sum, add) in merged.values.iter_mut().zip(record.values) {
-                *sum = sum.saturating_add(add);
-            }
-            if let Some(plan) = record.plan.and_then(|n| part.plans.get(n)) {
-                merged.plan = Some(plan);
-            }
-        }
-        if let Some(hll) = &record.hll {
-            let slot = *hll_index.entry(hll).or_insert_with(|| {
-                hlls.push((hll, Vec::new()));
-                hlls.len() - 1
-            });
-            if let Some((_, users)) = hlls.get_mut(slot) {
-                users.extend(&record.users);
-            }
-        }
-    }
-    (hashes, hlls)
-}
-
-/// The script call applying `parts` (one tenant's, distinct senders) merged.
-fn invocation<'a>(
-    shared: &'a Shared,
-    tenant: &str,
-    parts: &[&Part],
-) -> redis::ScriptInvocation<'a> {
-    let (hashes, mut hlls) = merge(parts);
-    let base = shared.tenant_base(tenant);
-    let mut call = shared.ingest.prepare_invoke();
-    call.key(format!("{base}dirty"));
-    for part in parts {
-        call.key(&part.mark);
-    }
-    call.arg(parts.len())
-        .arg(SENDER_TTL / NANOS_PER_MILLI)
-        .arg((MAX_AGE_DAYS as u64 + 2) * DAY_MS)
-        .arg(hashes.len());
-    for part in parts {
-        call.arg(&part.seq);
-    }
-    for (hash, merged) in &hashes {
-        call.key(*hash);
-        let nonzero = merged.values.iter().filter(|&&v| v != 0).count();
-        call.arg(merged.plan.unwrap_or("")).arg(nonzero);
-        for (field, &value) in COUNTER_FIELDS.iter().zip(&merged.values) {
-            if value != 0 {
-                call.arg(*field).arg(value);
-            }
-        }
-    }
-    call.arg(hlls.len());
-    for (hll, users) in &mut hlls {
-        call.key(*hll);
-        users.sort_unstable();
-        users.dedup();
-        call.arg(users.len());
-        for user in users.iter() {
-            call.arg(format!("{user:016x}"));
-        }
-    }
-    call
 }

@@ -13,6 +13,11 @@ use crate::policy::{FailureMode, KeyPart, LimitSpec, Match, PlanId, Policy, Rule
 use crate::protocol::{CheckRequest, WireAlgorithm};
 use crate::{Nanos, SECOND};
 
+mod verdict;
+
+use verdict::acquire_all;
+pub use verdict::fold;
+
 /// What the host knows about a request, borrowed from its own buffers.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Facts<'a> {
@@ -180,6 +185,40 @@ pub fn decide(
     out.verdict = Verdict::Admit;
     out.results.clear();
     out.pending.clear();
+    if let Some(index) = gather(policy, seed, limiter, facts, now, out) {
+        out.verdict = Verdict::Unavailable(index);
+        return;
+    }
+    // Leased rules first: they are cheap, and a refusal there spares the shared-data rules.
+    out.results.sort_by_key(|r| !r.ask.algorithm.leasable());
+    acquire_all(
+        policy,
+        limiter,
+        store,
+        &mut out.results,
+        out.global_share,
+        now,
+    );
+    let unavailable = store_unavailable(policy, &out.results);
+    out.verdict = fold(limiter, store, &out.results, unavailable, now);
+    if !matches!(out.verdict, Verdict::Admit | Verdict::Delay(_)) {
+        out.pending.clear();
+    }
+    out.results.sort_by_key(|r| r.rule);
+}
+
+/// Lists the rules that apply to the request: `strict` ones (with a sidecar) as
+/// [`Decision::pending`] checks, the others as [`Decision::results`] to decide here. Returns
+/// the rule that makes the request unavailable (a `strict` rule without a sidecar under
+/// `failure_mode` `closed`), if any.
+fn gather(
+    policy: &Policy,
+    seed: u64,
+    limiter: &Limiter,
+    facts: &Facts<'_>,
+    now: Nanos,
+    out: &mut Decision,
+) -> Option<usize> {
     for (index, rule) in policy.rules.iter().enumerate() {
         if !applies(&rule.matcher, facts) {
             continue;
@@ -205,8 +244,7 @@ pub fn decide(
         if rule.scope == Scope::Strict {
             // No sidecar configured: a strict rule behaves as with the sidecar unreachable.
             if policy.failure_mode == FailureMode::Closed && !rule.shadow {
-                out.verdict = Verdict::Unavailable(index);
-                return;
+                return Some(index);
             }
             continue;
         }
@@ -232,100 +270,18 @@ pub fn decide(
             from_allowance: false,
         });
     }
-    // Leased rules first: they are cheap, and a refusal there spares the shared-data rules.
-    out.results.sort_by_key(|r| !r.ask.algorithm.leasable());
-    let mut refused = false;
-    for result in out.results.iter_mut() {
-        if refused {
-            if let Some(retry_at) = limiter.cached_refusal(result.ask.key, now) {
-                result.outcome = Outcome {
-                    retry_at,
-                    reset: retry_at,
-                    ..Outcome::default()
-                };
-                result.refused = !policy.rules.get(result.rule).is_some_and(|r| r.shadow);
-            }
-            result.cached_only = true;
-            continue;
-        }
-        let allowance = allowance(policy, limiter, result, out.global_share, now);
-        result.outcome = match allowance {
-            Some(left) if left < result.ask.cost => spent(now),
-            _ => limiter.acquire(store, &result.ask, now),
-        };
-        if let (Some(left), true) = (allowance, result.outcome.admitted) {
-            limiter
-                .allowances
-                .spend(result.ask.key, result.ask.cost, now);
-            result.from_allowance = true;
-            let left = left.saturating_sub(result.ask.cost);
-            result.outcome.remaining = result.outcome.remaining.min(left);
-        }
-        let shadow = policy.rules.get(result.rule).is_some_and(|r| r.shadow);
-        if !result.outcome.admitted {
-            result.refused = !shadow;
-            refused |= !shadow;
-        }
-    }
-    // The shared memory failed (a full zone): the rule could not be decided.
-    let unavailable = out
-        .results
+    None
+}
+
+/// The rule the shared memory failed for (a full zone) and that therefore could not be
+/// decided, when `failure_mode` is `closed` and the rule is not a shadow.
+fn store_unavailable(policy: &Policy, results: &[RuleResult]) -> Option<usize> {
+    results
         .iter()
         .find(|r| r.outcome.store_failed && !r.cached_only)
         .filter(|_| policy.failure_mode == FailureMode::Closed)
         .filter(|r| !policy.rules.get(r.rule).is_some_and(|rule| rule.shadow))
-        .map(|r| r.rule);
-    out.verdict = fold(limiter, store, &out.results, unavailable, now);
-    if !matches!(out.verdict, Verdict::Admit | Verdict::Delay(_)) {
-        out.pending.clear();
-    }
-    out.results.sort_by_key(|r| r.rule);
-}
-
-/// The verdict of a request's rule results (local ones, and `strict` ones once the sidecar
-/// answered): refused if any rule refused, else unavailable if a rule could not be decided
-/// (`unavailable`, `failure_mode` `closed`), else admitted after the longest queue delay.
-/// On a refusal the permits the admitting rules took are given back: a refused request
-/// consumes nothing.
-pub fn fold(
-    limiter: &mut Limiter,
-    store: &mut impl SharedStore,
-    results: &[RuleResult],
-    unavailable: Option<usize>,
-    now: Nanos,
-) -> Verdict {
-    let refused = results.iter().any(|r| r.refused);
-    if refused || unavailable.is_some() {
-        let mut retry_at = now;
-        for result in results {
-            if result.outcome.admitted && !result.cached_only {
-                if result.from_allowance {
-                    limiter
-                        .allowances
-                        .give_back(result.ask.key, result.ask.cost);
-                }
-                limiter.refund(store, &result.ask, &result.outcome, now);
-            }
-            if result.refused {
-                retry_at = retry_at.max(result.outcome.retry_at);
-            }
-        }
-        return match unavailable {
-            Some(index) if !refused => Verdict::Unavailable(index),
-            _ => Verdict::Refuse(seconds_until(retry_at, now).max(1)),
-        };
-    }
-    let delay = results
-        .iter()
-        .filter(|r| r.outcome.admitted)
-        .map(|r| r.outcome.delay)
-        .max()
-        .unwrap_or(0);
-    if delay > 0 {
-        Verdict::Delay(delay)
-    } else {
-        Verdict::Admit
-    }
+        .map(|r| r.rule)
 }
 
 /// Whole seconds from `now` until `at`, rounded up.
@@ -377,25 +333,6 @@ pub fn quota(policy: &Policy, rule: &Rule, plan: Option<PlanId>) -> Quota {
     Quota::new(limit, rule.window, burst, rule.queue)
 }
 
-/// The permits a `global` rule's live allowance leaves for `result`'s bucket (`None`: not a
-/// `global` rule, or its bucket is on the starter share).
-fn allowance(
-    policy: &Policy,
-    limiter: &Limiter,
-    result: &RuleResult,
-    share: u64,
-    now: Nanos,
-) -> Option<u64> {
-    let global = policy
-        .rules
-        .get(result.rule)
-        .is_some_and(|r| r.scope == Scope::Global);
-    if !global || share > 1 {
-        return None;
-    }
-    limiter.allowances.left(result.ask.key, now)
-}
-
 /// The bucket of `rule` for this request, or `None` when a key part is missing (a rule keyed
 /// by tenant does not apply to anonymous requests).
 pub fn bucket_key(seed: u64, index: usize, rule: &Rule, facts: &Facts<'_>) -> Option<u64> {
@@ -424,17 +361,6 @@ pub fn bucket_key(seed: u64, index: usize, rule: &Rule, facts: &Facts<'_>) -> Op
 
 fn lookup<'a>(pairs: &'a [(String, Option<String>)], name: &str) -> Option<&'a str> {
     pairs.iter().find(|(n, _)| n == name)?.1.as_deref()
-}
-
-/// The refusal of a request whose `global` allowance is spent: retry in a second (the
-/// worker's next sync brings a new one, if the others left anything).
-fn spent(now: Nanos) -> Outcome {
-    let retry_at = now.saturating_add(SECOND);
-    Outcome {
-        retry_at,
-        reset: retry_at,
-        ..Outcome::default()
-    }
 }
 
 #[cfg(test)]

@@ -13,32 +13,15 @@ mod support;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::process::{http, request};
+use support::temp::TempDir;
 
 const ADMIN: &str = "admin-token-1";
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("tollgate-registry-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn sidecar(dir: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"));
@@ -119,7 +102,7 @@ fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn cli_and_api_keys_are_never_stored_or_logged() {
-    let dir = TempDir::new("keys");
+    let dir = TempDir::new("registry-keys");
     let mut log = String::new();
     let plan = json_of(&cli(
         &dir.0,
@@ -233,7 +216,7 @@ fn cli_and_api_keys_are_never_stored_or_logged() {
 
 #[test]
 fn serve_refuses_a_public_address_without_tokens() {
-    let dir = TempDir::new("public");
+    let dir = TempDir::new("registry-public");
     let output = sidecar(&dir.0)
         .args(["serve", "--listen", "0.0.0.0:0"])
         .env("TOLLGATE_ADMIN_TOKEN", ADMIN)

@@ -10,12 +10,13 @@
 mod support;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::process::http;
 use support::redis::TestRedis;
+use support::temp::TempDir;
 use tollgate_filter::usage::{USAGE_PATH, UsageBatch, UsageRecord, utc_date};
 use tollgate_sidecar::storage::sql::Database;
 use tollgate_sidecar::storage::usage::{RedisUsageStore, UsageStore};
@@ -164,27 +165,9 @@ impl Drop for Sidecar {
     }
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir =
-            std::env::temp_dir().join(format!("tollgate-usage-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[tokio::test]
 async fn serve_in_memory_flushes_on_sigterm() {
-    let dir = TempDir::new("sigterm");
+    let dir = TempDir::new("usage-sigterm");
     let sidecar = Sidecar::start(&dir.0, &[("TOLLGATE_FLUSH_INTERVAL", "1h")]);
     sidecar.post(&batch(1));
     sidecar.post(&batch(1)); // a retry: counted once
@@ -199,7 +182,7 @@ async fn serve_with_redis_flushes_every_interval() {
     let Some(redis) = TestRedis::start() else {
         return;
     };
-    let dir = TempDir::new("interval");
+    let dir = TempDir::new("usage-interval");
     let sidecar = Sidecar::start(
         &dir.0,
         &[
@@ -224,7 +207,7 @@ async fn the_flush_command_flushes_redis_once() {
     let Some(redis) = TestRedis::start() else {
         return;
     };
-    let dir = TempDir::new("command");
+    let dir = TempDir::new("usage-command");
     let store = RedisUsageStore::new(redis.url()).unwrap();
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,7 +1,7 @@
 //! Dev-only helpers for the sidecar's tests (a `[dev-dependencies]` entry of
 //! `tollgate-sidecar`, never shipped): throw-away servers ([`postgres::TestPostgres`],
 //! [`redis::TestRedis`], [`redis::TestCluster`]), a raw HTTP/1.1 client for a sidecar process
-//! ([`process`]), and the one rule for a test whose service cannot be started ([`missing`]).
+//! ([`process`]), scratch directories ([`temp::TempDir`]), and the one rule for a test whose service cannot be started ([`missing`]).
 //!
 //! Unit tests inside the sidecar and its integration tests both use this crate, so no test
 //! includes another file by path.
@@ -15,6 +15,7 @@
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod temp;
 
 /// The variable that lets a local run skip tests whose Redis or PostgreSQL cannot be started.
 pub const SKIP_VARIABLE: &str = "TOLLGATE_TEST_SKIP_SERVICES";

@@ -7,4 +7,4 @@ pub mod tenants;
 
 // Each test crate uses some of them.
 #[allow(unused_imports)]
-pub use tollgate_test_support::{postgres, process, redis};
+pub use tollgate_test_support::{postgres, process, redis, temp};

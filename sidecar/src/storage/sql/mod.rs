@@ -19,7 +19,7 @@ pub mod request_log;
 pub mod sink;
 mod sqlite;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 
 use tollgate_filter::usage::RequestLogEntry;
@@ -76,6 +76,43 @@ pub trait UsageQueries: Send + Sync + 'static {
         from: &str,
         to: &str,
     ) -> impl Future<Output = Result<BTreeMap<String, u64>, sqlx::Error>> + Send;
+
+    /// The requests of each tenant of `ranges` over its own date range (tenants' billing
+    /// periods differ): what quota checks and alerts read, for many tenants at once. Tenants
+    /// without usage are absent. This default asks [`daily_rows`](Self::daily_rows) once per
+    /// range; implementations should answer in bulk.
+    fn period_requests(
+        &self,
+        ranges: &[TenantRange],
+    ) -> impl Future<Output = Result<HashMap<String, u64>, sqlx::Error>> + Send {
+        async move {
+            let mut totals = HashMap::new();
+            for range in ranges {
+                let rows = self
+                    .daily_rows(&range.tenant, &range.from, &range.to)
+                    .await?;
+                let requests = rows
+                    .iter()
+                    .fold(0u64, |sum, row| sum.saturating_add(row.counts.requests));
+                if requests > 0 {
+                    totals.insert(range.tenant.clone(), requests);
+                }
+            }
+            Ok(totals)
+        }
+    }
+}
+
+/// One tenant and a date range (`YYYY-MM-DD`, both included), for
+/// [`UsageQueries::period_requests`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantRange {
+    /// The tenant id.
+    pub tenant: String,
+    /// The first date.
+    pub from: String,
+    /// The last date.
+    pub to: String,
 }
 
 /// The detailed request log (`api_request_log`).

@@ -206,6 +206,7 @@ pub fn app<S: CounterStore>(state: AppState<S>) -> Router {
         .merge(routes::check::router())
         .merge(routes::checks::router())
         .merge(routes::sync::router())
+        .merge(routes::stats::router())
         .fallback(routes::not_found::<S>)
         .method_not_allowed_fallback(routes::method_not_allowed::<S>)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

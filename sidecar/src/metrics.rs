@@ -19,6 +19,8 @@
 //! | `tollgate_job_runs_total{job, outcome}` | counter | background job runs (`usage_flush`: one flush; `request_log`: one batch or upkeep), `ok` or `failed` |
 //! | `tollgate_job_last_success_seconds{job}` | gauge | when the job last ran well (Unix seconds) |
 //! | `tollgate_job_up{job}` | gauge | 1 while the job runs, 0 once it stopped (at shutdown, or by failing: then `/readyz` is 503 `job_stopped`) |
+//! | `tollgate_filter_decisions_total{rule, outcome}` | counter | the filter workers' decisions as they report them (`POST /v1/stats`, every 10 s): `allowed`, `refused`, `shadow_refused`, `queued`, `sidecar_failures` |
+//! | `tollgate_filter_events_total{counter}` | counter | the filter workers' other counters: `sync.batches`, `sync.failures`, `sync.dropped`, `usage.batches`, `usage.failures`, `usage.dropped`, `usage.log_dropped`, `registry.updates`, `registry.failures` |
 //! | `tollgate_redis_seconds` | histogram | every Redis round trip of the counter store (50 µs to 100 ms buckets) |
 
 use std::collections::HashMap;
@@ -30,7 +32,10 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+mod filter;
 mod help;
+
+pub use filter::FilterTotals;
 
 /// Distinct rule names used as labels; decisions for further rules count under [`OTHER_RULE`]
 /// (rule names come from requests, and a label per arbitrary name would grow without bound).
@@ -59,6 +64,8 @@ const REQUEST_LOG_QUEUE: &str = "tollgate_request_log_queue";
 const JOB_RUNS: &str = "tollgate_job_runs_total";
 const JOB_LAST_SUCCESS: &str = "tollgate_job_last_success_seconds";
 const JOB_UP: &str = "tollgate_job_up";
+const FILTER_DECISIONS: &str = "tollgate_filter_decisions_total";
+const FILTER_EVENTS: &str = "tollgate_filter_events_total";
 /// How many store updates between two upkeeps of the recorder (see [`Metrics::decision`]).
 const UPKEEP_EVERY: u64 = 4096;
 static METADATA: Metadata<'static> =
@@ -132,6 +139,10 @@ pub struct Metrics {
     /// Request log entries, by [`LogOutcome`] (in [`LogOutcome::ALL`] order).
     request_log: [Counter; 5],
     request_log_queue: Gauge,
+    /// The filter workers' latest totals.
+    filter: FilterTotals,
+    /// The rule labels of `tollgate_filter_decisions_total`.
+    filter_rules: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -188,6 +199,29 @@ impl Metrics {
             usage_records,
             request_log,
             request_log_queue,
+            filter: FilterTotals::default(),
+            filter_rules: Default::default(),
+        }
+    }
+
+    /// Counts what a filter worker's `report`, received at `now` (Unix seconds), adds to its
+    /// previous one.
+    pub fn filter_report(&self, report: &tollgate_filter::protocol::StatsReport, now: u64) {
+        let increments = self.filter.increments(report, now);
+        let mut known = self
+            .filter_rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (rule, outcome, added) in increments.rules {
+            let rule = filter::rule_label(&mut known, &rule);
+            self.counter(FILTER_DECISIONS, rule, outcome)
+                .increment(added);
+        }
+        for (name, added) in increments.counters {
+            let key = Key::from_parts(FILTER_EVENTS, vec![Label::new("counter", name)]);
+            self.recorder
+                .register_counter(&key, &METADATA)
+                .increment(added);
         }
     }
 

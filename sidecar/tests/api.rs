@@ -471,3 +471,52 @@ async fn checks_concurrent_batches_admit_exactly_the_limit() {
 async fn checks_a_refused_request_gives_back_what_its_other_checks_took() {
     checks::a_refused_request_gives_back_what_its_other_checks_took(&memory_app()).await;
 }
+
+/// `POST /v1/stats`: a worker's totals become `/metrics` counters growing by the difference
+/// from its previous report; a repeated report adds nothing; a bad one is 422 naming the field.
+#[tokio::test]
+async fn filter_stats_reach_metrics_once() {
+    let app = memory_app();
+    let report = |sender: u64, allowed: u64, dropped: u64| {
+        json!({"sender": sender,
+               "rules": [{"rule": "per-ip", "allowed": allowed, "refused": 2, "shadow_refused": 0,
+                          "queued": 0, "sidecar_failures": 0}],
+               "counters": {"usage.dropped": dropped}})
+        .to_string()
+    };
+    let stats = |body: String| {
+        let app = app.clone();
+        async move {
+            let request = Request::post("/v1/stats")
+                .header("content-type", "application/json")
+                .body(Body::from(body))
+                .unwrap();
+            send(&app, request).await.0
+        }
+    };
+    assert_eq!(stats(report(1, 10, 0)).await, StatusCode::NO_CONTENT);
+    assert_eq!(stats(report(1, 10, 0)).await, StatusCode::NO_CONTENT);
+    assert_eq!(stats(report(1, 15, 1)).await, StatusCode::NO_CONTENT);
+    assert_eq!(stats(report(2, 4, 0)).await, StatusCode::NO_CONTENT);
+    let (_, metrics) = get(&app, "/metrics").await;
+    for line in [
+        r#"tollgate_filter_decisions_total{rule="per-ip",outcome="allowed"} 19"#,
+        r#"tollgate_filter_decisions_total{rule="per-ip",outcome="refused"} 4"#,
+        r#"tollgate_filter_events_total{counter="usage.dropped"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    let bad = json!({"sender": 1, "rules": [], "counters": {"Usage Dropped": 1}}).to_string();
+    assert_error(
+        post(&app, "/v1/stats", bad).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        "counters.Usage Dropped",
+    );
+    assert_error(
+        post(&app, "/v1/stats", r#"{"sender": 1, "rulez": []}"#).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_request",
+        "rulez",
+    );
+}

@@ -492,12 +492,11 @@ async fn node_tokens_guard_the_filter_routes_only() {
     let app = api(&database, fixed, Some("node-a, node-b"));
     let check =
         json!({"rule":"r","key":1,"algorithm":"fixed_window","limit":1,"window_ns":1000000000});
-    for path in ["/v1/check", "/v1/registry"] {
-        let method = if path == "/v1/check" { "POST" } else { "GET" };
-        let body = if path == "/v1/check" {
-            check.clone()
-        } else {
-            Value::Null
+    for path in ["/v1/check", "/v1/registry", "/v1/stats"] {
+        let (method, body) = match path {
+            "/v1/check" => ("POST", check.clone()),
+            "/v1/stats" => ("POST", json!({"sender": 1, "rules": []})),
+            _ => ("GET", Value::Null),
         };
         let (status, answer) = call(&app, method, path, None, body.clone()).await;
         assert_eq!(
@@ -516,9 +515,14 @@ async fn node_tokens_guard_the_filter_routes_only() {
             StatusCode::UNAUTHORIZED
         );
         for token in ["node-a", "node-b"] {
+            let expected = if path == "/v1/stats" {
+                StatusCode::NO_CONTENT
+            } else {
+                StatusCode::OK
+            };
             assert_eq!(
                 call(&app, method, path, Some(token), body.clone()).await.0,
-                StatusCode::OK,
+                expected,
                 "{path} {token}"
             );
         }

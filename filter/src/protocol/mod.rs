@@ -31,11 +31,13 @@ use crate::Nanos;
 use crate::algorithm::{Algorithm, Quota};
 
 mod check;
+mod stats;
 mod sync;
 #[cfg(test)]
 mod tests;
 
 pub use check::{CheckBatch, CheckBatchResponse, CheckRequest, CheckResponse, batch_end};
+pub use stats::{MAX_STATS_COUNTERS, MAX_STATS_RULES, RuleTotals, STATS_PATH, StatsReport};
 pub use sync::{SyncEntry, SyncRequest, SyncResponse, SyncTotal};
 
 /// The sidecar path that answers a [`CheckRequest`] with a [`CheckResponse`].

@@ -14,7 +14,7 @@ pub mod keys;
 pub mod mock;
 pub mod request;
 pub mod sidecar;
-mod stats;
+pub mod stats;
 pub mod strict;
 mod sync_out;
 #[cfg(test)]
@@ -85,6 +85,8 @@ pub struct Worker {
     pub follow: Option<follow::Follow>,
     /// `tollgate.registry.{updates,failures}`.
     follow_ids: [Option<u32>; 2],
+    /// The totals reported to the sidecar (policies with a sidecar).
+    pub report: Option<stats::StatsOut>,
     /// The configuration's own plans (the registry's are merged over them).
     static_plans: Vec<crate::policy::Plan>,
     /// Presented API keys, resolved.
@@ -117,6 +119,10 @@ impl Worker {
             follow: policy.registry.map(|r| follow::Follow::new(r, now)),
             follow_ids,
             static_plans: policy.plans.clone(),
+            report: policy
+                .sidecar
+                .as_ref()
+                .map(|_| stats::StatsOut::new(random(now ^ 2), &policy, now)),
             keys: keys::Keys::default(),
             usage: policy.usage.map(|u| {
                 UsageOut::new(random(now ^ 1), u.interval_ms, u.request_log, &policy, now)
@@ -174,6 +180,10 @@ impl Worker {
             && follow.due(soon)
         {
             follow.send(host, sidecar, now);
+        }
+        if let (Some(report), Some(sidecar)) = (self.report.as_mut(), self.policy.sidecar.as_ref())
+        {
+            report.send(host, sidecar, soon);
         }
     }
 
@@ -289,6 +299,9 @@ impl Worker {
         if let Some(usage) = self.usage.as_mut()
             && usage.answered(host, token, num_headers, body_size)
         {
+            return;
+        }
+        if self.report.as_mut().is_some_and(|r| r.answered(token)) {
             return;
         }
         if self.sync_call == Some(token) {

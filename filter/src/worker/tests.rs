@@ -278,3 +278,69 @@ fn jwt_claims_come_from_the_trusted_claims_header() {
     assert_eq!(node.request(12, &[(":path", "/")]), Action::Continue);
     no_violations(&node);
 }
+
+/// The calls out to `path`.
+fn calls_to(node: &Node, path: &str) -> Vec<super::mock::Call> {
+    node.host
+        .calls
+        .iter()
+        .filter(|c| c.path == path)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn the_totals_reach_the_sidecar_every_ten_seconds_and_a_lost_report_loses_nothing() {
+    use crate::protocol::{STATS_PATH, StatsReport};
+    let config = config(
+        &format!("{SIDECAR},"),
+        &rule("per-ip", r#""client_ip""#, 3, "local"),
+    );
+    let mut node = Node::new(MockHost::default(), &config);
+    let mut next_id = 10;
+    let mut send = |node: &mut Node, n: u32| {
+        for _ in 0..n {
+            node.request(next_id, &[(":path", "/")]);
+            node.finish(next_id);
+            next_id += 1;
+        }
+    };
+    let advance = |node: &mut Node, seconds: u64| {
+        for _ in 0..seconds * 10 {
+            node.host.now += SECOND / 10;
+            node.tick();
+        }
+    };
+    send(&mut node, 5);
+    advance(&mut node, 11);
+    let calls = calls_to(&node, STATS_PATH);
+    assert_eq!(calls.len(), 1, "one report in 11 s");
+    let report: StatsReport = serde_json::from_slice(&calls[0].body).unwrap();
+    report.validate().unwrap();
+    assert_eq!(report.rules.len(), 1);
+    assert_eq!(
+        (
+            report.rules[0].rule.as_str(),
+            report.rules[0].allowed,
+            report.rules[0].refused
+        ),
+        ("per-ip", 3, 2)
+    );
+    // The report is lost (no answer from the sidecar); the next one carries the same totals
+    // and the new requests.
+    node.answer(calls[0].token, 0, "");
+    send(&mut node, 2);
+    advance(&mut node, 10);
+    let calls = calls_to(&node, STATS_PATH);
+    assert_eq!(calls.len(), 1);
+    let again: StatsReport = serde_json::from_slice(&calls[0].body).unwrap();
+    assert_eq!(again.sender, report.sender);
+    assert_eq!((again.rules[0].allowed, again.rules[0].refused), (3, 4));
+    // While a report is out, no second one goes.
+    advance(&mut node, 20);
+    assert_eq!(calls_to(&node, STATS_PATH).len(), 1);
+    node.answer(calls[0].token, 204, "");
+    advance(&mut node, 10);
+    assert_eq!(calls_to(&node, STATS_PATH).len(), 1);
+    no_violations(&node);
+}

@@ -4,13 +4,13 @@ use metrics::{Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::PrometheusRecorder;
 
 use super::{
-    DECISIONS, ERRORS, JOB_LAST_SUCCESS, JOB_RUNS, JOB_UP, NODES, REDIS_SECONDS,
-    REQUEST_LOG_ENTRIES, REQUEST_LOG_QUEUE, SYNC_BATCHES, SYNC_ENTRIES, SYNC_EXPIRED, SYNC_HITS,
-    USAGE_BATCHES, USAGE_RECORDS,
+    DECISIONS, ERRORS, FILTER_DECISIONS, FILTER_EVENTS, JOB_LAST_SUCCESS, JOB_RUNS, JOB_UP, NODES,
+    REDIS_SECONDS, REQUEST_LOG_ENTRIES, REQUEST_LOG_QUEUE, SYNC_BATCHES, SYNC_ENTRIES,
+    SYNC_EXPIRED, SYNC_HITS, USAGE_BATCHES, USAGE_RECORDS,
 };
 
 /// The help text of every counter.
-const COUNTER_HELP: [(&str, &str); 10] = [
+const COUNTER_HELP: [(&str, &str); 12] = [
     (
         DECISIONS,
         "Strict decisions by rule and outcome (admitted, refused).",
@@ -45,6 +45,16 @@ const COUNTER_HELP: [(&str, &str); 10] = [
     (
         JOB_RUNS,
         "Background job runs by job and outcome (ok, failed).",
+    ),
+    (
+        FILTER_DECISIONS,
+        "The filter workers' decisions by rule and outcome (allowed, refused, shadow_refused, \
+         queued, sidecar_failures), as they report them every 10 s.",
+    ),
+    (
+        FILTER_EVENTS,
+        "The filter workers' other counters (sync, usage and registry calls: batches, \
+         failures, dropped), as they report them every 10 s.",
     ),
 ];
 

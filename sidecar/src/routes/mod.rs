@@ -7,6 +7,7 @@ pub mod health;
 pub mod metrics;
 pub mod openapi;
 pub mod registry;
+pub mod stats;
 pub mod sync;
 pub mod tokens;
 pub mod usage;

@@ -14,12 +14,13 @@ use crate::error::ApiError;
 use crate::tenants::{Hash, hash, same_hash};
 
 /// The paths only the filter calls: they need a node token when some are set.
-pub const NODE_PATHS: [&str; 5] = [
+pub const NODE_PATHS: [&str; 6] = [
     "/v1/check",
     "/v1/checks",
     "/v1/sync",
     "/v1/usage",
     tollgate_filter::registry::REGISTRY_PATH,
+    tollgate_filter::protocol::STATS_PATH,
 ];
 
 /// The bearer token of `headers`, if any (empty: none).

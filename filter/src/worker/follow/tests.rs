@@ -360,16 +360,20 @@ fn a_call_the_host_never_answers_does_not_stop_the_following() {
     let mut node = node("");
     node.host.now += 1_100_000_000;
     node.tick();
-    assert_eq!(node.host.calls.len(), 1);
+    assert_eq!(registry_calls(&node), 1);
     // Lost: no answer. Calls out wait their timeout (at least 5 s) twice over, then go again.
     for _ in 0..9 {
         node.host.now += SECOND;
         node.tick();
     }
-    assert_eq!(node.host.calls.len(), 1, "one call out at a time");
+    assert_eq!(registry_calls(&node), 1, "one call out at a time");
     node.host.now += 2 * SECOND;
     node.tick();
-    assert_eq!(node.host.calls.len(), 2, "the lost call given up");
+    assert_eq!(registry_calls(&node), 2, "the lost call given up");
+    // The stats report (every 10 s) is not the registry's: answer it out of the way.
+    node.host
+        .calls
+        .retain(|c| c.path.starts_with("/v1/registry"));
     node.host.calls.remove(0);
     let path = feed(&mut node, 200, &acme(3, 600));
     assert_eq!(path, "/v1/registry?since=0");
@@ -378,6 +382,15 @@ fn a_call_the_host_never_answers_does_not_stop_the_following() {
         (status, header(&headers, "ratelimit-limit")),
         (200, Some("600"))
     );
+}
+
+/// The registry calls out.
+fn registry_calls(node: &Node) -> usize {
+    node.host
+        .calls
+        .iter()
+        .filter(|c| c.path.starts_with("/v1/registry"))
+        .count()
 }
 
 #[test]

@@ -59,6 +59,10 @@ pub struct MockHost {
     /// may then be resumed or answered from another context's callback.
     pub lenient: bool,
     pub effective: Option<ContextId>,
+    /// The request whose call-response callback runs (ngx_wasm_module resumes that request
+    /// itself once the callback returns, unless it was answered: a resume from the filter
+    /// there is a second one, which runs its request-headers step again).
+    pub answering: Option<ContextId>,
     /// Requests alive (created and not yet logged).
     pub alive: Vec<ContextId>,
     pub store: MemStore,
@@ -87,6 +91,7 @@ impl Default for MockHost {
             current: ROOT,
             lenient: false,
             effective: None,
+            answering: None,
             alive: Vec::new(),
             store: MemStore::default(),
             tick_periods: Vec::new(),
@@ -230,6 +235,13 @@ impl Host for MockHost {
         if !self.acts_on(context, "resumed") {
             return false;
         }
+        if !self.lenient && self.answering == Some(context) {
+            self.violations.push(format!(
+                "resumed request {context} from its own call answer: ngx_wasm_module resumes it \
+                 after the callback, so this is a second resume"
+            ));
+            return false;
+        }
         self.requests.entry(context).or_default().resumed += 1;
         true
     }
@@ -335,6 +347,7 @@ impl Node {
             self.worker
                 .on_root_call_response(&mut self.host, token, headers, body.len());
         } else if let Some(stream) = self.streams.get(&call.context).cloned() {
+            self.host.answering = Some(call.context);
             request::on_call_response(
                 &mut self.worker,
                 &mut stream.borrow_mut(),
@@ -343,6 +356,14 @@ impl Node {
                 headers,
                 body.len(),
             );
+            self.host.answering = None;
+            // ngx_wasm_module: the last call of a request answered, the host resumes it
+            // (unless the filter answered it).
+            let waiting = self.host.calls.iter().any(|c| c.context == call.context);
+            let log = self.host.requests.entry(call.context).or_default();
+            if !self.host.lenient && !waiting && log.reply.is_none() {
+                log.resumed += 1;
+            }
         }
         self.host.answer = None;
     }

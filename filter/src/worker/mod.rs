@@ -91,6 +91,11 @@ pub struct Worker {
     static_plans: Vec<crate::policy::Plan>,
     /// Presented API keys, resolved.
     pub keys: keys::Keys,
+    /// Whether the host switches contexts (`proxy_set_effective_context`) and leaves a paused
+    /// request paused until the filter resumes it (Envoy). ngx_wasm_module does neither: it
+    /// resumes whichever request is current, and resumes a request by itself once its last
+    /// call is answered.
+    pub host_switches_contexts: bool,
 }
 
 impl Worker {
@@ -124,6 +129,7 @@ impl Worker {
                 .as_ref()
                 .map(|_| stats::StatsOut::new(random(now ^ 2), &policy, now)),
             keys: keys::Keys::default(),
+            host_switches_contexts: true,
             usage: policy.usage.map(|u| {
                 UsageOut::new(random(now ^ 1), u.interval_ms, u.request_log, &policy, now)
             }),
@@ -241,18 +247,18 @@ impl Worker {
         info!("configured {} rules", policy.rules.len());
         let seed = policy.seed;
         let now = host.now();
+        // A host that accepts a context that does not exist does not switch contexts.
+        let switches = !host.set_effective_context(NO_SUCH_CONTEXT);
         let queued = policy.rules.iter().position(|r| r.queue > 0);
-        if let Some(index) = queued
-            && host.set_effective_context(NO_SUCH_CONTEXT)
-        {
-            // The host accepts a context that does not exist: it does not switch contexts, so
-            // the tick could not resume a queued request (it would resume another one).
+        if let (Some(index), false) = (queued, switches) {
+            // The tick could not resume a queued request (it would resume another one).
             warn!("{}", NO_QUEUE.replace("{index}", &index.to_string()));
             for rule in &mut policy.rules {
                 rule.queue = 0;
             }
         }
         let mut worker = Worker::new(host, policy, seed, now);
+        worker.host_switches_contexts = switches;
         // Set once: hosts differ on re-arming a timer (ngx_wasm_module adds one per call).
         let period = worker.tick_period();
         worker.half_tick = u64::from(period) * 1_000_000 / 2;

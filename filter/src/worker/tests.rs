@@ -344,3 +344,23 @@ fn the_totals_reach_the_sidecar_every_ten_seconds_and_a_lost_report_loses_nothin
     assert_eq!(calls_to(&node, STATS_PATH).len(), 1);
     no_violations(&node);
 }
+
+#[test]
+fn on_envoy_a_strict_answer_resumes_its_request_and_on_nginx_the_host_does() {
+    for lenient in [true, false] {
+        let mut node = strict_node(MockHost {
+            lenient,
+            ..MockHost::default()
+        });
+        for id in 10..14 {
+            assert_eq!(node.request(id, &[(":path", "/")]), Action::Pause);
+        }
+        answer_everything(&mut node, ADMIT);
+        no_violations(&node);
+        for id in 10..14 {
+            // Envoy leaves a paused request paused until the filter resumes it; ngx_wasm_module
+            // resumes it itself, and a second resume would run its request headers again.
+            assert_eq!(node.log(id).resumed, 1, "request {id}, lenient: {lenient}");
+        }
+    }
+}

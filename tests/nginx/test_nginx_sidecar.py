@@ -36,6 +36,32 @@ def test_strict_admits_exactly_the_limit(start_nginx, demo_api, sidecar):
     assert sidecar.decisions() == 6
 
 
+def test_strict_on_one_keep_alive_connection(start_nginx, demo_api, sidecar):
+    # ngx_wasm_module resumes a request itself once its call is answered: the filter must not
+    # resume it again (that re-ran the request's first step: a second check, "ResponseHeaders
+    # returned PAUSE", and a dead worker after a few requests on one connection).
+    nginx = start_nginx(strict_config(sidecar.port, 3), upstream_port=demo_api.port, workers=1)
+    with nginx.client() as client:
+        statuses = [client.get("/api/x").status for _ in range(12)]
+    assert statuses == [200] * 3 + [429] * 9, statuses
+    assert sidecar.decisions() == 12, "one check per request"
+    assert nginx.worker_crashes() == []
+    assert "local response expected" not in nginx.log()
+
+
+def test_the_filter_counters_reach_the_sidecar_metrics(start_nginx, demo_api, sidecar):
+    # nginx shows Proxy-Wasm metrics nowhere: each worker reports them to the sidecar.
+    cfg = policy.config(policy.rule("per-ip", "fixed_window", 4, "1h"), sidecar=sidecar_config(sidecar.port))
+    nginx = start_nginx(cfg, upstream_port=demo_api.port, workers=1)
+    assert http.statuses(http.burst(nginx.port, 6, "/api/x")) == [200] * 4 + [429] * 2
+
+    def reported(outcome: str) -> float:
+        return sidecar.metric("tollgate_filter_decisions_total", rule="per-ip", outcome=outcome)
+
+    until(lambda: (reported("allowed"), reported("refused")), lambda v: v == (4, 2), 25,
+          "the filter's counters on the sidecar's /metrics")
+
+
 def admitted_at_once(nginx, requests: int, threads: int) -> dict[int, int]:
     """`requests` fresh-connection GETs from `threads` threads at once: {status: count}."""
     with ThreadPoolExecutor(max_workers=threads) as pool:

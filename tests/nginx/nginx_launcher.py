@@ -89,6 +89,7 @@ http {{
         }}
 
         location / {{
+            proxy_wasm_request_headers_in_access on;
             proxy_wasm tollgate '{text}';
             proxy_http_version 1.1;
             proxy_set_header Connection "";

@@ -61,7 +61,7 @@ pub struct MockHost {
     pub effective: Option<ContextId>,
     /// The request whose call-response callback runs (ngx_wasm_module resumes that request
     /// itself once the callback returns, unless it was answered: a resume from the filter
-    /// there is a second one, which runs its request-headers step again).
+    /// there is redundant, and this mock holds the filter to the host's own protocol).
     pub answering: Option<ContextId>,
     /// Requests alive (created and not yet logged).
     pub alive: Vec<ContextId>,
@@ -238,7 +238,7 @@ impl Host for MockHost {
         if !self.lenient && self.answering == Some(context) {
             self.violations.push(format!(
                 "resumed request {context} from its own call answer: ngx_wasm_module resumes it \
-                 after the callback, so this is a second resume"
+                 itself after the callback"
             ));
             return false;
         }

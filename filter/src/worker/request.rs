@@ -75,8 +75,8 @@ pub fn on_call_response(
     let checks = std::mem::take(&mut stream.checks);
     let answers = checks.read(host, num_headers, body_size);
     let verdict = checks.conclude(&answers, worker, host, now);
-    // ngx_wasm_module resumes the request itself once its last call is answered; resuming
-    // it here as well runs its request-headers step a second time.
+    // ngx_wasm_module resumes the request itself once its last call is answered (Envoy
+    // leaves it paused until the filter resumes it).
     if act(worker, host, stream, verdict, now) == Action::Continue && worker.host_switches_contexts
     {
         host.resume(stream.context_id);

@@ -359,7 +359,7 @@ fn on_envoy_a_strict_answer_resumes_its_request_and_on_nginx_the_host_does() {
         no_violations(&node);
         for id in 10..14 {
             // Envoy leaves a paused request paused until the filter resumes it; ngx_wasm_module
-            // resumes it itself, and a second resume would run its request headers again.
+            // resumes it itself once its call is answered.
             assert_eq!(node.log(id).resumed, 1, "request {id}, lenient: {lenient}");
         }
     }

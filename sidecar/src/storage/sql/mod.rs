@@ -192,6 +192,14 @@ impl UsageQueries for Database {
     ) -> Result<BTreeMap<String, u64>, sqlx::Error> {
         by_database!(self, query::active_users(tenant, from, to))
     }
+
+    /// One statement for every range (see the dialects' `query::period_requests`).
+    async fn period_requests(
+        &self,
+        ranges: &[TenantRange],
+    ) -> Result<HashMap<String, u64>, sqlx::Error> {
+        by_database!(self, query::period_requests(ranges))
+    }
 }
 
 impl RequestLogStore for Database {

@@ -50,7 +50,9 @@ use tollgate_filter::usage::{format_date, parse_date};
 
 use crate::storage::sql::query::{Counts, DailyRow};
 use crate::storage::sql::{TenantRange, UsageQueries, UsageSink};
-use crate::storage::usage::{Counters, MAX_AGE_DAYS, StoreError, Unflushed, UnflushedUsage};
+use crate::storage::usage::{
+    Counters, LiveStore, MAX_AGE_DAYS, StoreError, Unflushed, UnflushedUsage,
+};
 
 /// How many times a read starts over when a flush moved the tenant's usage under it.
 pub const ATTEMPTS: u32 = 8;
@@ -63,12 +65,12 @@ const BACKOFF: std::time::Duration = std::time::Duration::from_millis(1);
 const CONCURRENCY: usize = 32;
 
 /// The usage database and the live usage store, read as one ([`UsageQueries`]).
-pub struct LiveUsage<D, S> {
+pub struct LiveUsage<D> {
     database: D,
-    store: Option<Arc<S>>,
+    store: Option<Arc<dyn LiveStore>>,
 }
 
-impl<D: Clone, S> Clone for LiveUsage<D, S> {
+impl<D: Clone> Clone for LiveUsage<D> {
     fn clone(&self) -> Self {
         LiveUsage {
             database: self.database.clone(),
@@ -77,9 +79,9 @@ impl<D: Clone, S> Clone for LiveUsage<D, S> {
     }
 }
 
-impl<D, S> LiveUsage<D, S> {
+impl<D> LiveUsage<D> {
     /// The database's flushed usage plus `store`'s unflushed usage.
-    pub fn new(database: D, store: Arc<S>) -> Self {
+    pub fn new<S: UnflushedUsage>(database: D, store: Arc<S>) -> Self {
         LiveUsage {
             database,
             store: Some(store),
@@ -95,7 +97,7 @@ impl<D, S> LiveUsage<D, S> {
     }
 
     /// The same, reading `store` too.
-    pub fn with_store(mut self, store: Arc<S>) -> Self {
+    pub fn with_store<S: UnflushedUsage>(mut self, store: Arc<S>) -> Self {
         self.store = Some(store);
         self
     }
@@ -187,7 +189,7 @@ fn staged_ids(unflushed: &Unflushed) -> Vec<String> {
         .collect()
 }
 
-impl<D: UsageSink, S: UnflushedUsage> LiveUsage<D, S> {
+impl<D: UsageSink> LiveUsage<D> {
     async fn committed(&self, ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
         if ids.is_empty() {
             return Ok(HashSet::new());
@@ -199,7 +201,7 @@ impl<D: UsageSink, S: UnflushedUsage> LiveUsage<D, S> {
     /// tenant's pending usage, consistent with each other.
     async fn consistent<T, F, Fut>(
         &self,
-        store: &S,
+        store: &dyn LiveStore,
         tenant: &str,
         read: F,
     ) -> Result<(T, Vec<(String, String, Counters)>), sqlx::Error>
@@ -212,12 +214,15 @@ impl<D: UsageSink, S: UnflushedUsage> LiveUsage<D, S> {
             if attempt > 0 {
                 tokio::time::sleep(BACKOFF * attempt).await;
             }
-            let unflushed = store.unflushed(tenant).await.map_err(store_error)?;
+            let unflushed = store.read_unflushed(tenant).await.map_err(store_error)?;
             let ids = staged_ids(&unflushed);
             let before = self.committed(&ids).await?;
             let value = read().await?;
             let after = self.committed(&ids).await?;
-            let generation = store.generations(&tenants).await.map_err(store_error)?;
+            let generation = store
+                .read_generations(&tenants)
+                .await
+                .map_err(store_error)?;
             if before == after && generation.first() == Some(&unflushed.generation) {
                 return Ok((value, pending(&unflushed, &after)));
             }
@@ -228,10 +233,9 @@ impl<D: UsageSink, S: UnflushedUsage> LiveUsage<D, S> {
     }
 }
 
-impl<D, S> UsageQueries for LiveUsage<D, S>
+impl<D> UsageQueries for LiveUsage<D>
 where
     D: UsageQueries + UsageSink,
-    S: UnflushedUsage,
 {
     async fn daily_rows(
         &self,
@@ -243,7 +247,9 @@ where
             return self.database.daily_rows(tenant, from, to).await;
         };
         let (rows, more) = self
-            .consistent(store, tenant, || self.database.daily_rows(tenant, from, to))
+            .consistent(store.as_ref(), tenant, || {
+                self.database.daily_rows(tenant, from, to)
+            })
             .await?;
         Ok(merge(rows, &more, from, to))
     }
@@ -260,7 +266,7 @@ where
         };
         let dates = recent_dates(from, to);
         let live = store
-            .live_users(tenant, &dates)
+            .read_users(tenant, &dates)
             .await
             .map_err(store_error)?;
         for (date, count) in live {
@@ -278,7 +284,7 @@ where
             return self.database.period_requests(ranges).await;
         };
         let dirty: HashSet<String> = store
-            .dirty_tenants()
+            .read_dirty()
             .await
             .map_err(store_error)?
             .into_iter()
@@ -290,7 +296,9 @@ where
         let wanted: Vec<&TenantRange> = wanted.into_values().collect();
         let mut reads: Vec<(&TenantRange, Unflushed)> = Vec::with_capacity(wanted.len());
         for chunk in wanted.chunks(CONCURRENCY) {
-            let one = chunk.iter().map(|range| store.unflushed(&range.tenant));
+            let one = chunk
+                .iter()
+                .map(|range| store.read_unflushed(&range.tenant));
             let read = try_join_all(one).await.map_err(store_error)?;
             reads.extend(chunk.iter().copied().zip(read));
         }
@@ -299,7 +307,10 @@ where
         let mut totals = self.database.period_requests(ranges).await?;
         let after = self.committed(&ids).await?;
         let tenants: Vec<String> = reads.iter().map(|(r, _)| r.tenant.clone()).collect();
-        let generations = store.generations(&tenants).await.map_err(store_error)?;
+        let generations = store
+            .read_generations(&tenants)
+            .await
+            .map_err(store_error)?;
         for ((range, unflushed), generation) in reads.iter().zip(generations) {
             let ids = staged_ids(unflushed);
             let steady = generation == unflushed.generation

@@ -293,10 +293,7 @@ async fn races<S: UnflushedUsage>(store: S, database: Database) {
 }
 
 /// Reads acme's requests once (bulk or not); returns the database reads made and the total.
-async fn read_one<S: UnflushedUsage>(
-    usage: &LiveUsage<HookedRef<S>, S>,
-    bulk: bool,
-) -> (usize, u64) {
+async fn read_one<S: UnflushedUsage>(usage: &LiveUsage<HookedRef<S>>, bulk: bool) -> (usize, u64) {
     let total = if bulk {
         let range = TenantRange {
             tenant: "acme".into(),
@@ -388,7 +385,7 @@ async fn active_users_are_the_larger_of_the_flushed_and_the_live_count() {
     store.ingest(&with_users(2, vec![3, 4]), NOW).await.unwrap();
     assert_eq!(users().await.get(TODAY), Some(&4));
     assert!(
-        LiveUsage::<_, MemoryUsageStore>::flushed(database.clone())
+        LiveUsage::flushed(database.clone())
             .active_users("acme", FIRST, LAST)
             .await
             .unwrap()
@@ -442,11 +439,11 @@ async fn reads_during_flushes_on_redis_and_postgres_never_over_or_under_count() 
         let (store, database, done) = (Arc::clone(&store), database.clone(), Arc::clone(&done));
         async move {
             let mut flushes = 0u64;
-            // A flush every 10 ms (production: every 5 minutes), each staging new usage.
+            // A flush every 50 ms (production: every 5 minutes), each staging new usage.
             while !done.load(Ordering::SeqCst) {
                 flush(&*store, &database, NOW).await.unwrap();
                 flushes += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
             flushes
         }

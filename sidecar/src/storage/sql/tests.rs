@@ -135,7 +135,7 @@ async fn time_period_requests(database: &Database, n: i64) -> std::time::Duratio
         assert_eq!(totals.get("tenant-4"), Some(&12));
     }
     times.sort();
-    times[1]
+    times.get(1).copied().unwrap()
 }
 
 /// `period_requests` of 10,000 and 100,000 tenants on both databases (a measurement; run with

@@ -25,7 +25,7 @@ pub use self::memory::MemoryUsageStore;
 pub use self::redis::{
     INGEST_SCRIPT, RELEASE_SCRIPT, RedisUsageStore, SNAPSHOT_SCRIPT, STAGE_SCRIPT, UNFLUSHED_SCRIPT,
 };
-pub use self::unflushed::{Unflushed, UnflushedUsage};
+pub use self::unflushed::{LiveStore, Unflushed, UnflushedUsage};
 pub use crate::storage::StoreError;
 
 /// A record's date may be at most this many days before the sidecar's today (late batches

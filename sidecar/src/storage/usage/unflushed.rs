@@ -47,3 +47,43 @@ pub trait UnflushedUsage: UsageStore {
         dates: &[String],
     ) -> impl Future<Output = Result<BTreeMap<String, u64>, StoreError>> + Send;
 }
+
+/// A boxed future of a [`LiveStore`] read.
+pub type Read<'a, T> = std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// [`UnflushedUsage`] (and the [`UsageStore::dirty_tenants`] it needs) behind a trait object,
+/// so that one reader type serves whichever store the sidecar runs with (one allocation per
+/// call). Every [`UnflushedUsage`] is one.
+pub trait LiveStore: Send + Sync + 'static {
+    /// [`UsageStore::dirty_tenants`].
+    fn read_dirty(&self) -> Read<'_, Vec<String>>;
+    /// [`UnflushedUsage::unflushed`].
+    fn read_unflushed<'a>(&'a self, tenant: &'a str) -> Read<'a, Unflushed>;
+    /// [`UnflushedUsage::generations`].
+    fn read_generations<'a>(&'a self, tenants: &'a [String]) -> Read<'a, Vec<u64>>;
+    /// [`UnflushedUsage::live_users`].
+    fn read_users<'a>(
+        &'a self,
+        tenant: &'a str,
+        dates: &'a [String],
+    ) -> Read<'a, BTreeMap<String, u64>>;
+}
+
+impl<S: UnflushedUsage> LiveStore for S {
+    fn read_dirty(&self) -> Read<'_, Vec<String>> {
+        Box::pin(UsageStore::dirty_tenants(self))
+    }
+    fn read_unflushed<'a>(&'a self, tenant: &'a str) -> Read<'a, Unflushed> {
+        Box::pin(UnflushedUsage::unflushed(self, tenant))
+    }
+    fn read_generations<'a>(&'a self, tenants: &'a [String]) -> Read<'a, Vec<u64>> {
+        Box::pin(UnflushedUsage::generations(self, tenants))
+    }
+    fn read_users<'a>(
+        &'a self,
+        tenant: &'a str,
+        dates: &'a [String],
+    ) -> Read<'a, BTreeMap<String, u64>> {
+        Box::pin(UnflushedUsage::live_users(self, tenant, dates))
+    }
+}

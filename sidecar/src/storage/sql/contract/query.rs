@@ -141,7 +141,13 @@ pub(in crate::storage::sql) async fn sums_each_tenants_own_period(database: &Dat
     let totals = database.period_requests(&ranges).await.unwrap();
     let expected = HashMap::from([("acme".to_owned(), 5), ("globex".to_owned(), 100)]);
     assert_eq!(totals, expected);
-    assert_eq!(OneByOne(database.clone()).period_requests(&ranges).await.unwrap(), expected);
+    assert_eq!(
+        OneByOne(database.clone())
+            .period_requests(&ranges)
+            .await
+            .unwrap(),
+        expected
+    );
     let twice = [
         range("acme", "2026-11-01", "2026-11-30"),
         range("acme", "2026-11-27", "2026-11-27"),
@@ -174,7 +180,13 @@ pub(in crate::storage::sql) async fn sums_each_tenants_own_period(database: &Dat
         })
         .collect();
     let bulk = database.period_requests(&ranges).await.unwrap();
-    assert_eq!(bulk, OneByOne(database.clone()).period_requests(&ranges).await.unwrap());
+    assert_eq!(
+        bulk,
+        OneByOne(database.clone())
+            .period_requests(&ranges)
+            .await
+            .unwrap()
+    );
     // Some periods miss their tenant's rows, tenants past t299 have none.
     assert!(bulk.len() > 100 && bulk.len() < 300, "{}", bulk.len());
 }

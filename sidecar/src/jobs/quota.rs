@@ -1,7 +1,9 @@
 //! The registry quota job (`registry_quota`): [`Registry::refresh_quotas_from`] every
 //! `TOLLGATE_QUOTA_INTERVAL` (default 1 s), so that a tenant whose period's requests reach its
 //! plan's `monthly_quota` (`overage: block`) is marked exhausted, and admitted again in its
-//! next period, in the registry feed the filter follows. The server passes
+//! next period, in the registry feed the filter follows; each round also prunes the registry
+//! change log to its newest [`KEEP_CHANGES`](crate::services::registry::feed::KEEP_CHANGES)
+//! entries. The server passes
 //! [`LiveUsage`](crate::services::live_usage::LiveUsage), so usage counts as it arrives, not
 //! only once flushed.
 
@@ -29,9 +31,17 @@ pub fn start<D: RegistryStore, Q: UsageQueries>(
                     if changed > 0 {
                         tracing::info!(tenants = changed, "quota states changed");
                     }
+                }
+                Err(error) => return Err(format!("quota refresh failed: {error}")),
+            }
+            match registry.prune_changes().await {
+                Ok(pruned) => {
+                    if pruned > 0 {
+                        tracing::debug!(pruned, "registry change log pruned");
+                    }
                     Ok(())
                 }
-                Err(error) => Err(format!("quota refresh failed: {error}")),
+                Err(error) => Err(format!("registry change log pruning failed: {error}")),
             }
         }
     });

@@ -7,6 +7,9 @@
 //! after `since`, each as it is now: a revoked or expired key is in `removed_keys`, a tenant
 //! that no longer exists in `removed_tenants`.
 //!
+//! **Pruning.** The quota job keeps the newest [`KEEP_CHANGES`] changes
+//! ([`Registry::prune_changes`]); a filter further behind gets the whole registry, as above.
+//!
 //! **Quota state.** For each tenant whose plan has a `monthly_quota` and `overage: block`,
 //! the job counts the requests of its current period — flushed and not yet flushed, through
 //! [`LiveUsage`](crate::services::live_usage::LiveUsage), every tenant in one bulk read — and
@@ -27,6 +30,9 @@ use crate::storage::sql::{TenantRange, UsageQueries};
 
 /// Tenants read at once by the quota job and the full feed.
 const PAGE: u32 = 1_000;
+
+/// Changes kept in the log: a filter at most this many changes behind gets a delta.
+pub const KEEP_CHANGES: u64 = 10_000;
 
 fn plan_entry(plan: &PlanRecord) -> RegistryPlan {
     RegistryPlan {
@@ -112,7 +118,10 @@ impl<D: RegistryStore> Registry<D> {
                     None => feed.removed_tenants.push(entity.clone()),
                 },
                 _ => {
-                    if let Some(key) = self.store.key(entity).await? {
+                    // A deleted tenant's keys are gone; their changes name their hashes.
+                    if let Some(hash) = entity.strip_prefix("sha256:") {
+                        feed.removed_keys.push(hash.to_owned());
+                    } else if let Some(key) = self.store.key(entity).await? {
                         let dead =
                             key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= now);
                         if dead {
@@ -125,6 +134,22 @@ impl<D: RegistryStore> Registry<D> {
             }
         }
         Ok(feed)
+    }
+
+    /// Deletes all but the newest [`KEEP_CHANGES`] changes; returns how many went.
+    pub async fn prune_changes(&self) -> Result<u64, RegistryError> {
+        Ok(self.store.prune_changes(KEEP_CHANGES).await?)
+    }
+
+    /// Deletes tenant `id` (404 when unknown): its keys stop working and it leaves the feed
+    /// (`removed_tenants`, its keys in `removed_keys`); its usage stays in the database.
+    pub async fn delete_tenant(&self, id: &str) -> Result<(), RegistryError> {
+        super::input::check_name("id", id)?;
+        if self.store.delete_tenant(id, self.now()).await? {
+            Ok(())
+        } else {
+            Err(RegistryError::NotFound(format!("no tenant {id:?}")))
+        }
     }
 
     /// Recomputes the quota state of every tenant on a plan with a `monthly_quota` and

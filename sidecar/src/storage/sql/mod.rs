@@ -291,6 +291,12 @@ impl RegistryStore for Database {
     async fn changes(&self, since: u64) -> Result<Changes, sqlx::Error> {
         by_database!(self, registry::changes(since))
     }
+    async fn delete_tenant(&self, id: &str, now: u64) -> Result<bool, sqlx::Error> {
+        by_database!(self, registry::delete_tenant(id, now))
+    }
+    async fn prune_changes(&self, keep: u64) -> Result<u64, sqlx::Error> {
+        by_database!(self, registry::prune_changes(keep))
+    }
     async fn requests_between(
         &self,
         tenant: &str,

@@ -59,6 +59,9 @@ async fn sqlite_meets_the_sql_contracts() {
     let sqlite = Sqlite::new("registry").await;
     contract::registry::keeps_plans_tenants_keys_and_versions(&sqlite.database).await;
     sqlite.close().await;
+    let sqlite = Sqlite::new("removal").await;
+    contract::registry::deletes_tenants_and_prunes_changes(&sqlite.database).await;
+    sqlite.close().await;
 }
 
 #[tokio::test]
@@ -82,6 +85,9 @@ async fn postgres_meets_the_sql_contracts() {
     database.close().await;
     let database = postgres(&server).await;
     contract::registry::keeps_plans_tenants_keys_and_versions(&database).await;
+    database.close().await;
+    let database = postgres(&server).await;
+    contract::registry::deletes_tenants_and_prunes_changes(&database).await;
     database.close().await;
 }
 

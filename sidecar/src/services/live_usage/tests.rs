@@ -1,30 +1,28 @@
 //! [`LiveUsage`] against real stores and databases: every state of the flush protocol
 //! (property test), flush steps slipped between a read's steps (the races the rule guards
-//! against), and reads while flushes and ingestion run at once on Redis and PostgreSQL.
+//! against, `races`), and reads while flushes and ingestion run at once on Redis and
+//! PostgreSQL (`load`).
+
+mod load;
+mod races;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use proptest::prelude::*;
-use tollgate_test_support::postgres::TestPostgres;
-use tollgate_test_support::redis::TestRedis;
 use tollgate_test_support::temp::TempDir;
 
 use super::*;
-use crate::services::flush::{FailAfter, flush, flush_with};
+use crate::services::flush::flush;
 use crate::storage::sql::Database;
 use crate::storage::sql::sink::Applied;
 use crate::storage::usage::contract::{NOW, TODAY, batch, record};
-use crate::storage::usage::{
-    MemoryUsageStore, RedisUsageStore, Snapshot, UsageRow, UsageStore, new_flush_id,
-};
+use crate::storage::usage::{MemoryUsageStore, Snapshot, UsageRow, UsageStore, new_flush_id};
 
-const FIRST: &str = "2026-11-01";
-const LAST: &str = "2026-11-30";
+pub(super) const FIRST: &str = "2026-11-01";
+pub(super) const LAST: &str = "2026-11-30";
 
-async fn sqlite(dir: &TempDir, name: &str) -> Database {
+pub(super) async fn sqlite(dir: &TempDir, name: &str) -> Database {
     let path = dir.0.join(format!("{name}.db"));
     let url = format!("sqlite://{}?mode=rwc", path.display());
     let database = Database::connect(Some(&url)).await.unwrap();
@@ -33,7 +31,7 @@ async fn sqlite(dir: &TempDir, name: &str) -> Database {
 }
 
 /// The tenant's requests in November through `daily_rows`, and through `period_requests`.
-async fn read(usage: &impl UsageQueries, tenant: &str) -> (u64, u64) {
+pub(super) async fn read(usage: &impl UsageQueries, tenant: &str) -> (u64, u64) {
     let rows = usage.daily_rows(tenant, FIRST, LAST).await.unwrap();
     let daily = rows.iter().map(|r| r.counts.requests).sum();
     let range = TenantRange {
@@ -181,187 +179,6 @@ proptest! {
     }
 }
 
-/// The usage database, running flush steps of `store` just before its first read of rows
-/// (between a [`LiveUsage`] read's store read and its database read).
-struct Hooked<S> {
-    database: Database,
-    store: Arc<S>,
-    hook: Mutex<Option<FailAfter>>,
-    reads: AtomicUsize,
-}
-
-impl<S: UsageStore> Hooked<S> {
-    async fn fire(&self) {
-        self.reads.fetch_add(1, Ordering::SeqCst);
-        let step = self.hook.lock().unwrap().take();
-        if let Some(step) = step {
-            let stopped = flush_with(&*self.store, &self.database, NOW, Some(step)).await;
-            assert!(stopped.is_err(), "the injected stop {step:?} was reached");
-        }
-    }
-}
-
-impl<S: UsageStore> UsageSink for Hooked<S> {
-    async fn apply(&self, snapshot: &Snapshot) -> Result<Applied, sqlx::Error> {
-        self.database.apply(snapshot).await
-    }
-    fn writers(&self) -> usize {
-        1
-    }
-    async fn committed(&self, ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
-        self.database.committed(ids).await
-    }
-}
-
-impl<S: UsageStore> UsageQueries for Hooked<S> {
-    async fn daily_rows(
-        &self,
-        tenant: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<Vec<DailyRow>, sqlx::Error> {
-        self.fire().await;
-        self.database.daily_rows(tenant, from, to).await
-    }
-    async fn active_users(
-        &self,
-        tenant: &str,
-        from: &str,
-        to: &str,
-    ) -> Result<BTreeMap<String, u64>, sqlx::Error> {
-        self.database.active_users(tenant, from, to).await
-    }
-    async fn period_requests(
-        &self,
-        ranges: &[TenantRange],
-    ) -> Result<HashMap<String, u64>, sqlx::Error> {
-        self.fire().await;
-        self.database.period_requests(ranges).await
-    }
-}
-
-/// Flush steps slipped in between a read's store read and its database read: each would
-/// make a naive read count a snapshot twice (stage + commit: once live, once in the
-/// database) or miss it (commit of a staged id: once in neither); the read notices (the
-/// generation or the committed ids changed), starts over, and is exact.
-async fn races<S: UnflushedUsage>(store: S, database: Database) {
-    let store = Arc::new(store);
-    let hooked = Arc::new(Hooked {
-        database,
-        store: Arc::clone(&store),
-        hook: Mutex::new(None),
-        reads: AtomicUsize::new(0),
-    });
-    let usage = LiveUsage::new(HookedRef(Arc::clone(&hooked)), Arc::clone(&store));
-    let mut seq = 0;
-    let mut ingest = async |n| {
-        seq += 1;
-        let records = vec![record("acme", TODAY, "GET /a", n)];
-        store.ingest(&batch(3, seq, records), NOW).await.unwrap();
-    };
-    let mut expect = 0;
-    for (n, step, bulk) in [
-        (5, FailAfter::Commit, false),
-        (7, FailAfter::Commit, true),
-        (11, FailAfter::Release, false),
-        (13, FailAfter::Release, true),
-    ] {
-        ingest(n).await;
-        expect += n;
-        *hooked.hook.lock().unwrap() = Some(step);
-        hooked.reads.store(0, Ordering::SeqCst);
-        let (daily, total) = read_one(&usage, bulk).await;
-        assert_eq!(total, expect, "{step:?} during a read (bulk: {bulk})");
-        assert!(daily >= 2, "the read started over ({daily} database reads)");
-        flush(&*store, &hooked.database, NOW).await.unwrap();
-    }
-    // A staged id committed during the read: nothing new staged (the generation stays), but
-    // the committed ids differ between before and after.
-    for bulk in [false, true] {
-        ingest(17).await;
-        expect += 17;
-        let stopped = flush_with(&*store, &hooked.database, NOW, Some(FailAfter::Stage)).await;
-        assert!(stopped.is_err());
-        *hooked.hook.lock().unwrap() = Some(FailAfter::Commit);
-        hooked.reads.store(0, Ordering::SeqCst);
-        let (daily, total) = read_one(&usage, bulk).await;
-        assert_eq!(total, expect, "a commit during a read (bulk: {bulk})");
-        assert!(daily >= 2, "the read started over ({daily} database reads)");
-        flush(&*store, &hooked.database, NOW).await.unwrap();
-        assert_eq!(read(&usage, "acme").await, (expect, expect));
-    }
-}
-
-/// Reads acme's requests once (bulk or not); returns the database reads made and the total.
-async fn read_one<S: UnflushedUsage>(usage: &LiveUsage<HookedRef<S>>, bulk: bool) -> (usize, u64) {
-    let total = if bulk {
-        let range = TenantRange {
-            tenant: "acme".into(),
-            from: FIRST.into(),
-            to: LAST.into(),
-        };
-        let totals = usage.period_requests(&[range]).await.unwrap();
-        totals.get("acme").copied().unwrap_or(0)
-    } else {
-        let rows = usage.daily_rows("acme", FIRST, LAST).await.unwrap();
-        rows.iter().map(|r| r.counts.requests).sum()
-    };
-    (usage.database().0.reads.load(Ordering::SeqCst), total)
-}
-
-/// A shared [`Hooked`] (the test keeps a handle to re-arm it).
-struct HookedRef<S>(Arc<Hooked<S>>);
-
-impl<S: UsageStore> UsageSink for HookedRef<S> {
-    async fn apply(&self, snapshot: &Snapshot) -> Result<Applied, sqlx::Error> {
-        self.0.apply(snapshot).await
-    }
-    fn writers(&self) -> usize {
-        1
-    }
-    async fn committed(&self, ids: &[String]) -> Result<HashSet<String>, sqlx::Error> {
-        self.0.committed(ids).await
-    }
-}
-
-impl<S: UsageStore> UsageQueries for HookedRef<S> {
-    async fn daily_rows(&self, t: &str, f: &str, to: &str) -> Result<Vec<DailyRow>, sqlx::Error> {
-        self.0.daily_rows(t, f, to).await
-    }
-    async fn active_users(
-        &self,
-        t: &str,
-        f: &str,
-        to: &str,
-    ) -> Result<BTreeMap<String, u64>, sqlx::Error> {
-        self.0.active_users(t, f, to).await
-    }
-    async fn period_requests(
-        &self,
-        ranges: &[TenantRange],
-    ) -> Result<HashMap<String, u64>, sqlx::Error> {
-        self.0.period_requests(ranges).await
-    }
-}
-
-#[tokio::test]
-async fn flush_steps_during_a_read_are_noticed_in_memory() {
-    let dir = TempDir::new("live-usage-race-memory");
-    races(MemoryUsageStore::new(1 << 12), sqlite(&dir, "race").await).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flush_steps_during_a_read_are_noticed_on_redis() {
-    let Some(redis) = TestRedis::start() else {
-        return;
-    };
-    let dir = TempDir::new("live-usage-race-redis");
-    let store = RedisUsageStore::new(redis.url())
-        .unwrap()
-        .with_prefix(redis.unique_prefix());
-    races(store, sqlite(&dir, "race").await).await;
-}
-
 #[tokio::test]
 async fn active_users_are_the_larger_of_the_flushed_and_the_live_count() {
     let dir = TempDir::new("live-usage-users");
@@ -391,82 +208,6 @@ async fn active_users_are_the_larger_of_the_flushed_and_the_live_count() {
             .unwrap()
             .get(TODAY)
             == Some(&3)
-    );
-    database.close().await;
-}
-
-/// Ingestion, flushes and reads all at once on Redis and PostgreSQL: every read lies between
-/// what was acknowledged before it started and what was sent before it ended.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn reads_during_flushes_on_redis_and_postgres_never_over_or_under_count() {
-    let Some(redis) = TestRedis::start() else {
-        return;
-    };
-    let Some(postgres) = TestPostgres::start() else {
-        return;
-    };
-    let database = Database::connect(Some(&postgres.fresh_database().await))
-        .await
-        .unwrap();
-    database.migrate().await.unwrap();
-    let store = Arc::new(
-        RedisUsageStore::new(redis.url())
-            .unwrap()
-            .with_prefix(redis.unique_prefix()),
-    );
-    let usage = LiveUsage::new(database.clone(), Arc::clone(&store));
-    let (sent, acked) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let done = Arc::new(AtomicBool::new(false));
-    let ingester = tokio::spawn({
-        let (store, sent, acked, done) = (
-            Arc::clone(&store),
-            Arc::clone(&sent),
-            Arc::clone(&acked),
-            Arc::clone(&done),
-        );
-        async move {
-            for seq in 1..=3_000u64 {
-                let n = seq % 7 + 1;
-                let records = vec![record("acme", TODAY, &format!("GET /{}", seq % 4), n)];
-                sent.fetch_add(n, Ordering::SeqCst);
-                store.ingest(&batch(9, seq, records), NOW).await.unwrap();
-                acked.fetch_add(n, Ordering::SeqCst);
-            }
-            done.store(true, Ordering::SeqCst);
-        }
-    });
-    let flusher = tokio::spawn({
-        let (store, database, done) = (Arc::clone(&store), database.clone(), Arc::clone(&done));
-        async move {
-            let mut flushes = 0u64;
-            // A flush every 50 ms (production: every 5 minutes), each staging new usage.
-            while !done.load(Ordering::SeqCst) {
-                flush(&*store, &database, NOW).await.unwrap();
-                flushes += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-            flushes
-        }
-    });
-    let mut reads = 0u64;
-    while !done.load(Ordering::SeqCst) {
-        let low = acked.load(Ordering::SeqCst);
-        let (daily, bulk) = read(&usage, "acme").await;
-        let high = sent.load(Ordering::SeqCst);
-        assert!(low <= daily && daily <= high, "{low} <= {daily} <= {high}");
-        assert!(low <= bulk && bulk <= high, "{low} <= {bulk} <= {high}");
-        reads += 1;
-    }
-    ingester.await.unwrap();
-    let flushes = flusher.await.unwrap();
-    let total = sent.load(Ordering::SeqCst);
-    assert_eq!(read(&usage, "acme").await, (total, total));
-    flush(&*store, &database, NOW).await.unwrap();
-    assert_eq!(read(&usage, "acme").await, (total, total));
-    eprintln!("{reads} reads during {flushes} flushes");
-    assert!(
-        reads >= 5 && flushes >= 5,
-        "{reads} reads, {flushes} flushes"
     );
     database.close().await;
 }

@@ -312,4 +312,4 @@ impl RegistryStore for Database {
 mod contract;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests;
+pub(crate) mod tests;

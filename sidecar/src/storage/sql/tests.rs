@@ -92,7 +92,7 @@ async fn postgres_meets_the_sql_contracts() {
 }
 
 /// Writes `n` tenants (`tenant-1` …) with three days of usage each, in one statement.
-async fn seed_tenants(database: &Database, n: i64) {
+pub(crate) async fn seed_tenants(database: &Database, n: i64) {
     match database {
         Database::Postgres(pool) => {
             sqlx::query(

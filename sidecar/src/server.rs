@@ -12,6 +12,7 @@ use crate::routes::registry::FeedState;
 use crate::routes::tokens::{TokenSet, node_tokens};
 use crate::routes::usage_query::QueryState;
 use crate::services::flush::{FlushError, FlushReport};
+use crate::services::live_usage::LiveUsage;
 use crate::services::registry::Registry;
 use crate::storage::sql::Database;
 use crate::storage::usage::{AnyUsageStore, MemoryUsageStore, RedisUsageStore};
@@ -146,6 +147,8 @@ async fn run<S: CounterStore>(
         state.clock,
     );
     let registry = Registry::new(Arc::new(database.clone()), state.clock);
+    // Usage as it is now (flushed + not yet flushed), for the usage API and the quota job.
+    let live = LiveUsage::new(database.clone(), Arc::clone(&usage));
     let queries = QueryState::new(
         database.clone(),
         tenants,
@@ -153,8 +156,14 @@ async fn run<S: CounterStore>(
         Arc::clone(&state.metrics),
         state.clock,
     )
-    .with_registry(registry.clone());
-    quota::start(&mut jobs, registry.clone(), settings.quota_interval);
+    .with_registry(registry.clone())
+    .with_live(live.clone());
+    quota::start(
+        &mut jobs,
+        registry.clone(),
+        Arc::new(live),
+        settings.quota_interval,
+    );
     let admin = AdminState {
         registry: registry.clone(),
         admin: TokenSet::parse(settings.admin_token.as_deref()),

@@ -62,7 +62,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/admin/plans", get(plans))
         .route("/v1/admin/plans/{name}", get(plan).put(put_plan))
         .route("/v1/admin/tenants", get(tenants))
-        .route("/v1/admin/tenants/{id}", get(tenant).put(put_tenant))
+        .route(
+            "/v1/admin/tenants/{id}",
+            get(tenant).put(put_tenant).delete(delete_tenant),
+        )
         .route(
             "/v1/admin/tenants/{id}/keys",
             get(keys::list).post(keys::create),
@@ -199,6 +202,22 @@ pub(crate) async fn put_tenant(
     security(("admin_token" = [])))]
 pub(crate) async fn tenant(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     let result = async { Ok(Json(state.registry.tenant(&id).await?).into_response()) };
+    answer(&state, result.await)
+}
+
+#[utoipa::path(delete, path = "/v1/admin/tenants/{id}", tag = "admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 204, description = "deleted: its keys stop working, it leaves the registry feed; its usage stays"),
+              (status = 404, description = "no such tenant", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn delete_tenant(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Response {
+    let result = async {
+        state.registry.delete_tenant(&id).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    };
     answer(&state, result.await)
 }
 

@@ -30,6 +30,7 @@ pub struct ErrorBody {
     paths(
         super::admin::put_plan, super::admin::plan, super::admin::plans,
         super::admin::put_tenant, super::admin::tenant, super::admin::tenants,
+        super::admin::delete_tenant,
         super::admin::keys::create, super::admin::keys::list, super::admin::keys::revoke,
         super::admin::keys::rotate, super::registry::feed,
         super::usage_query::daily, super::usage_query::period, super::usage_query::endpoints,

@@ -1,5 +1,6 @@
 //! The tenant usage API: `GET /v1/usage/{daily,period,endpoints,users,requests}`, JSON, read
-//! from the usage database (what the flush job wrote, and the request log), answered by
+//! from the usage database (what the flush job wrote, and the request log) and the live
+//! usage store (what it has not flushed yet), answered by
 //! [`crate::services::usage_query`].
 //!
 //! **Who may read what.** `Authorization: Bearer <API key>` (a key of the filter
@@ -18,9 +19,14 @@
 //!
 //! - `/daily`: per day requests, bytes in/out, 4xx, 5xx and active users (every day listed,
 //!   zeros included), oldest first, and the totals.
-//! - `/period`: the current calendar month so far against the plan's quota,
-//!   `requests_per_minute × 60 × 24 × days in the month` (plans have no monthly quota yet:
-//!   `quota_source: "requests_per_minute"`), and the percentage used (2 decimals).
+//! - `/period`: the tenant's current billing period so far (the registry's anchor day; the
+//!   calendar month for a tenant of the filter configuration only) against its plan's
+//!   `monthly_quota` (`quota_source: "monthly_quota"`), or, without one, against
+//!   `requests_per_minute × 60 × 24 × days in the period`
+//!   (`quota_source: "requests_per_minute"`), and the percentage used (2 decimals).
+//!
+//! **Live.** Served by the sidecar, every answer includes usage not flushed into the
+//! database yet ([`LiveUsage`]), exactly once even while a flush runs.
 //! - `/endpoints`: the `top` endpoints by calls with their error rate (4xx + 5xx over
 //!   requests) and latency mean and p50/p95/p99 estimated from the merged histogram
 //!   ([`crate::services::usage_query`] documents the method).
@@ -44,6 +50,7 @@ use crate::Clock;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::routes::openapi::ErrorBody;
+use crate::services::live_usage::LiveUsage;
 use crate::services::usage_query;
 use crate::storage::sql::Database;
 use crate::tenants::{Hash, Tenants, hash};
@@ -76,6 +83,9 @@ pub struct QueryState {
     pub clock: Clock,
     /// The registry, consulted before `tenants` ("the registry wins"); `None`: static only.
     pub registry: Option<crate::services::registry::Registry<Database>>,
+    /// What the usage answers read: `database` alone, or with the live usage store
+    /// ([`with_live`](Self::with_live)).
+    pub usage: LiveUsage<Database>,
 }
 
 impl QueryState {
@@ -88,6 +98,7 @@ impl QueryState {
         clock: Clock,
     ) -> Self {
         QueryState {
+            usage: LiveUsage::flushed(database.clone()),
             database,
             tenants: tenants.map(Arc::new),
             admin_token: admin_token.filter(|t| !t.is_empty()).map(hash),
@@ -95,6 +106,13 @@ impl QueryState {
             clock,
             registry: None,
         }
+    }
+
+    /// Answers with usage as it is now: `usage` (the database plus the live usage store)
+    /// instead of the flushed rows alone.
+    pub fn with_live(mut self, usage: LiveUsage<Database>) -> Self {
+        self.usage = usage;
+        self
     }
 
     /// Looks API keys and tenants up in `registry` first, then in the static tenants.
@@ -158,7 +176,7 @@ pub(crate) async fn daily(
             prepare(&state, &headers, raw.as_deref(), &["days", "tenant"]).await?;
         let dates = dates(&state, params.days);
         Ok(Json(
-            usage_query::daily(&state.database, &scope.tenant, &dates).await?,
+            usage_query::daily(&state.usage, &scope.tenant, &dates).await?,
         ))
     };
     counted(&state, answer.await)
@@ -180,10 +198,13 @@ pub(crate) async fn period(
     let answer = async {
         let (scope, _) = prepare(&state, &headers, raw.as_deref(), &["tenant"]).await?;
         let plan = scope.info.as_ref();
+        let terms = match &state.registry {
+            Some(registry) => registry.billing_terms(&scope.tenant).await?,
+            None => None,
+        };
         let today = today(&state);
-        Ok(Json(
-            usage_query::period(&state.database, &scope.tenant, plan, today).await?,
-        ))
+        let answer = usage_query::period(&state.usage, &scope.tenant, plan, terms.as_ref(), today);
+        Ok(Json(answer.await?))
     };
     counted(&state, answer.await)
 }
@@ -207,7 +228,7 @@ pub(crate) async fn endpoints(
         let dates = dates(&state, params.days);
         let top = params.top.unwrap_or(DEFAULT_TOP);
         Ok(Json(
-            usage_query::endpoints(&state.database, &scope.tenant, &dates, top).await?,
+            usage_query::endpoints(&state.usage, &scope.tenant, &dates, top).await?,
         ))
     };
     counted(&state, answer.await)
@@ -231,7 +252,7 @@ pub(crate) async fn users(
             prepare(&state, &headers, raw.as_deref(), &["days", "tenant"]).await?;
         let dates = dates(&state, params.days);
         Ok(Json(
-            usage_query::users(&state.database, &scope.tenant, &dates).await?,
+            usage_query::users(&state.usage, &scope.tenant, &dates).await?,
         ))
     };
     counted(&state, answer.await)

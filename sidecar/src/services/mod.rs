@@ -5,6 +5,7 @@ pub mod allocation;
 pub mod check;
 pub mod checks;
 pub mod flush;
+pub mod live_usage;
 pub mod registry;
 pub mod request_log;
 pub mod sync;

@@ -20,7 +20,10 @@ use serde_json::{Value, json};
 
 use crate::storage::sql::query::{Counts, DailyRow};
 use crate::storage::sql::{RequestLogStore, UsageQueries};
-use crate::tenants::TenantInfo;
+
+mod period;
+
+pub use self::period::period;
 
 /// `/daily`: per day requests, bytes in/out, 4xx, 5xx and active users of `tenant` for every
 /// date of `dates` (zeros included), oldest first, and the totals.
@@ -53,48 +56,6 @@ pub async fn daily(
         "to": to,
         "days": series,
         "totals": counters(&totals),
-    }))
-}
-
-/// `/period`: the calendar month of `today` so far against the plan's quota,
-/// `requests_per_minute × 60 × 24 × days in the month` (plans have no monthly quota yet:
-/// `quota_source: "requests_per_minute"`), and the percentage used (2 decimals).
-pub async fn period(
-    database: &impl UsageQueries,
-    tenant: &str,
-    plan: Option<&TenantInfo>,
-    today: i64,
-) -> Result<Value, sqlx::Error> {
-    let (start, length) = month_of(today);
-    let (from, to) = (format_date(start), format_date(today));
-    let rows = database.daily_rows(tenant, &from, &to).await?;
-    let requests = rows
-        .iter()
-        .fold(0u64, |sum, row| sum.saturating_add(row.counts.requests));
-    let quota = plan.map(|p| {
-        p.requests_per_minute
-            .saturating_mul(60 * 24)
-            .saturating_mul(u64::from(length))
-    });
-    let percent = quota
-        .filter(|&q| q > 0)
-        .map(|q| round(requests as f64 * 100.0 / q as f64, 2));
-    Ok(json!({
-        "tenant": tenant,
-        "plan": plan.map(|p| p.plan.as_str()),
-        "period": {
-            "start": from,
-            "end": format_date(start + i64::from(length) - 1),
-            "today": to,
-            "days": length,
-            "days_elapsed": today - start + 1,
-        },
-        "requests": requests,
-        "requests_per_minute": plan.map(|p| p.requests_per_minute),
-        "quota": quota,
-        "quota_source": plan.map(|_| "requests_per_minute"),
-        "remaining": quota.map(|q| q.saturating_sub(requests)),
-        "percent_used": percent,
     }))
 }
 

@@ -170,6 +170,23 @@ impl<D: RegistryStore> Registry<D> {
         Ok(out)
     }
 
+    /// Tenant `id`'s billing anchor day and its plan's monthly quota; `None` when the
+    /// registry does not know the tenant.
+    pub async fn billing_terms(
+        &self,
+        id: &str,
+    ) -> Result<Option<period::BillingTerms>, RegistryError> {
+        let Some(tenant) = self.store.tenant(id).await? else {
+            return Ok(None);
+        };
+        let plan = self.store.plan(&tenant.plan).await?;
+        Ok(Some(period::BillingTerms {
+            anchor_day: tenant.billing_anchor_day,
+            monthly_quota: plan.as_ref().and_then(|p| p.monthly_quota),
+            overage: plan.map_or(tollgate_filter::registry::Overage::Block, |p| p.overage),
+        }))
+    }
+
     /// Up to `limit` tenants whose id starts with `prefix`, after `after`, by id.
     pub async fn tenants(
         &self,

@@ -2,9 +2,21 @@
 //! one month to day `d` of the next; the current one starts at the last such instant at or
 //! before now.
 
+use tollgate_filter::registry::Overage;
 use tollgate_filter::usage::{format_date, parse_date};
 
 const DAY: u64 = 86_400;
+
+/// What the registry says about a tenant's billing: its anchor day and its plan's quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BillingTerms {
+    /// The billing anchor day (1–28).
+    pub anchor_day: u32,
+    /// The plan's requests per period (`None`: no quota).
+    pub monthly_quota: Option<u64>,
+    /// What happens past the quota.
+    pub overage: Overage,
+}
 
 /// The current period of anchor day `anchor` at `now` (Unix seconds): `(start, end)`, Unix
 /// seconds, start included, end excluded.
@@ -27,6 +39,13 @@ pub fn period(anchor: u32, now: u64) -> (u64, u64) {
 pub fn dates(start: u64, end: u64) -> (String, String) {
     let day = |at: u64| format_date(i64::try_from(at / DAY).unwrap_or(i64::MAX));
     (day(start), day(end))
+}
+
+/// The period's dates as `YYYY-MM-DD`: its first and its last day (both included, as
+/// [`TenantRange`](crate::storage::sql::TenantRange) takes them).
+pub fn period_days(start: u64, end: u64) -> (String, String) {
+    let day = |at: u64| format_date(i64::try_from(at / DAY).unwrap_or(i64::MAX));
+    (day(start), day(end.saturating_sub(DAY)))
 }
 
 fn parts(date: &str) -> (i64, u32, u32) {
@@ -101,6 +120,10 @@ mod tests {
         assert_eq!(
             dates(at("2026-11-15"), at("2026-12-15")),
             ("2026-11-15".into(), "2026-12-15".into())
+        );
+        assert_eq!(
+            period_days(at("2026-11-15"), at("2026-12-15")),
+            ("2026-11-15".into(), "2026-12-14".into())
         );
     }
 }

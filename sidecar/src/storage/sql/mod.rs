@@ -192,6 +192,14 @@ impl UsageQueries for Database {
     ) -> Result<BTreeMap<String, u64>, sqlx::Error> {
         by_database!(self, query::active_users(tenant, from, to))
     }
+
+    /// One statement for every range (see the dialects' `query::period_requests`).
+    async fn period_requests(
+        &self,
+        ranges: &[TenantRange],
+    ) -> Result<HashMap<String, u64>, sqlx::Error> {
+        by_database!(self, query::period_requests(ranges))
+    }
 }
 
 impl RequestLogStore for Database {
@@ -283,6 +291,12 @@ impl RegistryStore for Database {
     async fn changes(&self, since: u64) -> Result<Changes, sqlx::Error> {
         by_database!(self, registry::changes(since))
     }
+    async fn delete_tenant(&self, id: &str, now: u64) -> Result<bool, sqlx::Error> {
+        by_database!(self, registry::delete_tenant(id, now))
+    }
+    async fn prune_changes(&self, keep: u64) -> Result<u64, sqlx::Error> {
+        by_database!(self, registry::prune_changes(keep))
+    }
     async fn requests_between(
         &self,
         tenant: &str,
@@ -298,4 +312,4 @@ impl RegistryStore for Database {
 mod contract;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests;
+pub(crate) mod tests;

@@ -69,3 +69,16 @@ pub(crate) fn counts(
         latency_buckets: buckets.into_iter().map(unsigned).collect(),
     })
 }
+
+/// `ranges` with one range per tenant, the last one listed (what a bulk statement joins on:
+/// a tenant listed twice would be counted twice).
+pub(crate) fn last_range_per_tenant(ranges: &[super::TenantRange]) -> Vec<&super::TenantRange> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<&super::TenantRange> = ranges
+        .iter()
+        .rev()
+        .filter(|r| seen.insert(r.tenant.as_str()))
+        .collect();
+    out.reverse();
+    out
+}

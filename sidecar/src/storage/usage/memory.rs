@@ -9,6 +9,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use tollgate_filter::Nanos;
 use tollgate_filter::usage::{UsageBatch, parse_date};
 
+use super::unflushed::{Unflushed, UnflushedUsage};
 use super::{
     Counters, Ingested, MAX_AGE_DAYS, Snapshot, StoreError, UsageRow, UsageStore, by_tenant,
 };
@@ -38,6 +39,8 @@ struct Inner {
     dirty_users: BTreeSet<(String, String)>,
     /// Staged snapshots, oldest first.
     staged: Vec<Snapshot>,
+    /// Tenant → how many of its stages moved something ([`Unflushed::generation`]).
+    stages: HashMap<String, u64>,
 }
 
 /// A [`UsageStore`] in this process, holding at most `capacity` live aggregates and
@@ -184,6 +187,7 @@ impl MemoryUsageStore {
         }
         if !snapshot.rows.is_empty() || !snapshot.users.is_empty() {
             inner.staged.push(snapshot);
+            *inner.stages.entry(tenant.to_owned()).or_default() += 1;
         }
         inner
             .staged
@@ -260,6 +264,68 @@ impl UsageStore for MemoryUsageStore {
 
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         ready(Ok(()))
+    }
+}
+
+impl UnflushedUsage for MemoryUsageStore {
+    fn unflushed(
+        &self,
+        tenant: &str,
+    ) -> impl Future<Output = Result<Unflushed, StoreError>> + Send {
+        let inner = self.lock();
+        let live = inner
+            .live
+            .range((tenant.to_owned(), String::new(), String::new())..)
+            .take_while(|((t, _, _), _)| t == tenant)
+            .map(|((_, date, endpoint), live)| UsageRow {
+                date: date.clone(),
+                endpoint: endpoint.clone(),
+                plan: live.plan.clone(),
+                counters: live.counters,
+            })
+            .collect();
+        let unflushed = Unflushed {
+            generation: inner.stages.get(tenant).copied().unwrap_or(0),
+            live,
+            staged: inner
+                .staged
+                .iter()
+                .filter(|s| s.tenant == tenant)
+                .cloned()
+                .collect(),
+        };
+        ready(Ok(unflushed))
+    }
+
+    fn generations(
+        &self,
+        tenants: &[String],
+    ) -> impl Future<Output = Result<Vec<u64>, StoreError>> + Send {
+        let inner = self.lock();
+        let generations = tenants
+            .iter()
+            .map(|t| inner.stages.get(t).copied().unwrap_or(0))
+            .collect();
+        ready(Ok(generations))
+    }
+
+    fn live_users(
+        &self,
+        tenant: &str,
+        dates: &[String],
+    ) -> impl Future<Output = Result<BTreeMap<String, u64>, StoreError>> + Send {
+        let inner = self.lock();
+        let users = dates
+            .iter()
+            .filter_map(|date| {
+                let day = (tenant.to_owned(), date.clone());
+                inner
+                    .users
+                    .get(&day)
+                    .map(|users| (date.clone(), users.len() as u64))
+            })
+            .collect();
+        ready(Ok(users))
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod memory;
 mod redis;
+pub mod unflushed;
 
 use std::future::Future;
 
@@ -22,8 +23,9 @@ use tollgate_filter::usage::{LATENCY_BUCKETS, UsageBatch};
 
 pub use self::memory::MemoryUsageStore;
 pub use self::redis::{
-    INGEST_SCRIPT, RELEASE_SCRIPT, RedisUsageStore, SNAPSHOT_SCRIPT, STAGE_SCRIPT,
+    INGEST_SCRIPT, RELEASE_SCRIPT, RedisUsageStore, SNAPSHOT_SCRIPT, STAGE_SCRIPT, UNFLUSHED_SCRIPT,
 };
+pub use self::unflushed::{LiveStore, Unflushed, UnflushedUsage};
 pub use crate::storage::StoreError;
 
 /// A record's date may be at most this many days before the sidecar's today (late batches
@@ -231,6 +233,8 @@ pub trait UsageStore: Send + Sync + 'static {
 }
 
 /// The usage store chosen at start: in this process or in Redis.
+// One per process: the in-memory variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum AnyUsageStore {
     /// [`MemoryUsageStore`].
     Memory(MemoryUsageStore),
@@ -274,6 +278,24 @@ impl UsageStore for AnyUsageStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         delegate!(self, store => store.ping())
+    }
+}
+
+impl UnflushedUsage for AnyUsageStore {
+    async fn unflushed(&self, tenant: &str) -> Result<Unflushed, StoreError> {
+        delegate!(self, store => store.unflushed(tenant))
+    }
+
+    async fn generations(&self, tenants: &[String]) -> Result<Vec<u64>, StoreError> {
+        delegate!(self, store => store.generations(tenants))
+    }
+
+    async fn live_users(
+        &self,
+        tenant: &str,
+        dates: &[String],
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        delegate!(self, store => store.live_users(tenant, dates))
     }
 }
 

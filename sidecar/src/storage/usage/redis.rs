@@ -13,6 +13,7 @@
 //! | `usage:{t}:flush:<id>` | set | the staged keys of one flush id |
 //! | `usage:{t}:flush:<id>:<date>:<endpoint>` | hash | a staged aggregate (a renamed live hash) |
 //! | `usage:{t}:flush:<id>:users` | hash | date → the day's distinct users when staged |
+//! | `usage:{t}:stages` | string | the tenant's stage generation: stages that moved something (see [`super::unflushed`]) |
 //! | `usage:dirty-tenants` | set | tenants with live changes |
 //! | `usage:flushing-tenants` | set | tenants whose flush has started and not finished |
 //!
@@ -61,9 +62,12 @@ use tollgate_filter::usage::UsageBatch;
 
 mod ingest;
 mod scripts;
+mod unflushed;
 
-pub use self::scripts::{INGEST_SCRIPT, RELEASE_SCRIPT, SNAPSHOT_SCRIPT, STAGE_SCRIPT};
-use super::{Counters, Ingested, Snapshot, StoreError, UsageRow, UsageStore};
+pub use self::scripts::{
+    INGEST_SCRIPT, RELEASE_SCRIPT, SNAPSHOT_SCRIPT, STAGE_SCRIPT, UNFLUSHED_SCRIPT,
+};
+use super::{Ingested, Snapshot, StoreError, UsageStore};
 use crate::storage::RedisConnection as Connection;
 
 /// How long a command or connection attempt may take.
@@ -86,6 +90,7 @@ struct Shared {
     stage: Script,
     snapshot: Script,
     release: Script,
+    unflushed: Script,
     prefix: String,
     /// The usage log's marker: batches are refused while Redis lost it ([`crate::wal`]).
     marker: Option<Arc<crate::wal::Marker>>,
@@ -121,6 +126,7 @@ impl RedisUsageStore {
                 stage: Script::new(STAGE_SCRIPT),
                 snapshot: Script::new(SNAPSHOT_SCRIPT),
                 release: Script::new(RELEASE_SCRIPT),
+                unflushed: Script::new(UNFLUSHED_SCRIPT),
                 prefix: "usage".into(),
                 marker: None,
             }),
@@ -226,49 +232,13 @@ impl RedisUsageStore {
             .await
             .map_err(unavailable)?;
         let items: Vec<Value> = redis::from_redis_value(answer).map_err(corrupt)?;
+        let (rows, users) = unflushed::parse_hashes(items, &staged_base)?;
         let mut snapshot = Snapshot {
             tenant: tenant.to_owned(),
             flush_id: flush_id.to_owned(),
-            ..Snapshot::default()
+            rows,
+            users,
         };
-        let mut items = items.into_iter();
-        while let (Some(key), Some(fields)) = (items.next(), items.next()) {
-            let key: String = redis::from_redis_value(key).map_err(corrupt)?;
-            let fields: Vec<String> = redis::from_redis_value(fields).map_err(corrupt)?;
-            let rest = key
-                .strip_prefix(&staged_base)
-                .ok_or_else(|| bad(format!("{key} is not staged under {flush_id}")))?;
-            let pairs = fields.chunks_exact(2).filter_map(|pair| match pair {
-                [field, value] => Some((field.as_str(), value.as_str())),
-                _ => None,
-            });
-            if rest == "users" {
-                for (date, count) in pairs {
-                    let count = count.parse().map_err(|_| bad(format!("{key}: {count}")))?;
-                    snapshot.users.push((date.to_owned(), count));
-                }
-                continue;
-            }
-            let (date, endpoint) = match (rest.get(..10), rest.get(11..)) {
-                (Some(date), Some(endpoint)) => (date, endpoint),
-                _ => return Err(bad(format!("{key} names no date and endpoint"))),
-            };
-            let mut row = UsageRow {
-                date: date.to_owned(),
-                endpoint: endpoint.to_owned(),
-                plan: String::new(),
-                counters: Counters::default(),
-            };
-            for (field, value) in pairs {
-                if field == "plan" {
-                    row.plan = value.to_owned();
-                } else {
-                    let value = value.parse().map_err(|_| bad(format!("{key}: {value}")))?;
-                    row.counters.set(field, value);
-                }
-            }
-            snapshot.rows.push(row);
-        }
         snapshot
             .rows
             .sort_by(|a, b| (&a.date, &a.endpoint).cmp(&(&b.date, &b.endpoint)));

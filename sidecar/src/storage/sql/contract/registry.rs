@@ -172,3 +172,47 @@ pub(crate) async fn keeps_plans_tenants_keys_and_versions(db: &impl RegistryStor
         0
     );
 }
+
+/// Deleting a tenant takes its keys and plan history along (one change for it, one per key
+/// named by hash), leaves others alone, and says `false` for an unknown tenant; pruning keeps
+/// the newest changes and the version.
+pub(crate) async fn deletes_tenants_and_prunes_changes(db: &impl RegistryStore) {
+    db.put_plan(&plan("free", 60), 100).await.unwrap();
+    db.put_tenant(&tenant("acme", "free"), 100).await.unwrap();
+    db.put_tenant(&tenant("globex", "free"), 100).await.unwrap();
+    db.insert_key(&key("k1", "acme", 'a'), 100).await.unwrap();
+    db.insert_key(&key("k2", "acme", 'b'), 100).await.unwrap();
+    db.insert_key(&key("k3", "globex", 'c'), 100).await.unwrap();
+    let before = db.changes(0).await.unwrap().version;
+    assert!(db.delete_tenant("acme", 200).await.unwrap());
+    assert!(!db.delete_tenant("acme", 201).await.unwrap());
+    assert!(!db.delete_tenant("initech", 201).await.unwrap());
+    assert!(db.tenant("acme").await.unwrap().is_none());
+    assert!(db.key("k1").await.unwrap().is_none());
+    assert!(db.plan_history("acme").await.unwrap().is_empty());
+    assert!(db.tenant("globex").await.unwrap().is_some());
+    assert_eq!(db.live_keys(300).await.unwrap().len(), 1);
+    let changes = db.changes(before).await.unwrap();
+    assert_eq!(changes.version, before + 3);
+    let mut changed = changes.changed.clone();
+    changed.sort();
+    assert_eq!(
+        changed,
+        [
+            ("key".to_owned(), format!("sha256:{}", "a".repeat(64))),
+            ("key".to_owned(), format!("sha256:{}", "b".repeat(64))),
+            ("tenant".to_owned(), "acme".to_owned()),
+        ]
+    );
+    // The tenant id can be used again, from scratch.
+    db.put_tenant(&tenant("acme", "free"), 300).await.unwrap();
+    assert!(db.keys("acme").await.unwrap().is_empty());
+
+    let version = db.changes(0).await.unwrap().version;
+    assert_eq!(db.prune_changes(2).await.unwrap(), version - 2);
+    assert_eq!(db.prune_changes(2).await.unwrap(), 0);
+    let kept = db.changes(0).await.unwrap();
+    assert_eq!((kept.version, kept.oldest), (version, version - 1));
+    // The two kept: the deletion of acme and its new put, one entity.
+    assert_eq!(kept.changed, [("tenant".to_owned(), "acme".to_owned())]);
+}

@@ -5,3 +5,5 @@ crate::storage::sql::registry::statements::registry_statements!(
     "SELECT CAST(COALESCE(SUM(requests), 0) AS BIGINT) FROM api_usage_daily \
      WHERE tenant_id = $1 AND date >= CAST($2 AS date) AND date < CAST($3 AS date)"
 );
+
+crate::storage::sql::registry::removal::registry_removal!(sqlx::Postgres);

@@ -224,6 +224,16 @@ pub trait RegistryStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
     /// What changed after version `since`.
     fn changes(&self, since: u64) -> impl Future<Output = Result<Changes, sqlx::Error>> + Send;
+    /// Deletes tenant `id`, its API keys and its plan history (its usage stays), recording a
+    /// change for the tenant and one per key (entity `sha256:<hex>`); `false`: no such tenant.
+    fn delete_tenant(
+        &self,
+        id: &str,
+        now: u64,
+    ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+    /// Keeps the newest `keep` changes of the log and deletes the others (a feed asked
+    /// `since` an older version answers the whole registry); returns how many went.
+    fn prune_changes(&self, keep: u64) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
     /// Requests of `tenant` flushed for the dates `from` (included) to `to` (excluded),
     /// `YYYY-MM-DD`.
     fn requests_between(
@@ -280,4 +290,5 @@ pub(crate) fn signed(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
+pub(crate) mod removal;
 pub(crate) mod statements;

@@ -80,7 +80,8 @@ return {}
 ///
 /// Renames each dirty live hash to `usage:{t}:flush:<id>:<date>:<endpoint>`, stores each dirty
 /// day's `PFCOUNT` in `KEYS[4]`, empties the dirty set, appends the id to the list `KEYS[2]`
-/// if anything was staged, and returns every id in `KEYS[2]`, oldest first. The staged names are built inside the
+/// and bumps the tenant's stage generation `usage:{t}:stages` if anything was staged (what
+/// [`UNFLUSHED_SCRIPT`]'s readers compare), and returns every id in `KEYS[2]`, oldest first. The staged names are built inside the
 /// script from the tenant's base, so they share the tenant's hash tag and slot.
 pub const STAGE_SCRIPT: &str = r"
 local base, id = ARGV[1], ARGV[2]
@@ -101,6 +102,7 @@ end
 redis.call('DEL', KEYS[1])
 if staged > 0 then
   redis.call('RPUSH', KEYS[2], id)
+  redis.call('INCR', base .. 'stages')
 end
 return redis.call('LRANGE', KEYS[2], 0, -1)
 ";
@@ -125,4 +127,36 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('LREM', KEYS[2], 0, ARGV[1])
 return 1
+";
+
+/// Reads everything of one tenant not flushed yet, in one atomic step.
+///
+/// - `KEYS[1]`: `usage:{t}:dirty`; `KEYS[2]`: `usage:{t}:staging`; `KEYS[3]`:
+///   `usage:{t}:stages`. `ARGV[1]`: the tenant's key base `usage:{t}:`.
+///
+/// Returns `{generation, live, staged...}`: the stage generation (0 when never staged);
+/// `live`, per live hash (the dirty set's hashes that exist; the users HLLs are skipped) its
+/// name and its `HGETALL`; then per staged id, oldest first, the id and, per staged key, its
+/// name and `HGETALL` (as [`SNAPSHOT_SCRIPT`]).
+pub const UNFLUSHED_SCRIPT: &str = r"
+local base = ARGV[1]
+local live = {}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local rest = string.sub(key, #base + 1)
+  if string.sub(rest, 1, 6) ~= 'users:' and redis.call('EXISTS', key) == 1 then
+    table.insert(live, key)
+    table.insert(live, redis.call('HGETALL', key))
+  end
+end
+local out = {tonumber(redis.call('GET', KEYS[3]) or '0'), live}
+for _, id in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  local staged = {}
+  for _, key in ipairs(redis.call('SMEMBERS', base .. 'flush:' .. id)) do
+    table.insert(staged, key)
+    table.insert(staged, redis.call('HGETALL', key))
+  end
+  table.insert(out, id)
+  table.insert(out, staged)
+end
+return out
 ";

@@ -1,6 +1,7 @@
 //! The Redis usage store against a real Redis (see `tests/support/redis.rs`).
 
 use super::*;
+use crate::storage::usage::Counters;
 use crate::storage::usage::contract::{self, NOW, TODAY, batch, record};
 use redis::Client;
 

@@ -19,6 +19,9 @@
 //! | `tollgate_job_runs_total{job, outcome}` | counter | background job runs (`usage_flush`: one flush; `request_log`: one batch or upkeep), `ok` or `failed` |
 //! | `tollgate_job_last_success_seconds{job}` | gauge | when the job last ran well (Unix seconds) |
 //! | `tollgate_job_up{job}` | gauge | 1 while the job runs, 0 once it stopped (at shutdown, or by failing: then `/readyz` is 503 `job_stopped`) |
+//! | `tollgate_alerts_fired_total{type}` | counter | quota alerts recorded (`quota.threshold_reached`, `quota.period_ending`) |
+//! | `tollgate_alert_deliveries_total{channel, outcome}` | counter | alert delivery attempts, `webhook`/`email`, `delivered`, `pending` (retried later), `failed` (given up), `disabled` |
+//! | `tollgate_alert_evaluation_seconds`, `tollgate_alert_evaluated_tenants` | gauge | the last alert evaluation round's duration and tenants |
 //! | `tollgate_redis_seconds` | histogram | every Redis round trip of the counter store (50 µs to 100 ms buckets) |
 
 use std::collections::HashMap;
@@ -30,6 +33,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+mod alerts;
 mod help;
 
 /// Distinct rule names used as labels; decisions for further rules count under [`OTHER_RULE`]

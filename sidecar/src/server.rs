@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::jobs::{Jobs, flush, quota, request_log};
+use crate::jobs::{Jobs, alerts, flush, quota, request_log};
 use crate::metrics::Metrics;
 use crate::routes::admin::AdminState;
 use crate::routes::registry::FeedState;
@@ -155,6 +155,15 @@ async fn run<S: CounterStore>(
     )
     .with_registry(registry.clone());
     quota::start(&mut jobs, registry.clone(), settings.quota_interval);
+    let store = Arc::new(database.clone());
+    let (evaluator, deliverer) = alerts::parts(
+        settings,
+        Arc::clone(&store),
+        store,
+        Arc::clone(&state.metrics),
+    )
+    .map_err(std::io::Error::other)?;
+    alerts::start(&mut jobs, evaluator, deliverer, settings.alert_interval);
     let admin = AdminState {
         registry: registry.clone(),
         admin: TokenSet::parse(settings.admin_token.as_deref()),

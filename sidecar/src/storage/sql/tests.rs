@@ -56,6 +56,9 @@ async fn sqlite_meets_the_sql_contracts() {
     let sqlite = Sqlite::new("registry").await;
     contract::registry::keeps_plans_tenants_keys_and_versions(&sqlite.database).await;
     sqlite.close().await;
+    let sqlite = Sqlite::new("alerts").await;
+    contract::alerts::records_once_and_delivers_with_attempts(&sqlite.database).await;
+    sqlite.close().await;
 }
 
 #[tokio::test]
@@ -76,5 +79,8 @@ async fn postgres_meets_the_sql_contracts() {
     database.close().await;
     let database = postgres(&server).await;
     contract::registry::keeps_plans_tenants_keys_and_versions(&database).await;
+    database.close().await;
+    let database = postgres(&server).await;
+    contract::alerts::records_once_and_delivers_with_attempts(&database).await;
     database.close().await;
 }

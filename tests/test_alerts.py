@@ -5,7 +5,8 @@
   independent implementation of the convention), and one e-mail each (plain text and HTML)
   caught by aiosmtpd.
 - A receiver answering 500, then not answering (timeout), then 204 gets the same `webhook-id`
-  and body each time, every attempt is recorded; a receiver answering 410 gets nothing more.
+  and body each time, every attempt is recorded (and shown by `GET /v1/admin/tenants/{id}/alerts`);
+  a receiver answering 410 gets nothing more.
 - The sidecar killed -9 after committing a decision and before delivering it (a test-only
   pause) delivers exactly one webhook and one e-mail after its restart, under the ids it
   recorded before.
@@ -210,6 +211,13 @@ def test_a_failing_receiver_gets_the_same_id_and_410_disables(receiver, smtp, tm
         assert [(a, s) for a, s, _ in attempts] == [(1, 500), (2, None), (3, 204)], attempts
         assert attempts[0][2] and "timed out" in attempts[1][2], attempts
         assert db_rows(sidecar, "SELECT status, attempts FROM alert_deliveries WHERE id = ?", delivery) == [("delivered", 3)]
+        status, shown = api.call("GET", "/v1/admin/tenants/acme/alerts")
+        assert status == 200, shown
+        [listed] = shown["deliveries"]
+        assert (listed["id"], listed["channel"], listed["status"], listed["attempts"]) == (delivery, "webhook", "delivered", 3), listed
+        assert [a["status"] for a in listed["attempt_log"]] == [500, None, 204], listed
+        assert api.call("GET", "/v1/admin/tenants/nobody/alerts")[0] == 404
+        assert api.call("GET", "/v1/admin/tenants/acme/alerts", token="wrong")[0] == 401
 
         # 410: disabled, and no webhook for the tenant's next alert (100 %).
         assert db_rows(sidecar, "SELECT status FROM alert_deliveries WHERE tenant_id = 'gone'") == [("disabled",)]

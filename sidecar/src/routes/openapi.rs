@@ -31,7 +31,7 @@ pub struct ErrorBody {
         super::admin::put_plan, super::admin::plan, super::admin::plans,
         super::admin::put_tenant, super::admin::tenant, super::admin::tenants,
         super::admin::keys::create, super::admin::keys::list, super::admin::keys::revoke,
-        super::admin::keys::rotate, super::registry::feed,
+        super::admin::keys::rotate, super::admin::alerts::list, super::registry::feed,
         super::usage_query::daily, super::usage_query::period, super::usage_query::endpoints,
         super::usage_query::users, super::usage_query::requests,
     ),

@@ -13,6 +13,7 @@
 pub mod decide;
 pub mod deliver;
 pub mod email;
+pub mod history;
 pub mod time;
 pub mod webhook;
 

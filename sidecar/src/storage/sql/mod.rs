@@ -1,4 +1,4 @@
-//! The usage database (PostgreSQL or SQLite, [`Database`]) behind three traits — every SQL
+//! The usage database (PostgreSQL or SQLite, [`Database`]) behind these traits — every SQL
 //! statement of the sidecar lives under this module:
 //!
 //! - [`UsageSink`]: step 2 of the usage flush, a staged snapshot added in one transaction,
@@ -6,6 +6,8 @@
 //! - [`UsageQueries`]: what the tenant usage API reads ([`query`]).
 //! - [`RequestLogStore`]: the detailed request log, written in batches, kept to its
 //!   retention, read back ([`request_log`]).
+//! - [`AlertStore`]: the quota alerts' outbox, decisions and deliveries written together,
+//!   every delivery attempt kept ([`alerts`]).
 //!
 //! Each trait has one impl per database (`postgres/`, `sqlite/`: the SQL of that dialect) and
 //! [`Database`] picks one at run time, matching on the database here and nowhere else. One

@@ -157,7 +157,7 @@ pub struct DueDelivery {
 }
 
 /// One attempt to send a delivery.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Attempt {
     /// The delivery.
     pub delivery_id: String,

@@ -11,7 +11,8 @@
   pause) delivers exactly one webhook and one e-mail after its restart, under the ids it
   recorded before.
 - `alerts run --now <a day before the period ends>` sends the period-ending warning with the
-  linear forecast computed here from the known usage, and is idempotent.
+  linear forecast computed here from the known usage, and is idempotent; `alerts run` exits 1
+  when a delivery fails for good (an SMTP server refusing the address with 550).
 """
 
 from __future__ import annotations
@@ -342,3 +343,30 @@ def test_period_ending_forecast_with_alerts_run(receiver, smtp, tmp_path: Path) 
     assert status == 0 and summary["evaluation"]["fired"] == 0, summary
     assert summary["deliveries"]["delivered"] == 0, summary
     assert len(receiver.requests()) == 5
+
+
+def test_alerts_run_exits_1_when_a_delivery_fails_for_good(receiver, tmp_path: Path) -> None:
+    refusing = SmtpSink(refuse={"nobody@bad.test"})
+    try:
+        sidecar = SidecarProcess(tmp_path / "sidecar", env=sidecar_env(refusing, TOLLGATE_ALERT_INTERVAL="1h")).start()
+        api = Api(sidecar)
+        api.put_plan("small", monthly_quota=QUOTA, overage="bill")
+        secret = api.put_tenant("acme", "small", webhook_url=receiver.url, email="nobody@bad.test")
+        api.usage("acme", 16, seq=1)
+        sidecar.stop()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+        env.update(sidecar.extra_env)
+        done = subprocess.run([str(sidecar_bin()), "alerts", "run"], cwd=sidecar.workdir, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, (done.stdout, done.stderr)
+        summary = json.loads(done.stdout)
+        assert summary["deliveries"] == {"delivered": 1, "retrying": 0, "failed": 1, "disabled": 0}, summary
+        assert "failed for good" in done.stderr, done.stderr
+        [hook] = receiver.requests()
+        assert verified(hook, secret)["data"]["threshold"] == 80
+        assert refusing.messages() == []
+        [(status, code, error)] = db_rows(sidecar, "SELECT d.status, a.status, a.error FROM alert_deliveries d "
+                                                   "JOIN alert_attempts a ON a.delivery_id = d.id WHERE d.channel = 'email'")
+        assert (status, code) == ("failed", 550) and "No such user" in error, (status, code, error)
+    finally:
+        refusing.stop()

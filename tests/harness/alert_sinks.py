@@ -83,9 +83,16 @@ class WebhookReceiver:
 
 
 class _Keep:
-    def __init__(self) -> None:
+    def __init__(self, refuse: set[str]) -> None:
         self.messages: list[tuple[str, list[str], EmailMessage]] = []
+        self.refuse = refuse
         self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:  # noqa: N802
+        if address in self.refuse:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: N802 (aiosmtpd's name)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -95,10 +102,11 @@ class _Keep:
 
 
 class SmtpSink:
-    """aiosmtpd on a free loopback port (no TLS, no login): `url` for TOLLGATE_SMTP_URL."""
+    """aiosmtpd on a free loopback port (no TLS, no login): `url` for TOLLGATE_SMTP_URL. Mail to
+    an address of `refuse` is refused for good (`550`), as a server does for an unknown user."""
 
-    def __init__(self) -> None:
-        self._keep = _Keep()
+    def __init__(self, refuse: set[str] | None = None) -> None:
+        self._keep = _Keep(refuse or set())
         self.port = free_port()
         self.controller = Controller(self._keep, hostname="127.0.0.1", port=self.port)
         self.controller.start()

@@ -46,7 +46,10 @@ where
             &settings.alert_from,
             settings.alert_timeout,
         )?),
-        None => None,
+        None => {
+            tracing::info!("no TOLLGATE_SMTP_URL: quota alerts go by webhook only, no e-mail");
+            None
+        }
     };
     let webhooks = WebhookClient::new(settings.alert_timeout)
         .map_err(|e| format!("cannot build the webhook client: {e}"))?;

@@ -219,7 +219,18 @@ mod tests {
             )
             .is_ok()
         );
-        assert!(Mailer::new("http://x", "alerts@example.com", Duration::from_secs(1)).is_err());
+        for tls in [
+            "smtps://user:secret@smtp.example.com:465",
+            "smtp://smtp.example.com:587?tls=required",
+            "smtp://smtp.example.com?tls=opportunistic",
+        ] {
+            assert!(
+                Mailer::new(tls, "a@example.com", Duration::from_secs(1)).is_ok(),
+                "{tls}"
+            );
+        }
+        let error = Mailer::new("http://u:secret@x", "a@example.com", Duration::from_secs(1));
+        assert!(!error.err().unwrap().contains("secret"));
         assert!(
             Mailer::new(
                 "smtp://127.0.0.1:2525",

@@ -62,6 +62,12 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::commands::KeysCommand,
     },
+    /// Quota alerts: `alerts run [--now T]` evaluates and delivers once, then exits.
+    Alerts {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::commands::alerts::AlertsCommand,
+    },
 }
 
 /// Every setting, from `--flags` or the environment.
@@ -231,6 +237,57 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_USAGE_LOG_MAX_BYTES", default_value_t = 1 << 30,
           value_parser = clap::value_parser!(u64).range(4096..), global = true)]
     pub usage_log_max_bytes: u64,
+
+    /// How often `serve` evaluates the quota alerts (`30s`, `1m`): thresholds of each
+    /// tenant's `monthly_quota` and the period-ending warning. Deliveries due are sent
+    /// continuously (checked every second, and at once after a round decided some).
+    #[arg(long, env = "TOLLGATE_ALERT_INTERVAL", default_value = "60s",
+          value_parser = parse_duration, global = true)]
+    pub alert_interval: Duration,
+
+    /// The SMTP server for alert e-mails: `smtp://host:25` (no TLS), `smtp://host:587?tls=required`
+    /// (STARTTLS), `smtps://host:465` (TLS), with `user:password@` to log in. Unset: no alert
+    /// e-mails (webhooks only). Never logged.
+    #[arg(long, env = "TOLLGATE_SMTP_URL", hide_env_values = true, global = true)]
+    pub smtp_url: Option<String>,
+
+    /// The From address of alert e-mails (`alerts@example.com` or `Tollgate <alerts@example.com>`).
+    #[arg(
+        long,
+        env = "TOLLGATE_ALERT_FROM",
+        default_value = "Tollgate <tollgate@localhost>",
+        global = true
+    )]
+    pub alert_from: String,
+
+    /// How long one webhook POST or one SMTP exchange may take before the attempt counts as
+    /// failed (and is retried).
+    #[arg(long, env = "TOLLGATE_ALERT_TIMEOUT", default_value = "15s",
+          value_parser = parse_duration, global = true)]
+    pub alert_timeout: Duration,
+
+    /// The waits between a failed alert delivery's attempts, comma-separated: the default is
+    /// eight attempts over about 32 hours (each wait up to 10 % longer at random, at least a
+    /// webhook's `Retry-After`); after the last the delivery fails for good.
+    #[arg(long, env = "TOLLGATE_ALERT_RETRY_SCHEDULE",
+          default_value = crate::services::alerts::deliver::DEFAULT_SCHEDULE,
+          value_parser = parse_schedule, global = true)]
+    pub alert_retry_schedule: RetrySchedule,
+
+    /// Test hook (not for production): after a round of alert evaluation commits new alerts,
+    /// wait this long before anything delivers them, so a test can kill the process between
+    /// the decision and the delivery.
+    #[arg(long, env = "TOLLGATE_TEST_ALERTS_PAUSE_AFTER_DECISION", value_parser = parse_duration,
+          global = true, hide = true)]
+    pub test_alerts_pause_after_decision: Option<Duration>,
+}
+
+/// A retry schedule: the waits after each failed attempt (one clap value).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetrySchedule(pub Vec<Duration>);
+
+fn parse_schedule(text: &str) -> Result<RetrySchedule, String> {
+    crate::services::alerts::deliver::parse_schedule(text).map(RetrySchedule)
 }
 
 impl Settings {

@@ -25,6 +25,7 @@
 //!                  sql::UsageSink, sql::UsageQueries,
 //!                  sql::RequestLogStore,
 //!                  sql::registry::RegistryStore postgres | sqlite (every SQL statement)
+//!                  sql::alerts::AlertStore (the quota alerts' outbox)
 //!
 //!   jobs/        background work, one way to start, stop on SIGTERM and report health
 //!                (`/readyz`, `tollgate_job_*`): usage flush, request log writer,

@@ -62,6 +62,24 @@ async fn run(command: Command, cli: &Cli) -> Result<(), Box<dyn Error>> {
         Command::Plans { action } => registry(RegistryCommand::Plans(action), database).await,
         Command::Tenants { action } => registry(RegistryCommand::Tenants(action), database).await,
         Command::Keys { action } => registry(RegistryCommand::Keys(action), database).await,
+        Command::Alerts { action } => alerts(action, &cli.settings, database).await,
+    }
+}
+
+/// Runs an alerts command and prints its summary (JSON) on stdout.
+async fn alerts(
+    command: commands::alerts::AlertsCommand,
+    settings: &tollgate_sidecar::config::Settings,
+    database: Database,
+) -> Result<(), Box<dyn Error>> {
+    let answer = commands::alerts::run(command, settings, database.clone()).await;
+    database.close().await;
+    let (summary, ok) = answer?;
+    println!("{summary:#}");
+    if ok {
+        Ok(())
+    } else {
+        Err("an alert delivery failed for good (see deliveries.failed)".into())
     }
 }
 

@@ -21,6 +21,9 @@
 //! | `tollgate_job_up{job}` | gauge | 1 while the job runs, 0 once it stopped (at shutdown, or by failing: then `/readyz` is 503 `job_stopped`) |
 //! | `tollgate_filter_decisions_total{rule, outcome}` | counter | the filter workers' decisions as they report them (`POST /v1/stats`, every 10 s): `allowed`, `refused`, `shadow_refused`, `queued`, `sidecar_failures` |
 //! | `tollgate_filter_events_total{counter}` | counter | the filter workers' other counters: `sync.batches`, `sync.failures`, `sync.dropped`, `usage.batches`, `usage.failures`, `usage.dropped`, `usage.log_dropped`, `registry.updates`, `registry.failures` |
+//! | `tollgate_alerts_fired_total{type}` | counter | quota alerts recorded (`quota.threshold_reached`, `quota.period_ending`) |
+//! | `tollgate_alert_deliveries_total{channel, outcome}` | counter | alert delivery attempts, `webhook`/`email`, `delivered`, `pending` (retried later), `failed` (given up), `disabled` |
+//! | `tollgate_alert_evaluation_seconds`, `tollgate_alert_evaluated_tenants` | gauge | the last alert evaluation round's duration and tenants |
 //! | `tollgate_redis_seconds` | histogram | every Redis round trip of the counter store (50 µs to 100 ms buckets) |
 
 use std::collections::HashMap;
@@ -32,6 +35,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+mod alerts;
 mod filter;
 mod help;
 

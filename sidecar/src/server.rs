@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
-use crate::jobs::{Jobs, flush, quota, request_log};
+use crate::jobs::{Jobs, alerts, flush, quota, request_log};
 use crate::metrics::Metrics;
 use crate::routes::admin::AdminState;
 use crate::routes::registry::FeedState;
@@ -161,9 +161,18 @@ async fn run<S: CounterStore>(
     quota::start(
         &mut jobs,
         registry.clone(),
-        Arc::new(live),
+        Arc::new(live.clone()),
         settings.quota_interval,
     );
+    // Alerts read usage as it is now too (flushed + not yet flushed).
+    let (evaluator, deliverer) = alerts::parts(
+        settings,
+        Arc::new(database.clone()),
+        Arc::new(live),
+        Arc::clone(&state.metrics),
+    )
+    .map_err(std::io::Error::other)?;
+    alerts::start(&mut jobs, evaluator, deliverer, settings.alert_interval);
     let admin = AdminState {
         registry: registry.clone(),
         admin: TokenSet::parse(settings.admin_token.as_deref()),

@@ -548,6 +548,7 @@ async fn the_openapi_document_names_every_route() {
         "/v1/admin/tenants/{id}/keys",
         "/v1/admin/keys/{key_id}",
         "/v1/admin/keys/{key_id}/rotate",
+        "/v1/admin/tenants/{id}/alerts",
         "/v1/registry",
         "/v1/usage/daily",
         "/v1/usage/period",

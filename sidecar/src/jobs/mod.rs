@@ -1,6 +1,6 @@
 //! Background jobs, started, stopped and watched one way: the usage flush ([`flush`]) and the
 //! request log writer ([`request_log`]) and the registry's
-//! quota state ([`quota`]) now; billing and alerts next.
+//! quota state ([`quota`]) and the quota alerts ([`alerts`]) now; billing next.
 //!
 //! [`Jobs::start`] runs a job as a task of its own, handing it a [`JobContext`]: the shutdown
 //! signal ([`JobContext::stopping`]) and its [`JobHealth`], to which it reports each run
@@ -16,6 +16,7 @@
 //!   serves (it returned or panicked) — work that nothing does any more. A failed run is not
 //!   a stopped job: it is retried, and counted.
 
+pub mod alerts;
 pub mod flush;
 pub mod quota;
 pub mod request_log;

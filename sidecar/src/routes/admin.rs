@@ -13,7 +13,10 @@
 //!   plain key, shown once); `GET /v1/admin/tenants/{id}/keys` (prefixes only);
 //!   `DELETE /v1/admin/keys/{key_id}` → 204; `POST /v1/admin/keys/{key_id}/rotate`
 //!   `{"overlap_seconds": n}` → 201, the new key, the old one expiring after the overlap.
+//! - Alerts ([`alerts`]): `GET /v1/admin/tenants/{id}/alerts`, the tenant's alert deliveries
+//!   and every attempt of each.
 
+pub(crate) mod alerts;
 pub(crate) mod keys;
 
 use std::sync::Arc;
@@ -70,6 +73,7 @@ pub fn router(state: AdminState) -> Router {
             "/v1/admin/tenants/{id}/keys",
             get(keys::list).post(keys::create),
         )
+        .route("/v1/admin/tenants/{id}/alerts", get(alerts::list))
         .route(
             "/v1/admin/keys/{key_id}",
             axum::routing::delete(keys::revoke),

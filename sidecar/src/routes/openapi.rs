@@ -32,7 +32,7 @@ pub struct ErrorBody {
         super::admin::put_tenant, super::admin::tenant, super::admin::tenants,
         super::admin::delete_tenant,
         super::admin::keys::create, super::admin::keys::list, super::admin::keys::revoke,
-        super::admin::keys::rotate, super::registry::feed,
+        super::admin::keys::rotate, super::admin::alerts::list, super::registry::feed,
         super::usage_query::daily, super::usage_query::period, super::usage_query::endpoints,
         super::usage_query::users, super::usage_query::requests,
     ),

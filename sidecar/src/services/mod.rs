@@ -1,6 +1,7 @@
 //! What the routes call: the decisions, folds and jobs' work, apart from HTTP (no extractor,
 //! no status code) and from storage (only through the [`crate::storage`] traits).
 
+pub mod alerts;
 pub mod allocation;
 pub mod check;
 pub mod checks;

@@ -1,4 +1,4 @@
-//! The usage database (PostgreSQL or SQLite, [`Database`]) behind three traits — every SQL
+//! The usage database (PostgreSQL or SQLite, [`Database`]) behind these traits — every SQL
 //! statement of the sidecar lives under this module:
 //!
 //! - [`UsageSink`]: step 2 of the usage flush, a staged snapshot added in one transaction,
@@ -6,11 +6,14 @@
 //! - [`UsageQueries`]: what the tenant usage API reads ([`query`]).
 //! - [`RequestLogStore`]: the detailed request log, written in batches, kept to its
 //!   retention, read back ([`request_log`]).
+//! - [`AlertStore`]: the quota alerts' outbox, decisions and deliveries written together,
+//!   every delivery attempt kept ([`alerts`]).
 //!
 //! Each trait has one impl per database (`postgres/`, `sqlite/`: the SQL of that dialect) and
 //! [`Database`] picks one at run time, matching on the database here and nowhere else. One
 //! contract test body per trait runs against both databases (`contract/`, `tests.rs`).
 
+pub mod alerts;
 mod database;
 mod postgres;
 pub mod query;
@@ -24,6 +27,9 @@ use std::future::Future;
 
 use tollgate_filter::usage::RequestLogEntry;
 
+use self::alerts::{
+    AlertStore, Attempt, DeliveryRecord, DueDelivery, FiredKey, NewAlert, Outcome, Recorded,
+};
 pub use self::database::{CONNECT_TIMEOUT, DEFAULT_URL, Database, DbError, redact};
 pub use self::postgres::request_log::{copy_text, partition_name};
 use self::query::DailyRow;
@@ -304,6 +310,52 @@ impl RegistryStore for Database {
         to: &str,
     ) -> Result<u64, sqlx::Error> {
         by_database!(self, registry::requests_between(tenant, from, to))
+    }
+}
+
+impl AlertStore for Database {
+    async fn fired_since(&self, period_start: u64) -> Result<Vec<FiredKey>, sqlx::Error> {
+        by_database!(self, alerts::fired_since(period_start))
+    }
+    async fn record(
+        &self,
+        alerts: &[NewAlert],
+        now: u64,
+        now_ms: u64,
+    ) -> Result<Recorded, sqlx::Error> {
+        by_database!(self, alerts::record(alerts, now, now_ms))
+    }
+    async fn due(&self, now_ms: u64, limit: u32) -> Result<Vec<DueDelivery>, sqlx::Error> {
+        by_database!(self, alerts::due(now_ms, limit))
+    }
+    async fn claim(&self, id: &str, expected: u64, lease_until: u64) -> Result<bool, sqlx::Error> {
+        by_database!(self, alerts::claim(id, expected, lease_until))
+    }
+    async fn finish(
+        &self,
+        attempt: &Attempt,
+        outcome: Outcome,
+        now: u64,
+    ) -> Result<(), sqlx::Error> {
+        by_database!(self, alerts::finish(attempt, outcome, now))
+    }
+    async fn disable_webhook(
+        &self,
+        tenant: &str,
+        url: &str,
+        now: u64,
+        reason: &str,
+    ) -> Result<u64, sqlx::Error> {
+        by_database!(self, alerts::disable_webhook(tenant, url, now, reason))
+    }
+    async fn disabled_webhooks(&self) -> Result<Vec<(String, String)>, sqlx::Error> {
+        by_database!(self, alerts::disabled_webhooks())
+    }
+    async fn deliveries(&self, tenant: &str) -> Result<Vec<DeliveryRecord>, sqlx::Error> {
+        by_database!(self, alerts::deliveries(tenant))
+    }
+    async fn attempts(&self, id: &str) -> Result<Vec<Attempt>, sqlx::Error> {
+        by_database!(self, alerts::attempts(id))
     }
 }
 

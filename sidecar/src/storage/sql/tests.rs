@@ -62,6 +62,9 @@ async fn sqlite_meets_the_sql_contracts() {
     let sqlite = Sqlite::new("removal").await;
     contract::registry::deletes_tenants_and_prunes_changes(&sqlite.database).await;
     sqlite.close().await;
+    let sqlite = Sqlite::new("alerts").await;
+    contract::alerts::records_once_and_delivers_with_attempts(&sqlite.database).await;
+    sqlite.close().await;
 }
 
 #[tokio::test]
@@ -88,6 +91,9 @@ async fn postgres_meets_the_sql_contracts() {
     database.close().await;
     let database = postgres(&server).await;
     contract::registry::deletes_tenants_and_prunes_changes(&database).await;
+    database.close().await;
+    let database = postgres(&server).await;
+    contract::alerts::records_once_and_delivers_with_attempts(&database).await;
     database.close().await;
 }
 

@@ -1,0 +1,3 @@
+//! PostgreSQL: the quota alerts' outbox ([`crate::storage::sql::alerts`]).
+
+crate::storage::sql::alerts::statements::alert_statements!(sqlx::Postgres);

@@ -11,7 +11,7 @@
 //! use tollgate_sidecar::storage::sql::Database;
 //!
 //! let database = Database::connect(Some("sqlite::memory:")).await.unwrap();
-//! assert_eq!(database.migrate().await.unwrap(), 5); // 0001_usage, 0002_usage_flushes, 0003_request_log, 0004_registry, 0007_alerts
+//! assert_eq!(database.migrate().await.unwrap(), Database::migration_count()); // all of them
 //! assert_eq!(database.migrate().await.unwrap(), 0); // up to date
 //! # }
 //! ```
@@ -80,6 +80,11 @@ pub enum DbError {
 }
 
 impl Database {
+    /// How many migrations there are (the same for both databases).
+    pub fn migration_count() -> usize {
+        POSTGRES_MIGRATIONS.iter().count()
+    }
+
     /// Connects to `url` (`None`: [`DEFAULT_URL`]) and checks that it answers, within
     /// [`CONNECT_TIMEOUT`]. A SQLite file is created if missing.
     pub async fn connect(url: Option<&str>) -> Result<Database, DbError> {
@@ -310,11 +315,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn both_databases_have_the_same_migrations() {
+        let names = |m: &Migrator| -> Vec<String> {
+            m.iter()
+                .map(|m| format!("{} {}", m.version, m.description))
+                .collect()
+        };
+        assert_eq!(names(&POSTGRES_MIGRATIONS), names(&SQLITE_MIGRATIONS));
+    }
+
     #[tokio::test]
     async fn in_memory_sqlite_migrates_once() {
         let database = Database::connect(Some("sqlite::memory:")).await.unwrap();
         assert_eq!(database.kind(), "SQLite");
-        assert_eq!(database.migrate().await.unwrap(), 5);
+        assert_eq!(
+            database.migrate().await.unwrap(),
+            Database::migration_count()
+        );
         assert_eq!(database.migrate().await.unwrap(), 0);
         database.close().await;
     }

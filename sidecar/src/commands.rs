@@ -3,6 +3,8 @@
 //! ([`crate::services::registry`]). Each prints its answer as JSON on stdout; a refusal is
 //! one line on stderr naming the field, and exit status 1.
 
+pub mod billing;
+
 use std::sync::Arc;
 
 use clap::Subcommand;

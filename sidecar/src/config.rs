@@ -62,6 +62,13 @@ pub enum Command {
         #[command(subcommand)]
         action: crate::commands::KeysCommand,
     },
+    /// Stripe billing: `report` (send pending meter events now; exit 1 when any is
+    /// dead-lettered or waits), `reconcile`, `close-periods`.
+    Billing {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::commands::billing::BillingCommand,
+    },
 }
 
 /// Every setting, from `--flags` or the environment.
@@ -146,7 +153,8 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_FILTER_CONFIG", global = true)]
     pub filter_config: Option<std::path::PathBuf>,
 
-    /// Stripe secret key for usage reporting. Not used yet: billing comes next.
+    /// Stripe secret key (`sk_…`) for meter events and overage invoices, sent as
+    /// `Authorization: Bearer` and never logged. Unset: billing waits (nothing is lost).
     #[arg(
         long,
         env = "TOLLGATE_STRIPE_API_KEY",
@@ -155,7 +163,7 @@ pub struct Settings {
     )]
     pub stripe_api_key: Option<String>,
 
-    /// Stripe API base URL (tests point it at a stand-in). Not used yet: billing comes next.
+    /// Stripe API base URL (tests point it at a stand-in).
     #[arg(
         long,
         env = "TOLLGATE_STRIPE_API_BASE",
@@ -163,6 +171,44 @@ pub struct Settings {
         global = true
     )]
     pub stripe_api_base: String,
+
+    /// The most Stripe calls per second, all customers together (Stripe allows 1,000 in live
+    /// mode; each customer and meter gets one call at a time anyway).
+    #[arg(long, env = "TOLLGATE_STRIPE_RATE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub stripe_rate: u32,
+
+    /// How long one Stripe call may take before it is abandoned and retried later.
+    #[arg(long, env = "TOLLGATE_STRIPE_TIMEOUT", default_value = "10s",
+          value_parser = parse_duration, global = true)]
+    pub stripe_timeout: Duration,
+
+    /// How often `serve` sends pending meter events (and looks for closed periods).
+    #[arg(long, env = "TOLLGATE_BILLING_INTERVAL", default_value = "10s",
+          value_parser = parse_duration, global = true)]
+    pub billing_interval: Duration,
+
+    /// How many customers' meter events are sent at once (each one call at a time).
+    #[arg(long, env = "TOLLGATE_BILLING_CONCURRENCY", default_value_t = 32,
+          value_parser = positive, global = true)]
+    pub billing_concurrency: usize,
+
+    /// How long a sender holds the outbox rows it claimed against other senders (a sender
+    /// killed while holding them: they wait this long).
+    #[arg(long, env = "TOLLGATE_BILLING_LEASE", default_value = "30s",
+          value_parser = parse_duration, global = true)]
+    pub billing_lease: Duration,
+
+    /// The first retry's delay after a 429, 5xx or timeout; doubled per attempt (jittered, at
+    /// most 10 minutes, at least Stripe's Retry-After).
+    #[arg(long, env = "TOLLGATE_BILLING_RETRY_BASE", default_value = "1s",
+          value_parser = parse_duration, global = true)]
+    pub billing_retry_base: Duration,
+
+    /// How long `billing report` keeps retrying before it gives up (exit status 1).
+    #[arg(long, env = "TOLLGATE_BILLING_REPORT_TIMEOUT", default_value = "5m",
+          value_parser = parse_duration, global = true)]
+    pub billing_report_timeout: Duration,
 
     /// The most active buckets the in-process counter store holds; beyond it new buckets get
     /// 503 `store_full` (idle buckets are forgotten and never count). Not used with Redis.

@@ -67,6 +67,7 @@ pub mod routes;
 pub mod server;
 pub mod services;
 pub mod storage;
+pub mod stripe;
 pub mod tenants;
 pub mod wal;
 

@@ -287,6 +287,23 @@ impl Metrics {
             .register_counter(&Key::from_static_name(name), &METADATA)
     }
 
+    /// A counter `name{label="value"}` (described by `help`) in this registry, for parts
+    /// that keep their own (billing).
+    pub fn own_labeled_counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        value: &'static str,
+    ) -> Counter {
+        self.recorder
+            .describe_counter(name.into(), None, SharedString::const_str(help));
+        self.recorder.register_counter(
+            &Key::from_parts(name, vec![Label::new(label, value)]),
+            &METADATA,
+        )
+    }
+
     /// A gauge `name` (described by `help`) in this registry.
     pub fn own_gauge(&self, name: &'static str, help: &'static str) -> Gauge {
         self.recorder

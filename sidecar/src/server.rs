@@ -155,6 +155,15 @@ async fn run<S: CounterStore>(
     )
     .with_registry(registry.clone());
     quota::start(&mut jobs, registry.clone(), settings.quota_interval);
+    crate::jobs::billing::start(
+        &mut jobs,
+        Arc::new(database.clone()),
+        crate::commands::billing::client(settings),
+        crate::commands::billing::send_settings(settings),
+        settings.billing_interval,
+        &state.metrics,
+        state.clock,
+    );
     let admin = AdminState {
         registry: registry.clone(),
         admin: TokenSet::parse(settings.admin_token.as_deref()),

@@ -16,6 +16,7 @@
 //!   serves (it returned or panicked) — work that nothing does any more. A failed run is not
 //!   a stopped job: it is retried, and counted.
 
+pub mod billing;
 pub mod flush;
 pub mod quota;
 pub mod request_log;

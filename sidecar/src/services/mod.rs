@@ -2,6 +2,7 @@
 //! no status code) and from storage (only through the [`crate::storage`] traits).
 
 pub mod allocation;
+pub mod billing;
 pub mod check;
 pub mod checks;
 pub mod flush;

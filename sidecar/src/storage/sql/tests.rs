@@ -56,6 +56,9 @@ async fn sqlite_meets_the_sql_contracts() {
     let sqlite = Sqlite::new("registry").await;
     contract::registry::keeps_plans_tenants_keys_and_versions(&sqlite.database).await;
     sqlite.close().await;
+    let sqlite = Sqlite::new("billing").await;
+    contract::billing::flush_fills_the_outbox_once(&sqlite.database).await;
+    sqlite.close().await;
 }
 
 #[tokio::test]
@@ -76,5 +79,8 @@ async fn postgres_meets_the_sql_contracts() {
     database.close().await;
     let database = postgres(&server).await;
     contract::registry::keeps_plans_tenants_keys_and_versions(&database).await;
+    database.close().await;
+    let database = postgres(&server).await;
+    contract::billing::flush_fills_the_outbox_once(&database).await;
     database.close().await;
 }

@@ -188,6 +188,11 @@ pub struct Settings {
           value_parser = parse_duration, global = true)]
     pub billing_interval: Duration,
 
+    /// How often `serve` closes the periods that ended (overage invoices).
+    #[arg(long, env = "TOLLGATE_BILLING_CLOSE_INTERVAL", default_value = "5m",
+          value_parser = parse_duration, global = true)]
+    pub billing_close_interval: Duration,
+
     /// How many customers' meter events are sent at once (each one call at a time).
     #[arg(long, env = "TOLLGATE_BILLING_CONCURRENCY", default_value_t = 32,
           value_parser = positive, global = true)]

@@ -164,6 +164,15 @@ async fn run<S: CounterStore>(
         &state.metrics,
         state.clock,
     );
+    crate::jobs::billing::start_periods(
+        &mut jobs,
+        Arc::new(database.clone()),
+        crate::commands::billing::client(settings).ok(),
+        settings.stripe_rate,
+        settings.billing_concurrency,
+        settings.billing_close_interval,
+        state.clock,
+    );
     let admin = AdminState {
         registry: registry.clone(),
         admin: TokenSet::parse(settings.admin_token.as_deref()),

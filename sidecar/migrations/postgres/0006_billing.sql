@@ -50,7 +50,8 @@ CREATE TABLE billing_reconciliations (
 );
 
 -- Overage invoices: one per (tenant, period), a state machine planned -> invoice_created ->
--- item_added -> finalized; the Stripe ids are kept as soon as Stripe answers.
+-- item_added -> finalized ('no_overage': closed, nothing to invoice; 'dead': Stripe refused
+-- a step for good, last_error says why); the Stripe ids are kept as soon as Stripe answers.
 CREATE TABLE billing_overage_invoices (
     tenant_id        text    NOT NULL,
     period_start     bigint  NOT NULL,
@@ -63,7 +64,7 @@ CREATE TABLE billing_overage_invoices (
     currency         text    NOT NULL,
     description      text    NOT NULL,
     state            text    NOT NULL
-        CHECK (state IN ('planned', 'invoice_created', 'item_added', 'finalized', 'dead')),
+        CHECK (state IN ('planned', 'invoice_created', 'item_added', 'finalized', 'no_overage', 'dead')),
     invoice_id       text,
     item_id          text,
     last_error       text,

@@ -51,7 +51,8 @@ CREATE TABLE billing_reconciliations (
 ) STRICT;
 
 -- Overage invoices: one per (tenant, period), a state machine planned -> invoice_created ->
--- item_added -> finalized; the Stripe ids are kept as soon as Stripe answers.
+-- item_added -> finalized ('no_overage': closed, nothing to invoice; 'dead': Stripe refused
+-- a step for good, last_error says why); the Stripe ids are kept as soon as Stripe answers.
 CREATE TABLE billing_overage_invoices (
     tenant_id        TEXT    NOT NULL,
     period_start     INTEGER NOT NULL,
@@ -64,7 +65,7 @@ CREATE TABLE billing_overage_invoices (
     currency         TEXT    NOT NULL,
     description      TEXT    NOT NULL,
     state            TEXT    NOT NULL
-        CHECK (state IN ('planned', 'invoice_created', 'item_added', 'finalized', 'dead')),
+        CHECK (state IN ('planned', 'invoice_created', 'item_added', 'finalized', 'no_overage', 'dead')),
     invoice_id       TEXT,
     item_id          TEXT,
     last_error       TEXT,

@@ -9,8 +9,10 @@ use serde_json::{Value, json};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::services::billing::SendSettings;
+use crate::services::billing::invoices::close_periods;
 use crate::services::billing::meter::{MeterMetrics, MeterSender};
+use crate::services::billing::overage::parse_rfc3339;
+use crate::services::billing::{Pace, SendSettings};
 use crate::storage::sql::Database;
 use crate::storage::sql::billing::BillingStore as _;
 use crate::stripe::StripeClient;
@@ -30,7 +32,8 @@ pub enum BillingCommand {
         #[arg(long)]
         date: Option<String>,
     },
-    /// Invoice the overage of every period that ended before `--now` (RFC 3339, default now).
+    /// Invoice the overage of every period that ended before `--now` (RFC 3339, default now):
+    /// one invoice with one item per tenant and period, resumed where it stopped.
     ClosePeriods {
         /// The time periods must have ended by.
         #[arg(long)]
@@ -79,10 +82,7 @@ pub async fn run(
             "billing reconcile is not available in this build yet (see the README: not done)"
                 .into(),
         ),
-        BillingCommand::ClosePeriods { .. } => Err(
-            "billing close-periods is not available in this build yet (see the README: not done)"
-                .into(),
-        ),
+        BillingCommand::ClosePeriods { now } => close(settings, database, now.as_deref()).await,
     }
 }
 
@@ -141,6 +141,49 @@ async fn report(settings: &Settings, database: Database) -> Result<Outcome, Stri
     }
     Ok(Outcome {
         answer: json!({"sent_now": sent, "outbox": counts, "unsent": unsent}),
+        problems,
+    })
+}
+
+async fn close(
+    settings: &Settings,
+    database: Database,
+    now: Option<&str>,
+) -> Result<Outcome, String> {
+    let now = match now {
+        Some(text) => parse_rfc3339(text).ok_or_else(|| {
+            format!("--now {text:?} is not an RFC 3339 time (2026-12-01T00:00:00Z)")
+        })?,
+        None => i64::try_from(system_clock() / 1_000_000_000).unwrap_or(i64::MAX),
+    };
+    let client = client(settings)?;
+    let crash = std::env::var("TOLLGATE_TEST_CRASH_AFTER").ok();
+    let report = close_periods(
+        &database,
+        &client,
+        &Pace::new(settings.stripe_rate),
+        settings.billing_concurrency,
+        now,
+        &crash,
+    )
+    .await
+    .map_err(|e| format!("billing database: {e}"))?;
+    let mut problems = report.problems.clone();
+    if !report.unfinished.is_empty() {
+        problems.push(format!(
+            "{} overage invoices are unfinished (Stripe answered with a retryable error): \
+             run billing close-periods again",
+            report.unfinished.len()
+        ));
+    }
+    Ok(Outcome {
+        answer: json!({
+            "now": now,
+            "periods": report.periods,
+            "no_overage": report.no_overage,
+            "invoiced": report.invoiced,
+            "unfinished": report.unfinished,
+        }),
         problems,
     })
 }

@@ -1,6 +1,8 @@
-//! The billing job (`billing_meter`): every `TOLLGATE_BILLING_INTERVAL` one sender pass over
+//! The billing jobs: `billing_meter`, every `TOLLGATE_BILLING_INTERVAL` sender passes over
 //! the meter event outbox ([`MeterSender::pass`]) and the outbox gauges (stale, dead,
-//! waiting). Without `TOLLGATE_STRIPE_API_KEY` only the gauges are kept: the rows wait.
+//! waiting); `billing_periods`, every `TOLLGATE_BILLING_CLOSE_INTERVAL` the overage invoices
+//! of periods that ended ([`close_periods`]). Without `TOLLGATE_STRIPE_API_KEY` nothing is
+//! sent: the rows wait.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +10,13 @@ use std::time::Duration;
 use super::Jobs;
 use crate::Clock;
 use crate::metrics::Metrics;
+use crate::services::billing::Pace;
 use crate::services::billing::SendSettings;
+use crate::services::billing::invoices::close_periods;
 use crate::services::billing::meter::{MeterMetrics, MeterSender};
 use crate::storage::sql::billing::BillingStore;
+use crate::storage::sql::billing::overage::OverageStore;
+use crate::storage::sql::registry::RegistryStore;
 use crate::stripe::StripeClient;
 
 /// Starts the billing job on `jobs`; `client` is `Err(reason)` without a usable Stripe key.
@@ -67,6 +73,43 @@ pub fn start<B: BillingStore>(
                 }
             }
             sender.watch().await.map_err(|e| format!("billing: {e}"))
+        }
+    });
+}
+
+/// Starts the `billing_periods` job: closes the periods that ended, every `interval`.
+pub fn start_periods<S: OverageStore + RegistryStore>(
+    jobs: &mut Jobs,
+    store: Arc<S>,
+    client: Option<StripeClient>,
+    rate: u32,
+    concurrency: usize,
+    interval: Duration,
+    clock: Clock,
+) {
+    let Some(client) = client else {
+        return;
+    };
+    let pace = Pace::new(rate);
+    jobs.every("billing_periods", interval, move || {
+        let (store, client, pace) = (Arc::clone(&store), client.clone(), pace.clone());
+        async move {
+            let now = i64::try_from(clock() / 1_000_000_000).unwrap_or(i64::MAX);
+            let report = close_periods(&*store, &client, &pace, concurrency, now, &None)
+                .await
+                .map_err(|e| format!("billing periods: {e}"))?;
+            for invoice in &report.invoiced {
+                tracing::info!(
+                    tenant = %invoice.tenant, period_start = invoice.period_start,
+                    amount = invoice.amount, currency = %invoice.currency,
+                    invoice = invoice.invoice_id.as_deref().unwrap_or("-"),
+                    "overage invoiced"
+                );
+            }
+            for problem in &report.problems {
+                tracing::warn!(%problem, "billing periods");
+            }
+            Ok(())
         }
     });
 }

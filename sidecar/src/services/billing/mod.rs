@@ -10,7 +10,9 @@
 //! after Stripe said so; a crash between Stripe's answer and that mark means one more
 //! (harmless) attempt.
 
+pub mod invoices;
 pub mod meter;
+pub mod overage;
 
 use std::sync::Arc;
 use std::time::Duration;

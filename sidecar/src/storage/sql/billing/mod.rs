@@ -189,6 +189,8 @@ macro_rules! on_pool {
     };
 }
 
+pub mod overage;
+
 impl BillingStore for Database {
     async fn claim_meter_events(
         &self,

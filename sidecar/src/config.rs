@@ -193,6 +193,11 @@ pub struct Settings {
           value_parser = parse_duration, global = true)]
     pub billing_close_interval: Duration,
 
+    /// How often `serve` reconciles yesterday (UTC) with Stripe's event summaries.
+    #[arg(long, env = "TOLLGATE_BILLING_RECONCILE_INTERVAL", default_value = "6h",
+          value_parser = parse_duration, global = true)]
+    pub billing_reconcile_interval: Duration,
+
     /// How many customers' meter events are sent at once (each one call at a time).
     #[arg(long, env = "TOLLGATE_BILLING_CONCURRENCY", default_value_t = 32,
           value_parser = positive, global = true)]

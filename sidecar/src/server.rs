@@ -173,6 +173,14 @@ async fn run<S: CounterStore>(
         settings.billing_close_interval,
         state.clock,
     );
+    crate::jobs::billing::start_reconcile(
+        &mut jobs,
+        Arc::new(database.clone()),
+        crate::commands::billing::client(settings).ok(),
+        settings.billing_reconcile_interval,
+        &state.metrics,
+        state.clock,
+    );
     let admin = AdminState {
         registry: registry.clone(),
         admin: TokenSet::parse(settings.admin_token.as_deref()),

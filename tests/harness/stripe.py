@@ -14,7 +14,7 @@ It behaves as Stripe documents the calls Tollgate makes (docs.stripe.com/api/bil
   `idempotency_error`. Requests refused before execution (auth, injected 429/500) are not stored.
 - One request at a time per (customer, meter): a second concurrent one answers 429
   `rate_limit` and is counted in `concurrency_violations`.
-- `GET /v1/billing/meters/{id}/event_summaries` sums the accepted events (day windows, UTC);
+- `GET /v1/billing/meters` lists the meters; `GET /v1/billing/meters/{id}/event_summaries` sums the accepted events (day windows, UTC);
   meters are made by `add_meter`.
 - `POST /v1/invoices`, `/v1/invoiceitems`, `/v1/invoices/{id}/finalize`, `GET /v1/invoices`.
 - Fault injection, set by the test: `fail_next(kind, n)` and `storm(kinds, ratio, seed)` with
@@ -138,6 +138,13 @@ class StripeStandIn:
             self.events.append({"event_name": event_name, "identifier": f"injected-{uuid.uuid4().hex}",
                                 "payload": {"stripe_customer_id": customer, "value": str(value)}, "timestamp": timestamp})
 
+    def lose_event(self, customer: str) -> dict:
+        """Forget the latest accepted event of `customer` (a shortfall for reconciliation); its
+        identifier stays taken."""
+        with self.lock:
+            index = max(i for i, e in enumerate(self.events) if e["payload"]["stripe_customer_id"] == customer)
+            return self.events.pop(index)
+
     def _fault(self, path: str) -> str | None:
         if path != "/v1/billing/meter_events":
             return None
@@ -206,6 +213,9 @@ class StripeStandIn:
         parts = path.strip("/").split("/")
         if method == "POST" and path == "/v1/billing/meter_events":
             return 200, self._meter_event(form)
+        if method == "GET" and path == "/v1/billing/meters":
+            data = [{"id": m, "object": "billing.meter", "event_name": n, "status": "active"} for m, n in self.meters.items()]
+            return 200, {"object": "list", "data": data, "has_more": False, "url": path}
         if method == "GET" and len(parts) == 5 and parts[:3] == ["v1", "billing", "meters"] and parts[4] == "event_summaries":
             return 200, self._summaries(parts[3], query)
         if method == "POST" and path == "/v1/invoices":

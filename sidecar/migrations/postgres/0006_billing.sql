@@ -38,6 +38,7 @@ CREATE INDEX billing_meter_events_day ON billing_meter_events (tenant_id, usage_
 -- One row per (tenant, meter, day) reconciled: what api_usage_daily says, what Stripe's
 -- event summaries say, what was done ('matched', 'corrected', 'excess').
 CREATE TABLE billing_reconciliations (
+    id               bigserial PRIMARY KEY,
     tenant_id        text    NOT NULL,
     event_name       text    NOT NULL,
     usage_date       text    NOT NULL,
@@ -45,9 +46,9 @@ CREATE TABLE billing_reconciliations (
     stripe_value     bigint  NOT NULL,
     outcome          text    NOT NULL CHECK (outcome IN ('matched', 'corrected', 'excess', 'pending')),
     correction       text,
-    checked_at       bigint  NOT NULL,
-    PRIMARY KEY (tenant_id, event_name, usage_date, checked_at)
+    checked_at       bigint  NOT NULL
 );
+CREATE INDEX billing_reconciliations_day ON billing_reconciliations (usage_date, tenant_id);
 
 -- Overage invoices: one per (tenant, period), a state machine planned -> invoice_created ->
 -- item_added -> finalized ('no_overage': closed, nothing to invoice; 'dead': Stripe refused

@@ -39,6 +39,7 @@ CREATE INDEX billing_meter_events_day ON billing_meter_events (tenant_id, usage_
 -- One row per (tenant, meter, day) reconciled: what api_usage_daily says, what Stripe's
 -- event summaries say, what was done ('matched', 'corrected', 'excess').
 CREATE TABLE billing_reconciliations (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
     tenant_id        TEXT    NOT NULL,
     event_name       TEXT    NOT NULL,
     usage_date       TEXT    NOT NULL,
@@ -46,9 +47,9 @@ CREATE TABLE billing_reconciliations (
     stripe_value     INTEGER NOT NULL,
     outcome          TEXT    NOT NULL CHECK (outcome IN ('matched', 'corrected', 'excess', 'pending')),
     correction       TEXT,
-    checked_at       INTEGER NOT NULL,
-    PRIMARY KEY (tenant_id, event_name, usage_date, checked_at)
+    checked_at       INTEGER NOT NULL
 ) STRICT;
+CREATE INDEX billing_reconciliations_day ON billing_reconciliations (usage_date, tenant_id);
 
 -- Overage invoices: one per (tenant, period), a state machine planned -> invoice_created ->
 -- item_added -> finalized ('no_overage': closed, nothing to invoice; 'dead': Stripe refused

@@ -12,6 +12,7 @@ use crate::metrics::Metrics;
 use crate::services::billing::invoices::close_periods;
 use crate::services::billing::meter::{MeterMetrics, MeterSender};
 use crate::services::billing::overage::parse_rfc3339;
+use crate::services::billing::reconcile::{ReconcileMetrics, reconcile};
 use crate::services::billing::{Pace, SendSettings};
 use crate::storage::sql::Database;
 use crate::storage::sql::billing::BillingStore as _;
@@ -26,7 +27,8 @@ pub enum BillingCommand {
     /// customer id or meter name, or is still unsent.
     Report,
     /// Compare Stripe's daily event summaries with api_usage_daily for every metered
-    /// customer (default: yesterday, UTC).
+    /// customer (default: yesterday, UTC); record each result, send a shortfall as a
+    /// correction event (once), report an excess (exit 1).
     Reconcile {
         /// The day to reconcile (YYYY-MM-DD, UTC).
         #[arg(long)]
@@ -78,10 +80,7 @@ pub async fn run(
 ) -> Result<Outcome, String> {
     match command {
         BillingCommand::Report => report(settings, database).await,
-        BillingCommand::Reconcile { .. } => Err(
-            "billing reconcile is not available in this build yet (see the README: not done)"
-                .into(),
-        ),
+        BillingCommand::Reconcile { date } => reconcile_day(settings, database, date).await,
         BillingCommand::ClosePeriods { now } => close(settings, database, now.as_deref()).await,
     }
 }
@@ -185,5 +184,57 @@ async fn close(
             "unfinished": report.unfinished,
         }),
         problems,
+    })
+}
+
+/// Yesterday (UTC) as `YYYY-MM-DD`.
+pub fn yesterday() -> String {
+    let days = i64::try_from(system_clock() / 86_400_000_000_000).unwrap_or(0);
+    tollgate_filter::usage::format_date(days - 1)
+}
+
+async fn reconcile_day(
+    settings: &Settings,
+    database: Database,
+    date: Option<String>,
+) -> Result<Outcome, String> {
+    let date = date.unwrap_or_else(yesterday);
+    let client = client(settings)?;
+    let metrics = Metrics::new();
+    let now = i64::try_from(system_clock() / 1_000_000_000).unwrap_or(i64::MAX);
+    let found = reconcile(
+        &database,
+        &client,
+        &ReconcileMetrics::new(&metrics),
+        &date,
+        now,
+    )
+    .await?;
+    let corrections = found
+        .results
+        .iter()
+        .filter(|r| r.outcome == "corrected")
+        .count();
+    // The corrections go out now, like `billing report`.
+    let sent = if corrections > 0 {
+        let sender = MeterSender::new(
+            Arc::new(database),
+            client,
+            send_settings(settings),
+            MeterMetrics::new(&metrics),
+            system_clock,
+        );
+        Some(
+            sender
+                .drain(settings.billing_report_timeout)
+                .await
+                .map_err(|e| format!("billing database: {e}"))?,
+        )
+    } else {
+        None
+    };
+    Ok(Outcome {
+        answer: json!({"date": found.date, "results": found.results, "sent_now": sent}),
+        problems: found.problems,
     })
 }

@@ -14,8 +14,10 @@ use crate::services::billing::Pace;
 use crate::services::billing::SendSettings;
 use crate::services::billing::invoices::close_periods;
 use crate::services::billing::meter::{MeterMetrics, MeterSender};
+use crate::services::billing::reconcile::{ReconcileMetrics, reconcile};
 use crate::storage::sql::billing::BillingStore;
 use crate::storage::sql::billing::overage::OverageStore;
+use crate::storage::sql::billing::reconcile::ReconcileStore;
 use crate::storage::sql::registry::RegistryStore;
 use crate::stripe::StripeClient;
 
@@ -108,6 +110,35 @@ pub fn start_periods<S: OverageStore + RegistryStore>(
             }
             for problem in &report.problems {
                 tracing::warn!(%problem, "billing periods");
+            }
+            Ok(())
+        }
+    });
+}
+
+/// Starts the `billing_reconcile` job: reconciles yesterday (UTC) every `interval` (the same
+/// discrepancy is corrected once, however often it runs; the corrections go out with the
+/// meter events).
+pub fn start_reconcile<S: ReconcileStore + OverageStore>(
+    jobs: &mut Jobs,
+    store: Arc<S>,
+    client: Option<StripeClient>,
+    interval: Duration,
+    metrics: &Metrics,
+    clock: Clock,
+) {
+    let Some(client) = client else {
+        return;
+    };
+    let counters = ReconcileMetrics::new(metrics);
+    jobs.every("billing_reconcile", interval, move || {
+        let (store, client, counters) = (Arc::clone(&store), client.clone(), counters.clone());
+        async move {
+            let now = i64::try_from(clock() / 1_000_000_000).unwrap_or(i64::MAX);
+            let yesterday = tollgate_filter::usage::format_date(now.div_euclid(86_400) - 1);
+            let report = reconcile(&*store, &client, &counters, &yesterday, now).await?;
+            for problem in &report.problems {
+                tracing::warn!(%problem, "billing reconciliation");
             }
             Ok(())
         }

@@ -1,7 +1,8 @@
 //! A small typed Stripe client over `reqwest`: the five calls Tollgate makes, nothing else.
 //!
 //! - `POST /v1/billing/meter_events` ([`StripeClient::meter_event`])
-//! - `GET /v1/billing/meters/{id}/event_summaries` ([`StripeClient::event_summaries`])
+//! - `GET /v1/billing/meters` and `GET /v1/billing/meters/{id}/event_summaries`
+//!   ([`StripeClient::meters`], [`StripeClient::event_summaries`])
 //! - `POST /v1/invoices`, `POST /v1/invoiceitems`, `POST /v1/invoices/{id}/finalize`
 //!   ([`StripeClient::post`], used by the overage invoices)
 //!
@@ -180,6 +181,43 @@ impl StripeClient {
         ];
         self.post("/v1/billing/meter_events", &form, event.identifier)
             .await
+    }
+
+    /// Every meter's `(event_name, id)` (`GET /v1/billing/meters`, every page).
+    pub async fn meters(&self) -> Result<Vec<(String, String)>, Answer> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut query = vec![("limit".to_owned(), "100".to_owned())];
+            if let Some(id) = &after {
+                query.push(("starting_after".to_owned(), id.clone()));
+            }
+            let page = match self.get("/v1/billing/meters", &query).await {
+                Answer::Ok(page) => page,
+                other => return Err(other),
+            };
+            let data = page
+                .get("data")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            for meter in &data {
+                let field = |name: &str| meter.get(name).and_then(Value::as_str).map(str::to_owned);
+                if let (Some(name), Some(id)) = (field("event_name"), field("id")) {
+                    out.push((name, id));
+                }
+            }
+            after = match (page.get("has_more").and_then(Value::as_bool), data.last()) {
+                (Some(true), Some(last)) => {
+                    last.get("id").and_then(Value::as_str).map(str::to_owned)
+                }
+                _ => None,
+            };
+            if after.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// The meter `meter`'s daily sums for `customer` from `start` to `end` (Unix seconds, start

@@ -13,6 +13,7 @@
 pub mod invoices;
 pub mod meter;
 pub mod overage;
+pub mod reconcile;
 
 use std::sync::Arc;
 use std::time::Duration;

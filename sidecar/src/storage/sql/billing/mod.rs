@@ -190,6 +190,7 @@ macro_rules! on_pool {
 }
 
 pub mod overage;
+pub mod reconcile;
 
 impl BillingStore for Database {
     async fn claim_meter_events(

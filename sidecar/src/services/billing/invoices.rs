@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::Pace;
 use super::overage::{closed_periods, price_period};
-use crate::storage::sql::billing::overage::{OverageInvoice, OverageStore, StateChange};
+use crate::storage::sql::billing::overage::{OverageInvoice, OverageStore};
 use crate::storage::sql::registry::RegistryStore;
 use crate::stripe::{Answer, StripeClient};
 
@@ -89,6 +89,7 @@ pub async fn close_periods<S: OverageStore + RegistryStore>(
             .unwrap_or(first);
         let day = |t: i64| tollgate_filter::usage::format_date(t.div_euclid(86_400));
         let usage = store.requests_by_day(&day(first), &day(last)).await?;
+        let mut plans_now = Vec::new();
         for (tenant, start, end) in missing {
             let Some(customer) = tenant.customer.as_deref() else {
                 report.problems.push(format!(
@@ -99,23 +100,59 @@ pub async fn close_periods<S: OverageStore + RegistryStore>(
                 continue;
             };
             let days = usage.get(&tenant.id).map_or(&[][..], Vec::as_slice);
-            let plan = price_period(tenant, customer, &plans, days, start, end, now);
-            let stored = store.plan_overage(&plan).await?;
+            plans_now.push(price_period(
+                tenant, customer, &plans, days, start, end, now,
+            ));
+        }
+        for stored in store.plan_overages(&plans_now).await? {
             if stored.state == "no_overage" {
                 report.no_overage += 1;
             } else {
                 todo.push(stored);
             }
-            if crash.as_deref() == Some("planned") {
-                std::process::abort();
-            }
+        }
+        if crash.as_deref() == Some("planned") {
+            std::process::abort();
         }
     }
-    let mut runs = stream::iter(todo)
-        .map(|invoice| advance(store, client, pace, invoice, now, crash))
-        .buffer_unordered(concurrency.max(1));
-    while let Some(done) = runs.next().await {
-        let invoice = done?;
+    // In chunks, step by step: every invoice of the chunk one Stripe call further (a few at
+    // a time, paced), then all their new states stored in one transaction. An invoice whose
+    // call got a retryable answer (`last_error`) stops there for this run.
+    for invoice in &mut todo {
+        invoice.last_error = None;
+    }
+    let mut rest = todo;
+    let mut todo = Vec::with_capacity(rest.len());
+    while !rest.is_empty() {
+        let mut batch: Vec<OverageInvoice> = rest.drain(..rest.len().min(CHUNK)).collect();
+        for _ in 0..STEPS.len() {
+            let (active, mut idle): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|i| STEPS.contains(&i.state.as_str()) && i.last_error.is_none());
+            let stepped: Vec<(String, OverageInvoice)> = stream::iter(active)
+                .map(|mut invoice| async move {
+                    let before = invoice.state.clone();
+                    step(client, pace, &mut invoice, now).await;
+                    (before, invoice)
+                })
+                .buffer_unordered(concurrency.max(1))
+                .collect()
+                .await;
+            if let Some(crash) = crash.as_deref()
+                && stepped
+                    .iter()
+                    .any(|(before, i)| i.state != *before && step_name(before) == crash)
+            {
+                std::process::abort();
+            }
+            let moved: Vec<OverageInvoice> = stepped.into_iter().map(|(_, i)| i).collect();
+            store.save_overages(&moved, now).await?;
+            idle.extend(moved);
+            batch = idle;
+        }
+        todo.extend(batch);
+    }
+    for invoice in todo {
         match invoice.state.as_str() {
             "finalized" => report.invoiced.push(invoice),
             "dead" => report.problems.push(format!(
@@ -128,6 +165,21 @@ pub async fn close_periods<S: OverageStore + RegistryStore>(
         }
     }
     Ok(report)
+}
+
+/// Invoices per chunk (one transaction per step of a chunk).
+const CHUNK: usize = 500;
+
+/// The states a Stripe call moves on.
+const STEPS: [&str; 3] = ["planned", "invoice_created", "item_added"];
+
+/// The step (`TOLLGATE_TEST_CRASH_AFTER` names) taken from `state`.
+fn step_name(state: &str) -> &'static str {
+    match state {
+        "planned" => "invoice",
+        "invoice_created" => "item",
+        _ => "finalize",
+    }
 }
 
 fn key(invoice: &OverageInvoice, step: &str) -> String {
@@ -151,153 +203,96 @@ fn id_of(object: &Value) -> Option<String> {
     object.get("id").and_then(Value::as_str).map(str::to_owned)
 }
 
-/// Drives one invoice from its stored state to `finalized` (or as far as Stripe lets it).
-async fn advance<S: OverageStore>(
-    store: &S,
-    client: &StripeClient,
-    pace: &Pace,
-    mut invoice: OverageInvoice,
-    now: i64,
-    crash: &CrashAfter,
-) -> Result<OverageInvoice, sqlx::Error> {
-    let crash_here = |step: &str| {
-        if crash.as_deref() == Some(step) {
-            std::process::abort();
+/// One Stripe call for `invoice`'s state; on success it moves to the next state with the
+/// id Stripe gave, on a retryable answer it keeps its state with `last_error`, on a refusal it
+/// is `dead`.
+async fn step(client: &StripeClient, pace: &Pace, invoice: &mut OverageInvoice, now: i64) {
+    let step = step_name(&invoice.state);
+    let answer = match invoice.state.as_str() {
+        "planned" => {
+            let found = if now - invoice.created_at > IDEMPOTENCY_WINDOW {
+                pace.acquire().await;
+                find_invoice(client, invoice).await
+            } else {
+                None
+            };
+            match found {
+                Some(object) => Answer::Ok(object),
+                None => {
+                    let mut form = vec![
+                        ("customer".into(), invoice.customer.clone()),
+                        ("auto_advance".into(), "false".into()),
+                        ("collection_method".into(), "charge_automatically".into()),
+                        ("pending_invoice_items_behavior".into(), "exclude".into()),
+                        (
+                            "description".into(),
+                            "API usage over the included quota".into(),
+                        ),
+                    ];
+                    form.extend(metadata(invoice));
+                    pace.acquire().await;
+                    client
+                        .post("/v1/invoices", &form, &key(invoice, step))
+                        .await
+                }
+            }
+        }
+        "invoice_created" => {
+            let mut form = vec![
+                ("customer".into(), invoice.customer.clone()),
+                (
+                    "invoice".into(),
+                    invoice.invoice_id.clone().unwrap_or_default(),
+                ),
+                ("amount".into(), invoice.amount.to_string()),
+                ("currency".into(), invoice.currency.clone()),
+                ("description".into(), invoice.description.clone()),
+                ("period[start]".into(), invoice.period_start.to_string()),
+                ("period[end]".into(), (invoice.period_end - 1).to_string()),
+            ];
+            form.extend(metadata(invoice));
+            pace.acquire().await;
+            client
+                .post("/v1/invoiceitems", &form, &key(invoice, step))
+                .await
+        }
+        _ => {
+            let id = invoice.invoice_id.clone().unwrap_or_default();
+            pace.acquire().await;
+            let path = format!("/v1/invoices/{id}/finalize");
+            match client.post(&path, &[], &key(invoice, step)).await {
+                Answer::Refused { error, .. } if error.contains("invoice_not_editable") => {
+                    Answer::Ok(Value::Null)
+                }
+                other => other,
+            }
         }
     };
-    loop {
-        let (step, answer) = match invoice.state.as_str() {
-            "planned" => {
-                let found = if now - invoice.created_at > IDEMPOTENCY_WINDOW {
-                    pace.acquire().await;
-                    find_invoice(client, &invoice).await
-                } else {
-                    None
-                };
-                let answer = match found {
-                    Some(object) => Answer::Ok(object),
-                    None => {
-                        let mut form = vec![
-                            ("customer".into(), invoice.customer.clone()),
-                            ("auto_advance".into(), "false".into()),
-                            ("collection_method".into(), "charge_automatically".into()),
-                            ("pending_invoice_items_behavior".into(), "exclude".into()),
-                            (
-                                "description".into(),
-                                "API usage over the included quota".into(),
-                            ),
-                        ];
-                        form.extend(metadata(&invoice));
-                        pace.acquire().await;
-                        client
-                            .post("/v1/invoices", &form, &key(&invoice, "invoice"))
-                            .await
-                    }
-                };
-                ("invoice", answer)
-            }
-            "invoice_created" => {
-                let mut form = vec![
-                    ("customer".into(), invoice.customer.clone()),
-                    (
-                        "invoice".into(),
-                        invoice.invoice_id.clone().unwrap_or_default(),
-                    ),
-                    ("amount".into(), invoice.amount.to_string()),
-                    ("currency".into(), invoice.currency.clone()),
-                    ("description".into(), invoice.description.clone()),
-                    ("period[start]".into(), invoice.period_start.to_string()),
-                    ("period[end]".into(), (invoice.period_end - 1).to_string()),
-                ];
-                form.extend(metadata(&invoice));
-                pace.acquire().await;
-                (
-                    "item",
-                    client
-                        .post("/v1/invoiceitems", &form, &key(&invoice, "item"))
-                        .await,
-                )
-            }
-            "item_added" => {
-                let id = invoice.invoice_id.clone().unwrap_or_default();
-                pace.acquire().await;
-                let path = format!("/v1/invoices/{id}/finalize");
-                let answer = client.post(&path, &[], &key(&invoice, "finalize")).await;
-                let answer = match answer {
-                    Answer::Refused { error, .. } if error.contains("invoice_not_editable") => {
-                        Answer::Ok(Value::Null)
-                    }
-                    other => other,
-                };
-                ("finalize", answer)
-            }
-            _ => return Ok(invoice),
-        };
-        match answer {
-            Answer::Ok(object) => {
-                crash_here(step);
-                let (next, invoice_id, item_id) = match step {
-                    "invoice" => ("invoice_created", id_of(&object), None),
-                    "item" => ("item_added", None, id_of(&object)),
-                    _ => ("finalized", None, None),
-                };
-                store
-                    .set_overage_state(
-                        &invoice.tenant,
-                        invoice.period_start,
-                        &StateChange {
-                            state: next,
-                            invoice_id: invoice_id.as_deref(),
-                            item_id: item_id.as_deref(),
-                            error: None,
-                        },
-                        now,
-                    )
-                    .await?;
-                next.clone_into(&mut invoice.state);
-                if invoice_id.is_some() {
-                    invoice.invoice_id = invoice_id;
+    match answer {
+        Answer::Ok(object) => {
+            invoice.last_error = None;
+            match step {
+                "invoice" => {
+                    invoice.invoice_id = id_of(&object);
+                    invoice.state = "invoice_created".into();
                 }
-                if item_id.is_some() {
-                    invoice.item_id = item_id;
+                "item" => {
+                    invoice.item_id = id_of(&object);
+                    invoice.state = "item_added".into();
                 }
+                _ => invoice.state = "finalized".into(),
             }
-            Answer::Retry { status, error, .. } => {
-                let error = format!("{step}: {status:?}: {error} (retried at the next run)");
-                tracing::warn!(tenant = %invoice.tenant, %error, "overage invoice step to be retried");
-                store
-                    .set_overage_state(
-                        &invoice.tenant,
-                        invoice.period_start,
-                        &StateChange {
-                            state: &invoice.state,
-                            error: Some(&error),
-                            ..StateChange::default()
-                        },
-                        now,
-                    )
-                    .await?;
-                return Ok(invoice);
-            }
-            Answer::Refused { status, error } => {
-                let error = format!("{step}: {status}: {error}");
-                tracing::error!(tenant = %invoice.tenant, %error, "overage invoice refused by Stripe");
-                store
-                    .set_overage_state(
-                        &invoice.tenant,
-                        invoice.period_start,
-                        &StateChange {
-                            state: "dead",
-                            error: Some(&error),
-                            ..StateChange::default()
-                        },
-                        now,
-                    )
-                    .await?;
-                invoice.state = "dead".into();
-                invoice.last_error = Some(error);
-                return Ok(invoice);
-            }
+        }
+        Answer::Retry { status, error, .. } => {
+            let error = format!("{step}: {status:?}: {error} (retried at the next run)");
+            tracing::warn!(tenant = %invoice.tenant, %error, "overage invoice step to be retried");
+            invoice.last_error = Some(error);
+        }
+        Answer::Refused { status, error } => {
+            let error = format!("{step}: {status}: {error}");
+            tracing::error!(tenant = %invoice.tenant, %error, "overage invoice refused by Stripe");
+            invoice.state = "dead".into();
+            invoice.last_error = Some(error);
         }
     }
 }

@@ -60,19 +60,6 @@ pub struct OverageInvoice {
     pub created_at: i64,
 }
 
-/// A step of an overage invoice as stored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StateChange<'a> {
-    /// The new state.
-    pub state: &'a str,
-    /// Stripe's invoice id (None: unchanged).
-    pub invoice_id: Option<&'a str>,
-    /// Stripe's item id (None: unchanged).
-    pub item_id: Option<&'a str>,
-    /// Why it stopped (None: cleared).
-    pub error: Option<&'a str>,
-}
-
 /// Overage invoices' storage.
 pub trait OverageStore: Send + Sync + 'static {
     /// Every tenant that ever had a `fixed` plan with `overage: bill`, with its history.
@@ -92,18 +79,18 @@ pub trait OverageStore: Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<HashMap<(String, i64), OverageInvoice>, sqlx::Error>> + Send;
 
-    /// Stores `invoice` as planned unless its (tenant, period) is there; returns the stored one.
-    fn plan_overage(
+    /// Stores each of `invoices` as planned unless its (tenant, period) is there, in one
+    /// transaction; returns them as stored.
+    fn plan_overages(
         &self,
-        invoice: &OverageInvoice,
-    ) -> impl Future<Output = Result<OverageInvoice, sqlx::Error>> + Send;
+        invoices: &[OverageInvoice],
+    ) -> impl Future<Output = Result<Vec<OverageInvoice>, sqlx::Error>> + Send;
 
-    /// Moves (tenant, period start) to `change.state`, keeping the ids given (None: unchanged).
-    fn set_overage_state(
+    /// Stores the state, ids (None: unchanged) and error of each of `invoices`, in one
+    /// transaction.
+    fn save_overages(
         &self,
-        tenant: &str,
-        period_start: i64,
-        change: &StateChange<'_>,
+        invoices: &[OverageInvoice],
         now: i64,
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 }
@@ -217,63 +204,78 @@ impl OverageStore for Database {
         })
     }
 
-    async fn plan_overage(&self, invoice: &OverageInvoice) -> Result<OverageInvoice, sqlx::Error> {
+    async fn plan_overages(
+        &self,
+        invoices: &[OverageInvoice],
+    ) -> Result<Vec<OverageInvoice>, sqlx::Error> {
         on_pool!(self, |pool, sql, postgres| {
             let _ = postgres;
-            let i = invoice;
-            sqlx::query(&sql(&format!(
+            let insert = sql(&format!(
                 "INSERT INTO billing_overage_invoices ({COLUMNS}, updated_at) VALUES ($1, $2, $3, \
                  $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, NULL, $12, $12) \
                  ON CONFLICT (tenant_id, period_start) DO NOTHING"
-            )))
-            .bind(&i.tenant)
-            .bind(i.period_start)
-            .bind(i.period_end)
-            .bind(&i.customer)
-            .bind(i.requests)
-            .bind(i.included)
-            .bind(i.overage)
-            .bind(i.amount)
-            .bind(&i.currency)
-            .bind(&i.description)
-            .bind(&i.state)
-            .bind(i.created_at)
-            .execute(pool)
-            .await?;
-            let row = sqlx::query(&sql(&format!(
+            ));
+            let select = sql(&format!(
                 "SELECT {COLUMNS} FROM billing_overage_invoices WHERE tenant_id = $1 \
                  AND period_start = $2"
-            )))
-            .bind(&i.tenant)
-            .bind(i.period_start)
-            .fetch_one(pool)
-            .await?;
-            invoice_of(&row)
+            ));
+            let mut tx = pool.begin().await?;
+            let mut out = Vec::with_capacity(invoices.len());
+            for i in invoices {
+                sqlx::query(&insert)
+                    .bind(&i.tenant)
+                    .bind(i.period_start)
+                    .bind(i.period_end)
+                    .bind(&i.customer)
+                    .bind(i.requests)
+                    .bind(i.included)
+                    .bind(i.overage)
+                    .bind(i.amount)
+                    .bind(&i.currency)
+                    .bind(&i.description)
+                    .bind(&i.state)
+                    .bind(i.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                let row = sqlx::query(&select)
+                    .bind(&i.tenant)
+                    .bind(i.period_start)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                out.push(invoice_of(&row)?);
+            }
+            tx.commit().await?;
+            Ok(out)
         })
     }
 
-    async fn set_overage_state(
+    async fn save_overages(
         &self,
-        tenant: &str,
-        period_start: i64,
-        change: &StateChange<'_>,
+        invoices: &[OverageInvoice],
         now: i64,
     ) -> Result<(), sqlx::Error> {
+        if invoices.is_empty() {
+            return Ok(());
+        }
         on_pool!(self, |pool, sql, postgres| {
             let _ = postgres;
-            sqlx::query(&sql("UPDATE billing_overage_invoices SET state = $1, \
+            let update = sql("UPDATE billing_overage_invoices SET state = $1, \
                  invoice_id = COALESCE($2, invoice_id), item_id = COALESCE($3, item_id), \
-                 last_error = $4, updated_at = $5 WHERE tenant_id = $6 AND period_start = $7"))
-            .bind(change.state)
-            .bind(change.invoice_id)
-            .bind(change.item_id)
-            .bind(change.error)
-            .bind(now)
-            .bind(tenant)
-            .bind(period_start)
-            .execute(pool)
-            .await?;
-            Ok(())
+                 last_error = $4, updated_at = $5 WHERE tenant_id = $6 AND period_start = $7");
+            let mut tx = pool.begin().await?;
+            for i in invoices {
+                sqlx::query(&update)
+                    .bind(&i.state)
+                    .bind(i.invoice_id.as_deref())
+                    .bind(i.item_id.as_deref())
+                    .bind(i.last_error.as_deref())
+                    .bind(now)
+                    .bind(&i.tenant)
+                    .bind(i.period_start)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
         })
     }
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -39,6 +40,14 @@ def env(stripe: StripeStandIn, db: Path, rate: int, concurrency: int) -> dict[st
     }
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """CPU seconds (user + system) of finished children (the sidecar CLI) and of this process
+    (the stand-in's threads)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return children.ru_utime + children.ru_stime, own.ru_utime + own.ru_stime
+
+
 def migrate(binary: Path, environment: dict[str, str]) -> None:
     subprocess.run([str(binary), "migrate"], env=environment, check=True, timeout=60)
 
@@ -61,14 +70,16 @@ def meter_events(binary: Path, events: int, customers: int, rate: int, concurren
                 "event_timestamp, status, created_at) VALUES (?, 'usage', ?, ?, ?, 'api_requests', ?, ?, 'pending', ?)",
                 [("tg1_" + hashlib.sha256(f"bench{i}".encode()).hexdigest()[:48], f"t{i % customers}", f"f{i}", today,
                   1 + i % 7, now, now) for i in range(events)])
-        started = time.monotonic()
+        started, cpu = time.monotonic(), cpu_seconds()
         done = subprocess.run([str(binary), "billing", "report"], env=environment, capture_output=True, text=True, timeout=900)
         elapsed = time.monotonic() - started
+        sidecar_cpu, stand_in_cpu = (b - a for a, b in zip(cpu, cpu_seconds()))
     stripe.stop()
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(stripe.events) == events, (len(stripe.events), events)
     assert max(stripe.identifiers.values()) == 1 and stripe.concurrency_violations == 0
-    return {"events": events, "customers": customers, "seconds": round(elapsed, 2), "events_per_s": round(events / elapsed)}
+    return {"events": events, "customers": customers, "seconds": round(elapsed, 2), "events_per_s": round(events / elapsed),
+            "cpu_s_sidecar": round(sidecar_cpu, 1), "cpu_s_stand_in": round(stand_in_cpu, 1)}
 
 
 def close_periods(binary: Path, tenants: int, rate: int, concurrency: int) -> dict:
@@ -88,15 +99,17 @@ def close_periods(binary: Path, tenants: int, rate: int, concurrency: int) -> di
                              [(f"t{c}", created) for c in range(tenants)])
             conn.executemany("INSERT INTO api_usage_daily (tenant_id, date, endpoint, plan, requests) VALUES (?, '2026-11-10', 'GET /x', 'fixed', ?)",
                              [(f"t{c}", 1000 + 1 + c % 500) for c in range(tenants)])
-        started = time.monotonic()
+        started, cpu = time.monotonic(), cpu_seconds()
         done = subprocess.run([str(binary), "billing", "close-periods", "--now", "2026-12-01T00:10:00Z"], env=environment,
                               capture_output=True, text=True, timeout=900)
         elapsed = time.monotonic() - started
+        sidecar_cpu, stand_in_cpu = (b - a for a, b in zip(cpu, cpu_seconds()))
     stripe.stop()
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(stripe.invoices) == tenants and len(stripe.items) == tenants, (len(stripe.invoices), len(stripe.items))
     assert all(i["status"] == "open" for i in stripe.invoices.values())
-    return {"tenants": tenants, "stripe_calls": 3 * tenants, "seconds": round(elapsed, 2)}
+    return {"tenants": tenants, "stripe_calls": 3 * tenants, "seconds": round(elapsed, 2),
+            "cpu_s_sidecar": round(sidecar_cpu, 1), "cpu_s_stand_in": round(stand_in_cpu, 1)}
 
 
 def main() -> None:

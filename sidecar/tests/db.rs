@@ -46,7 +46,7 @@ async fn sqlite_file_gets_the_contract_table_once() {
     let dir = TempDir::new();
     let url = format!("sqlite://{}", dir.path().join("usage.db").display());
     let database = Database::connect(Some(&url)).await.unwrap();
-    assert_eq!(database.migrate().await.unwrap(), 4);
+    assert_eq!(database.migrate().await.unwrap(), 5);
     assert_eq!(database.migrate().await.unwrap(), 0);
     let Database::Sqlite(pool) = &database else {
         panic!("{url} is not SQLite");
@@ -101,7 +101,7 @@ async fn postgres_gets_the_contract_table_once() {
     let url = postgres.fresh_database().await;
     let database = Database::connect(Some(&url)).await.unwrap();
     assert_eq!(database.kind(), "PostgreSQL");
-    assert_eq!(database.migrate().await.unwrap(), 4);
+    assert_eq!(database.migrate().await.unwrap(), 5);
     assert_eq!(database.migrate().await.unwrap(), 0);
     let Database::Postgres(pool) = &database else {
         panic!("{url} is not PostgreSQL");
@@ -164,7 +164,7 @@ fn migrate_defaults_to_tollgate_db_in_the_working_directory() {
     let first = sidecar(&["migrate"], dir.path());
     assert!(first.status.success(), "{}", first.stderr);
     assert!(
-        first.stderr.contains("applied 4 migration(s)"),
+        first.stderr.contains("applied 5 migration(s)"),
         "{}",
         first.stderr
     );
@@ -329,7 +329,7 @@ async fn sidecars_starting_together_on_one_sqlite_file_all_migrate() {
     }
     for run in runs {
         let applied = run.await.unwrap().unwrap();
-        assert!(applied <= 4, "{applied}"); // 0001_usage, 0002_usage_flushes, 0003_request_log, 0004_registry
+        assert!(applied <= 5, "{applied}"); // 0001_usage, 0002_usage_flushes, 0003_request_log, 0004_registry, 0006_billing
     }
     let database = Database::connect(Some(&url)).await.unwrap();
     assert_eq!(database.migrate().await.unwrap(), 0);

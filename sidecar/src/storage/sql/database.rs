@@ -314,7 +314,7 @@ mod tests {
     async fn in_memory_sqlite_migrates_once() {
         let database = Database::connect(Some("sqlite::memory:")).await.unwrap();
         assert_eq!(database.kind(), "SQLite");
-        assert_eq!(database.migrate().await.unwrap(), 4);
+        assert_eq!(database.migrate().await.unwrap(), 5);
         assert_eq!(database.migrate().await.unwrap(), 0);
         database.close().await;
     }

@@ -204,10 +204,12 @@ def test_faults_and_kill9_lose_nothing_and_count_nothing_twice(start_envoy, stri
     assert_exactly_once(stripe, expected)
     answer = json.loads(report.stdout)
     assert answer["outbox"]["pending"] == 0 and answer["outbox"]["dead"] == 0, answer
-    # The storm was real: retries, lost answers repaired through "already exists" or replays.
-    assert answer["sent_now"]["retried"] > 0, answer
-    assert any("already exists" in json.dumps(r) for r in stripe.rejections) or \
-        any(v > 1 for k, v in stripe.requests.items()), stripe.requests
+    # The storm was real: every kind of fault happened, and the lost answers (applied at Stripe)
+    # were repaired by replays or "already exists", never by a second event.
+    assert all(stripe.injected[k] > 0 for k in ("429", "500", "timeout", "drop")), stripe.injected
+    assert stripe.requests["POST /v1/billing/meter_events"] > len(stripe.events) + 10, stripe.requests
+    print(f"storm: {dict(stripe.injected)}, {stripe.requests['POST /v1/billing/meter_events']} calls, "
+          f"{len(stripe.events)} events, {accepted_at_kill} accepted when killed")
 
 
 def test_a_missing_key_or_a_refusal_is_reported_not_lost(start_envoy, stripe, tmp_path: Path) -> None:

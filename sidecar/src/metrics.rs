@@ -20,6 +20,11 @@
 //! | `tollgate_job_last_success_seconds{job}` | gauge | when the job last ran well (Unix seconds) |
 //! | `tollgate_job_up{job}` | gauge | 1 while the job runs, 0 once it stopped (at shutdown, or by failing: then `/readyz` is 503 `job_stopped`) |
 //! | `tollgate_redis_seconds` | histogram | every Redis round trip of the counter store (50 µs to 100 ms buckets) |
+//! | `tollgate_billing_meter_events_total{outcome}` | counter | Stripe meter event attempts: `sent`, `duplicate` (the identifier already existed: delivered), `retried`, `dead`, `waiting` (no customer id or meter name) |
+//! | `tollgate_billing_meter_events_stale` | gauge | ALERT when > 0: unsent meter events of usage older than 30 days (Stripe refuses them after 35) |
+//! | `tollgate_billing_meter_events_dead` | gauge | meter events Stripe refused for good (error kept in `billing_meter_events`) |
+//! | `tollgate_billing_meter_events_waiting` | gauge | meter events waiting for a tenant's `stripe_customer_id` or a meter name |
+//! | `tollgate_billing_reconciliations_total{outcome}` | counter | reconciled (customer, meter, day): `matched`, `corrected`, `excess`, `pending` |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -75,6 +75,7 @@ class StripeStandIn:
         self.requests: Counter[str] = Counter()  # "POST /v1/..." -> count
         self.rejections: list[dict] = []  # every 4xx answered: (path, error)
         self.auth_headers: set[str] = set()
+        self.injected: Counter[str] = Counter()  # faults injected, by kind
         self._faults: list[str] = []
         self._storm: tuple[list[str], float, random.Random] | None = None
         self.server: ThreadingHTTPServer | None = None
@@ -176,6 +177,8 @@ class StripeStandIn:
             if len(form) != len(pairs):
                 raise StripeError(400, "invalid_request_error", "A parameter was given twice.")
         fault = self._fault(path) if method == "POST" else None
+        if fault:
+            self.injected[fault] += 1
         if fault == "429":
             raise StripeError(429, "invalid_request_error", "Too many requests.", code="rate_limit")
         if fault == "500":
@@ -361,14 +364,17 @@ class _Handler(BaseHTTPRequestHandler):
             if e.status < 500:
                 self.stripe.rejections.append({"path": split.path, "error": answer})
         data = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.send_header("request-id", f"req_{uuid.uuid4().hex[:14]}")
-        for name, value in extra.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.send_header("request-id", f"req_{uuid.uuid4().hex[:14]}")
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (an injected timeout)
 
     def do_POST(self) -> None:
         self._serve("POST")

@@ -16,8 +16,9 @@ use clap::{Args, Parser, Subcommand};
 /// TOLLGATE_FLUSH_INTERVAL, exactly once. The usage database's migrations run on `migrate` and
 /// before `serve` listens. The same database holds the registry (plans, tenants, API keys),
 /// written through the admin API (/v1/admin/..., TOLLGATE_ADMIN_TOKEN) or the `plans`,
-/// `tenants` and `keys` commands, and followed by the filter (GET /v1/registry). Stripe
-/// reporting comes next: its settings are accepted now but not used yet.
+/// `tenants` and `keys` commands, and followed by the filter (GET /v1/registry). Usage of
+/// metered plans is reported to Stripe Billing Meters exactly once, reconciled daily, and the
+/// overage of fixed plans invoiced when periods close (`billing …`, TOLLGATE_STRIPE_*).
 #[derive(Parser)]
 #[command(name = "tollgate-sidecar", version)]
 pub struct Cli {
@@ -183,7 +184,7 @@ pub struct Settings {
           value_parser = parse_duration, global = true)]
     pub stripe_timeout: Duration,
 
-    /// How often `serve` sends pending meter events (and looks for closed periods).
+    /// How often `serve` sends pending meter events (each run sends all that are due).
     #[arg(long, env = "TOLLGATE_BILLING_INTERVAL", default_value = "10s",
           value_parser = parse_duration, global = true)]
     pub billing_interval: Duration,

@@ -25,10 +25,14 @@
 //!                  sql::UsageSink, sql::UsageQueries,
 //!                  sql::RequestLogStore,
 //!                  sql::registry::RegistryStore postgres | sqlite (every SQL statement)
+//!                  sql::billing::{BillingStore, OverageStore, ReconcileStore}
+//!                                    postgres | sqlite (Stripe outbox, invoices, reconciliation)
+//!   stripe/      the typed Stripe client (reqwest) the billing services and jobs call
 //!
 //!   jobs/        background work, one way to start, stop on SIGTERM and report health
 //!                (`/readyz`, `tollgate_job_*`): usage flush, request log writer,
-//!                registry quota state;
+//!                registry quota state, billing (meter events, closed periods,
+//!                reconciliation);
 //!                jobs call services and storage, never routes
 //! ```
 //!

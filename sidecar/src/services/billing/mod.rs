@@ -58,7 +58,8 @@ pub const STALE_AFTER_DAYS: i64 = 30;
 /// Stripe refuses meter events whose timestamp is older than this.
 pub const STRIPE_MAX_AGE_DAYS: i64 = 35;
 
-/// A global pace: at most `rate` acquisitions per second, evenly spaced.
+/// A global pace: at most `rate` acquisitions per second, evenly spaced (one every
+/// `1/rate` s, whoever asks).
 #[derive(Clone)]
 pub struct Pace {
     next: Arc<Mutex<Instant>>,
@@ -78,9 +79,8 @@ impl Pace {
     pub async fn acquire(&self) {
         let at = {
             let mut next = self.next.lock().await;
-            let now = Instant::now();
-            // At most one second of unused slots is saved up (a burst of `rate`).
-            let at = (*next).max(now.checked_sub(Duration::from_secs(1)).unwrap_or(now));
+            // No unused slots are saved up: never more than `rate` in any second.
+            let at = (*next).max(Instant::now());
             *next = at + self.gap;
             at
         };

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
+if __package__ in (None, ""):  # run as a file: the repository root on the path
+    sys.path.insert(0, str(ROOT))
 
-from harness.stripe import StripeStandIn  # noqa: E402
+from tests.harness.stripe import StripeStandIn  # noqa: E402
 
 KEY = "sk_test_bench"
 DAY = 86_400

@@ -12,8 +12,7 @@ tenant without a customer id is named and waits; a later run invoices nothing ag
 from __future__ import annotations
 
 import json
-import os
-import subprocess
+import sqlite3
 import time
 from pathlib import Path
 
@@ -47,7 +46,8 @@ def next_period_start() -> str:
     return f"{year:04d}-{month:02d}-01T00:05:00Z"
 
 
-def test_close_periods_invoices_once_whatever_crashes(stripe: StripeStandIn, database_url, tmp_path: Path) -> None:
+def prepared(stripe: StripeStandIn, database_url, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The tenants with their usage flushed; the sidecar stopped. (its directory, the CLI env)"""
     env = billing_env(stripe, database_url)
     serving = {k: v for k, v in env.items() if k != "TOLLGATE_STRIPE_API_KEY"}  # the job stays idle
     sidecar = SidecarProcess(tmp_path / "sidecar", env=serving).start()
@@ -63,16 +63,10 @@ def test_close_periods_invoices_once_whatever_crashes(stripe: StripeStandIn, dat
     finally:
         sidecar.stop()
 
-    now = next_period_start()
-    for step in ("planned", "invoice", "item", "finalize"):
-        crashed = billing_cli(sidecar.workdir, env | {"TOLLGATE_TEST_CRASH_AFTER": step}, "close-periods", "--now", now)
-        assert crashed.returncode < 0 or crashed.returncode > 1, (step, crashed)  # killed by SIGABRT
-    done = billing_cli(sidecar.workdir, env, "close-periods", "--now", now)
-    assert done.returncode == 1, done  # the tenant without a customer id
-    assert 'tenant "nocus" has no stripe_customer_id' in done.stderr, done.stderr
-    answer = json.loads(done.stdout)
-    assert answer["unfinished"] == [], answer
+    return sidecar.workdir, env
 
+
+def assert_one_invoice_each(stripe: StripeStandIn) -> None:
     by_customer: dict[str, list[dict]] = {}
     for invoice in stripe.invoices.values():
         by_customer.setdefault(invoice["customer"], []).append(invoice)
@@ -84,11 +78,49 @@ def test_close_periods_invoices_once_whatever_crashes(stripe: StripeStandIn, dat
         item = stripe.items[item_id]
         assert (item["amount"], item["currency"]) == (amount, "usd"), item
     assert len(stripe.items) == len(AMOUNTS)
+
+
+def test_close_periods_invoices_once_whatever_crashes(stripe: StripeStandIn, database_url, tmp_path: Path) -> None:
+    workdir, env = prepared(stripe, database_url, tmp_path)
+    now = next_period_start()
+    for step in ("planned", "invoice", "item", "finalize"):
+        crashed = billing_cli(workdir, env | {"TOLLGATE_TEST_CRASH_AFTER": step}, "close-periods", "--now", now)
+        assert crashed.returncode < 0 or crashed.returncode > 1, (step, crashed)  # killed by SIGABRT
+    done = billing_cli(workdir, env, "close-periods", "--now", now)
+    assert done.returncode == 1, done  # the tenant without a customer id
+    assert 'tenant "nocus" has no stripe_customer_id' in done.stderr, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["unfinished"] == [], answer
+
+    assert_one_invoice_each(stripe)
     assert stripe.requests["POST /v1/invoices"] >= 2 and stripe.requests["POST /v1/invoiceitems"] >= 2
 
-    again = billing_cli(sidecar.workdir, env, "close-periods", "--now", now)
+    again = billing_cli(workdir, env, "close-periods", "--now", now)
     assert json.loads(again.stdout)["invoiced"] == [], again.stdout
     assert len(stripe.invoices) == len(AMOUNTS) and len(stripe.items) == len(AMOUNTS)
     # Before the period ended: nothing to close.
-    early = billing_cli(sidecar.workdir, env, "close-periods", "--now", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    early = billing_cli(workdir, env, "close-periods", "--now", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     assert json.loads(early.stdout)["periods"] == 0, early.stdout
+
+
+def test_a_resume_after_stripes_idempotency_window_finds_the_invoice_and_item(stripe: StripeStandIn, tmp_path: Path) -> None:
+    """Crashed after the invoice, then after the item, each time resumed more than 24 h later
+    (the plan aged in the database, Stripe's idempotency keys pruned): the stored metadata
+    finds the invoice among the customer's and the item among its lines — no second one."""
+    workdir, env = prepared(stripe, None, tmp_path)
+    [db] = sorted(workdir.glob("*.db"))
+    now = next_period_start()
+
+    def a_day_later() -> None:
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE billing_overage_invoices SET created_at = created_at - 2 * 86400")
+        stripe.forget_idempotency_keys()
+
+    for step in ("invoice", "item"):
+        crashed = billing_cli(workdir, env | {"TOLLGATE_TEST_CRASH_AFTER": step}, "close-periods", "--now", now)
+        assert crashed.returncode < 0 or crashed.returncode > 1, (step, crashed)
+        a_day_later()
+    done = billing_cli(workdir, env, "close-periods", "--now", now)
+    assert done.returncode == 1 and json.loads(done.stdout)["unfinished"] == [], done
+    assert_one_invoice_each(stripe)
+    assert stripe.requests["GET /v1/invoices"] >= 2, stripe.requests  # looked up, not made again

@@ -16,7 +16,9 @@ It behaves as Stripe documents the calls Tollgate makes (docs.stripe.com/api/bil
   `rate_limit` and is counted in `concurrency_violations`.
 - `GET /v1/billing/meters` lists the meters; `GET /v1/billing/meters/{id}/event_summaries` sums the accepted events (day windows, UTC);
   meters are made by `add_meter`.
-- `POST /v1/invoices`, `/v1/invoiceitems`, `/v1/invoices/{id}/finalize`, `GET /v1/invoices`.
+- `POST /v1/invoices`, `/v1/invoiceitems`, `/v1/invoices/{id}/finalize`, `GET /v1/invoices`,
+  `GET /v1/invoices/{id}` (lines name their invoice item); `forget_idempotency_keys` plays
+  Stripe's 24-hour pruning.
 - Fault injection, set by the test: `fail_next(kind, n)` and `storm(kinds, ratio, seed)` with
   kinds `429`, `500` (before applying), `timeout` (applied, answered after `delay_s`) and `drop`
   (applied, then the connection is closed without an answer).
@@ -225,6 +227,11 @@ class StripeStandIn:
             return 200, self._invoice(form)
         if method == "GET" and path == "/v1/invoices":
             return 200, self._list_invoices(query)
+        if method == "GET" and len(parts) == 3 and parts[:2] == ["v1", "invoices"]:
+            invoice = self.invoices.get(parts[2])
+            if invoice is None:
+                raise StripeError(404, "invalid_request_error", f"No such invoice: '{parts[2]}'", code="resource_missing")
+            return 200, self._render(invoice)
         if method == "POST" and path == "/v1/invoiceitems":
             return 200, self._item(form)
         if method == "POST" and len(parts) == 4 and parts[:2] == ["v1", "invoices"] and parts[3] == "finalize":
@@ -302,12 +309,25 @@ class StripeStandIn:
                    "metadata": {k[9:-1]: v for k, v in form.items() if k.startswith("metadata[")}, "created": int(time.time())}
         with self.lock:
             self.invoices[invoice["id"]] = invoice
-        return invoice
+        return self._render(invoice)
+
+    def _render(self, invoice: dict) -> dict:
+        """The invoice as the API shows it: `lines` a list of line items naming their invoice item."""
+        with self.lock:
+            lines = [{"id": f"il_{item_id[3:]}", "object": "line_item", "invoice_item": item_id,
+                      "amount": self.items[item_id]["amount"], "metadata": self.items[item_id]["metadata"]}
+                     for item_id in invoice["lines"]]
+            return invoice | {"lines": {"object": "list", "data": lines, "has_more": False}}
 
     def _list_invoices(self, query: dict) -> dict:
         with self.lock:
-            data = [i for i in self.invoices.values() if not query.get("customer") or i["customer"] == query["customer"]]
-        return {"object": "list", "data": data, "has_more": False}
+            found = [i for i in self.invoices.values() if not query.get("customer") or i["customer"] == query["customer"]]
+        return {"object": "list", "data": [self._render(i) for i in found], "has_more": False}
+
+    def forget_idempotency_keys(self) -> None:
+        """As Stripe does after 24 hours: every stored idempotent answer pruned."""
+        with self.lock:
+            self.idempotency.clear()
 
     def _item(self, form: dict) -> dict:
         self._check_fields(form, ITEM_FIELDS, ["customer"])
@@ -332,7 +352,7 @@ class StripeStandIn:
         if invoice["status"] != "draft":
             raise StripeError(400, "invalid_request_error", "This invoice is already finalized.", code="invoice_not_editable")
         invoice["status"] = "open"
-        return invoice
+        return self._render(invoice)
 
 
 class _Handler(BaseHTTPRequestHandler):

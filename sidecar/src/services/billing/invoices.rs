@@ -11,9 +11,10 @@
 //! call carries the idempotency key `tollgate:overage:{tenant}:{period start}:{step}` and each
 //! answer's id is stored with the next state. A crash after Stripe answered but before the
 //! state was stored repeats the call with the same key: Stripe replays the first answer (no
-//! second invoice or item). Past Stripe's 24-hour idempotency window a `planned` row first
-//! looks for its invoice among the customer's invoices by metadata (`tollgate_tenant`,
-//! `tollgate_period_start`). Finalizing an invoice that is already open counts as done.
+//! second invoice or item). Past Stripe's 24-hour idempotency window (the plan is older than
+//! 23 h) a `planned` row first looks for its invoice among the customer's invoices by metadata
+//! (`tollgate_tenant`, `tollgate_period_start`), and an `invoice_created` row for its item
+//! among the invoice's lines (same metadata). Finalizing an invoice that is already open counts as done.
 //! A retryable answer (429, 5xx, timeout) leaves the state for the next run; any other refusal
 //! makes the row `dead` with Stripe's error.
 
@@ -238,6 +239,18 @@ async fn step(client: &StripeClient, pace: &Pace, invoice: &mut OverageInvoice, 
             }
         }
         "invoice_created" => {
+            let found = if now - invoice.created_at > IDEMPOTENCY_WINDOW {
+                pace.acquire().await;
+                find_item(client, invoice).await
+            } else {
+                None
+            };
+            if let Some(item) = found {
+                invoice.item_id = Some(item);
+                invoice.state = "item_added".into();
+                invoice.last_error = None;
+                return;
+            }
             let mut form = vec![
                 ("customer".into(), invoice.customer.clone()),
                 (
@@ -295,6 +308,28 @@ async fn step(client: &StripeClient, pace: &Pace, invoice: &mut OverageInvoice, 
             invoice.last_error = Some(error);
         }
     }
+}
+
+/// The id of the item added to `invoice`'s Stripe invoice earlier (a line with our metadata),
+/// if there is one.
+async fn find_item(client: &StripeClient, invoice: &OverageInvoice) -> Option<String> {
+    let id = invoice.invoice_id.as_deref()?;
+    let Answer::Ok(object) = client.get(&format!("/v1/invoices/{id}"), &[]).await else {
+        return None;
+    };
+    let start = invoice.period_start.to_string();
+    let lines = object.get("lines")?.get("data")?.as_array()?;
+    lines.iter().find_map(|line| {
+        let meta = line.get("metadata");
+        let field = |name: &str| meta.and_then(|m| m.get(name)).and_then(Value::as_str);
+        let ours = field("tollgate_tenant") == Some(invoice.tenant.as_str())
+            && field("tollgate_period_start") == Some(start.as_str());
+        let item = line
+            .get("invoice_item")
+            .or_else(|| line.pointer("/parent/invoice_item_details/invoice_item"))
+            .and_then(Value::as_str);
+        ours.then_some(item).flatten().map(str::to_owned)
+    })
 }
 
 /// The customer's invoice made for `invoice` earlier (by metadata), if Stripe lists it.

@@ -199,6 +199,13 @@ pub struct Settings {
           value_parser = parse_duration, global = true)]
     pub billing_reconcile_interval: Duration,
 
+    /// How long after the latest meter event of a day was accepted reconciliation trusts
+    /// Stripe's summary of that day (they are eventually consistent); before, a shortfall is
+    /// `pending`, not corrected.
+    #[arg(long, env = "TOLLGATE_BILLING_RECONCILE_SETTLE", default_value = "1h",
+          value_parser = parse_duration, global = true)]
+    pub billing_reconcile_settle: Duration,
+
     /// How many customers' meter events are sent at once (each one call at a time).
     #[arg(long, env = "TOLLGATE_BILLING_CONCURRENCY", default_value_t = 32,
           value_parser = positive, global = true)]

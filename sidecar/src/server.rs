@@ -178,6 +178,7 @@ async fn run<S: CounterStore>(
         Arc::new(database.clone()),
         crate::commands::billing::client(settings).ok(),
         settings.billing_reconcile_interval,
+        settings.billing_reconcile_settle,
         &state.metrics,
         state.clock,
     );

@@ -217,6 +217,7 @@ async fn reconcile_day(
         &ReconcileMetrics::new(&metrics),
         &date,
         now,
+        settings.billing_reconcile_settle,
     )
     .await?;
     let corrections = found

@@ -124,6 +124,7 @@ pub fn start_reconcile<S: ReconcileStore + OverageStore>(
     store: Arc<S>,
     client: Option<StripeClient>,
     interval: Duration,
+    settle: Duration,
     metrics: &Metrics,
     clock: Clock,
 ) {
@@ -136,7 +137,7 @@ pub fn start_reconcile<S: ReconcileStore + OverageStore>(
         async move {
             let now = i64::try_from(clock() / 1_000_000_000).unwrap_or(i64::MAX);
             let yesterday = tollgate_filter::usage::format_date(now.div_euclid(86_400) - 1);
-            let report = reconcile(&*store, &client, &counters, &yesterday, now).await?;
+            let report = reconcile(&*store, &client, &counters, &yesterday, now, settle).await?;
             for problem in &report.problems {
                 tracing::warn!(%problem, "billing reconciliation");
             }

@@ -3,8 +3,9 @@
 //! requests. Every result is recorded (`billing_reconciliations`):
 //!
 //! - `matched`: equal.
-//! - `pending`: Stripe has less, but some of the day's meter events are not sent yet: not
-//!   judged now.
+//! - `pending`: Stripe has less, but some of the day's meter events are not sent yet, or the
+//!   latest was accepted less than `TOLLGATE_BILLING_RECONCILE_SETTLE` ago (Stripe's summaries
+//!   are eventually consistent): not judged now.
 //! - `corrected`: Stripe has less and everything was sent: the missing amount is written as a
 //!   new outbox event (kind `correction`) in the same transaction as the result, with an
 //!   identifier derived from the day and both values, so the same discrepancy is corrected
@@ -67,13 +68,15 @@ fn shown(answer: &Answer) -> String {
     }
 }
 
-/// Reconciles `date` (`YYYY-MM-DD`) at `now` (Unix seconds).
+/// Reconciles `date` (`YYYY-MM-DD`) at `now` (Unix seconds); events accepted less than
+/// `settle` ago make a shortfall `pending`.
 pub async fn reconcile<S: ReconcileStore + OverageStore>(
     store: &S,
     client: &StripeClient,
     metrics: &ReconcileMetrics,
     date: &str,
     now: i64,
+    settle: std::time::Duration,
 ) -> Result<ReconcileReport, String> {
     let db = |e: sqlx::Error| format!("billing database: {e}");
     let start = tollgate_filter::usage::parse_date(date)
@@ -135,7 +138,11 @@ pub async fn reconcile<S: ReconcileStore + OverageStore>(
                 stripe - local
             ));
             "excess"
-        } else if store.unsent_on(&metered.tenant, date).await.map_err(db)? > 0 {
+        } else if let (unsent, latest) = store.unsent_on(&metered.tenant, date).await.map_err(db)?
+            && (unsent > 0 || latest > now - i64::try_from(settle.as_secs()).unwrap_or(0))
+        {
+            // Unsent events, or events Stripe may not have summed yet (its summaries are
+            // eventually consistent): a shortfall now would be corrected twice.
             metrics.pending.increment(1);
             "pending"
         } else {

@@ -51,12 +51,13 @@ pub trait ReconcileStore: Send + Sync + 'static {
         date: &str,
     ) -> impl Future<Output = Result<Vec<Metered>, sqlx::Error>> + Send;
 
-    /// Outbox rows of (tenant, date) not sent yet (pending or waiting).
+    /// Outbox rows of (tenant, date) not sent yet (pending or waiting), and when the latest
+    /// of its sent rows was accepted (Unix seconds; 0: none).
     fn unsent_on(
         &self,
         tenant: &str,
         date: &str,
-    ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<(u64, i64), sqlx::Error>> + Send;
 
     /// Records `result`; for `corrected`, writes the correction event of `result.local -
     /// result.stripe` in the same transaction (its identifier is derived from the day and
@@ -98,18 +99,24 @@ impl ReconcileStore for Database {
         })
     }
 
-    async fn unsent_on(&self, tenant: &str, date: &str) -> Result<u64, sqlx::Error> {
+    async fn unsent_on(&self, tenant: &str, date: &str) -> Result<(u64, i64), sqlx::Error> {
         on_pool!(self, |pool, sql, postgres| {
             let _ = postgres;
-            let n: i64 = sqlx::query_scalar(&sql(
-                "SELECT count(*) FROM billing_meter_events WHERE tenant_id = $1 AND usage_date = $2 \
-                 AND status IN ('pending', 'no_customer', 'no_meter')",
+            let row = sqlx::query(&sql(
+                "SELECT CAST(sum(CASE WHEN status IN ('pending', 'no_customer', 'no_meter') \
+                 THEN 1 ELSE 0 END) AS BIGINT) AS unsent, max(sent_at) AS latest \
+                 FROM billing_meter_events WHERE tenant_id = $1 AND usage_date = $2",
             ))
             .bind(tenant)
             .bind(date)
             .fetch_one(pool)
             .await?;
-            Ok(u64::try_from(n).unwrap_or(0))
+            let unsent: Option<i64> = row.try_get("unsent")?;
+            let latest: Option<i64> = row.try_get("latest")?;
+            Ok((
+                u64::try_from(unsent.unwrap_or(0)).unwrap_or(0),
+                latest.unwrap_or(0),
+            ))
         })
     }
 

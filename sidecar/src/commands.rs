@@ -4,6 +4,7 @@
 //! one line on stderr naming the field, and exit status 1.
 
 pub mod alerts;
+pub mod billing;
 
 use std::sync::Arc;
 

@@ -16,8 +16,9 @@ use clap::{Args, Parser, Subcommand};
 /// TOLLGATE_FLUSH_INTERVAL, exactly once. The usage database's migrations run on `migrate` and
 /// before `serve` listens. The same database holds the registry (plans, tenants, API keys),
 /// written through the admin API (/v1/admin/..., TOLLGATE_ADMIN_TOKEN) or the `plans`,
-/// `tenants` and `keys` commands, and followed by the filter (GET /v1/registry). Stripe
-/// reporting comes next: its settings are accepted now but not used yet.
+/// `tenants` and `keys` commands, and followed by the filter (GET /v1/registry). Usage of
+/// metered plans is reported to Stripe Billing Meters exactly once, reconciled daily, and the
+/// overage of fixed plans invoiced when periods close (`billing …`, TOLLGATE_STRIPE_*).
 #[derive(Parser)]
 #[command(name = "tollgate-sidecar", version)]
 pub struct Cli {
@@ -67,6 +68,13 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         action: crate::commands::alerts::AlertsCommand,
+    },
+    /// Stripe billing: `report` (send pending meter events now; exit 1 when any is
+    /// dead-lettered or waits), `reconcile`, `close-periods`.
+    Billing {
+        /// What to do.
+        #[command(subcommand)]
+        action: crate::commands::billing::BillingCommand,
     },
 }
 
@@ -152,7 +160,8 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_FILTER_CONFIG", global = true)]
     pub filter_config: Option<std::path::PathBuf>,
 
-    /// Stripe secret key for usage reporting. Not used yet: billing comes next.
+    /// Stripe secret key (`sk_…`) for meter events and overage invoices, sent as
+    /// `Authorization: Bearer` and never logged. Unset: billing waits (nothing is lost).
     #[arg(
         long,
         env = "TOLLGATE_STRIPE_API_KEY",
@@ -161,7 +170,7 @@ pub struct Settings {
     )]
     pub stripe_api_key: Option<String>,
 
-    /// Stripe API base URL (tests point it at a stand-in). Not used yet: billing comes next.
+    /// Stripe API base URL (tests point it at a stand-in).
     #[arg(
         long,
         env = "TOLLGATE_STRIPE_API_BASE",
@@ -169,6 +178,61 @@ pub struct Settings {
         global = true
     )]
     pub stripe_api_base: String,
+
+    /// The most Stripe calls per second, all customers together (Stripe allows 1,000 in live
+    /// mode; each customer and meter gets one call at a time anyway).
+    #[arg(long, env = "TOLLGATE_STRIPE_RATE", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=10_000), global = true)]
+    pub stripe_rate: u32,
+
+    /// How long one Stripe call may take before it is abandoned and retried later.
+    #[arg(long, env = "TOLLGATE_STRIPE_TIMEOUT", default_value = "10s",
+          value_parser = parse_duration, global = true)]
+    pub stripe_timeout: Duration,
+
+    /// How often `serve` sends pending meter events (each run sends all that are due).
+    #[arg(long, env = "TOLLGATE_BILLING_INTERVAL", default_value = "10s",
+          value_parser = parse_duration, global = true)]
+    pub billing_interval: Duration,
+
+    /// How often `serve` closes the periods that ended (overage invoices).
+    #[arg(long, env = "TOLLGATE_BILLING_CLOSE_INTERVAL", default_value = "5m",
+          value_parser = parse_duration, global = true)]
+    pub billing_close_interval: Duration,
+
+    /// How often `serve` reconciles yesterday (UTC) with Stripe's event summaries.
+    #[arg(long, env = "TOLLGATE_BILLING_RECONCILE_INTERVAL", default_value = "6h",
+          value_parser = parse_duration, global = true)]
+    pub billing_reconcile_interval: Duration,
+
+    /// How long after the latest meter event of a day was accepted reconciliation trusts
+    /// Stripe's summary of that day (they are eventually consistent); before, a shortfall is
+    /// `pending`, not corrected.
+    #[arg(long, env = "TOLLGATE_BILLING_RECONCILE_SETTLE", default_value = "1h",
+          value_parser = parse_duration, global = true)]
+    pub billing_reconcile_settle: Duration,
+
+    /// How many customers' meter events are sent at once (each one call at a time).
+    #[arg(long, env = "TOLLGATE_BILLING_CONCURRENCY", default_value_t = 32,
+          value_parser = positive, global = true)]
+    pub billing_concurrency: usize,
+
+    /// How long a sender holds the outbox rows it claimed against other senders (a sender
+    /// killed while holding them: they wait this long).
+    #[arg(long, env = "TOLLGATE_BILLING_LEASE", default_value = "30s",
+          value_parser = parse_duration, global = true)]
+    pub billing_lease: Duration,
+
+    /// The first retry's delay after a 429, 5xx or timeout; doubled per attempt (jittered, at
+    /// most 10 minutes, at least Stripe's Retry-After).
+    #[arg(long, env = "TOLLGATE_BILLING_RETRY_BASE", default_value = "1s",
+          value_parser = parse_duration, global = true)]
+    pub billing_retry_base: Duration,
+
+    /// How long `billing report` keeps retrying before it gives up (exit status 1).
+    #[arg(long, env = "TOLLGATE_BILLING_REPORT_TIMEOUT", default_value = "5m",
+          value_parser = parse_duration, global = true)]
+    pub billing_report_timeout: Duration,
 
     /// The most active buckets the in-process counter store holds; beyond it new buckets get
     /// 503 `store_full` (idle buckets are forgotten and never count). Not used with Redis.

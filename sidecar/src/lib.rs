@@ -26,10 +26,14 @@
 //!                  sql::RequestLogStore,
 //!                  sql::registry::RegistryStore postgres | sqlite (every SQL statement)
 //!                  sql::alerts::AlertStore (the quota alerts' outbox)
+//!                  sql::billing::{BillingStore, OverageStore, ReconcileStore}
+//!                                    postgres | sqlite (Stripe outbox, invoices, reconciliation)
+//!   stripe/      the typed Stripe client (reqwest) the billing services and jobs call
 //!
 //!   jobs/        background work, one way to start, stop on SIGTERM and report health
 //!                (`/readyz`, `tollgate_job_*`): usage flush, request log writer,
-//!                registry quota state;
+//!                registry quota state, billing (meter events, closed periods,
+//!                reconciliation);
 //!                jobs call services and storage, never routes
 //! ```
 //!
@@ -68,6 +72,7 @@ pub mod routes;
 pub mod server;
 pub mod services;
 pub mod storage;
+pub mod stripe;
 pub mod tenants;
 pub mod wal;
 

@@ -63,6 +63,7 @@ async fn run(command: Command, cli: &Cli) -> Result<(), Box<dyn Error>> {
         Command::Tenants { action } => registry(RegistryCommand::Tenants(action), database).await,
         Command::Keys { action } => registry(RegistryCommand::Keys(action), database).await,
         Command::Alerts { action } => alerts(action, &cli.settings, database).await,
+        Command::Billing { action } => billing(action, cli, database).await,
     }
 }
 
@@ -93,5 +94,29 @@ async fn registry(command: RegistryCommand, database: Database) -> Result<(), Bo
             Ok(())
         }
         Err(reason) => Err(reason.into()),
+    }
+}
+
+/// Runs a billing command: its JSON on stdout, each problem on stderr (then exit status 1).
+async fn billing(
+    action: commands::billing::BillingCommand,
+    cli: &Cli,
+    database: Database,
+) -> Result<(), Box<dyn Error>> {
+    let outcome = commands::billing::run(action, &cli.settings, database.clone()).await;
+    database.close().await;
+    let outcome = outcome?;
+    println!("{:#}", outcome.answer);
+    for problem in &outcome.problems {
+        eprintln!("billing: {problem}");
+    }
+    if outcome.problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} billing problem(s), listed above",
+            outcome.problems.len()
+        )
+        .into())
     }
 }

@@ -25,6 +25,11 @@
 //! | `tollgate_alert_deliveries_total{channel, outcome}` | counter | alert delivery attempts, `webhook`/`email`, `delivered`, `pending` (retried later), `failed` (given up), `disabled` |
 //! | `tollgate_alert_evaluation_seconds`, `tollgate_alert_evaluated_tenants` | gauge | the last alert evaluation round's duration and tenants |
 //! | `tollgate_redis_seconds` | histogram | every Redis round trip of the counter store (50 µs to 100 ms buckets) |
+//! | `tollgate_billing_meter_events_total{outcome}` | counter | Stripe meter event attempts: `sent`, `duplicate` (the identifier already existed: delivered), `retried`, `dead`, `waiting` (no customer id or meter name) |
+//! | `tollgate_billing_meter_events_stale` | gauge | ALERT when > 0: unsent meter events of usage older than 30 days (Stripe refuses them after 35) |
+//! | `tollgate_billing_meter_events_dead` | gauge | meter events Stripe refused for good (error kept in `billing_meter_events`) |
+//! | `tollgate_billing_meter_events_waiting` | gauge | meter events waiting for a tenant's `stripe_customer_id` or a meter name |
+//! | `tollgate_billing_reconciliations_total{outcome}` | counter | reconciled (customer, meter, day): `matched`, `corrected`, `excess`, `pending` |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -323,6 +328,23 @@ impl Metrics {
             .describe_counter(name.into(), None, SharedString::const_str(help));
         self.recorder
             .register_counter(&Key::from_static_name(name), &METADATA)
+    }
+
+    /// A counter `name{label="value"}` (described by `help`) in this registry, for parts
+    /// that keep their own (billing).
+    pub fn own_labeled_counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        label: &'static str,
+        value: &'static str,
+    ) -> Counter {
+        self.recorder
+            .describe_counter(name.into(), None, SharedString::const_str(help));
+        self.recorder.register_counter(
+            &Key::from_parts(name, vec![Label::new(label, value)]),
+            &METADATA,
+        )
     }
 
     /// A gauge `name` (described by `help`) in this registry.

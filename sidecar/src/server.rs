@@ -173,6 +173,33 @@ async fn run<S: CounterStore>(
     )
     .map_err(std::io::Error::other)?;
     alerts::start(&mut jobs, evaluator, deliverer, settings.alert_interval);
+    crate::jobs::billing::start(
+        &mut jobs,
+        Arc::new(database.clone()),
+        crate::commands::billing::client(settings),
+        crate::commands::billing::send_settings(settings),
+        settings.billing_interval,
+        &state.metrics,
+        state.clock,
+    );
+    crate::jobs::billing::start_periods(
+        &mut jobs,
+        Arc::new(database.clone()),
+        crate::commands::billing::client(settings).ok(),
+        settings.stripe_rate,
+        settings.billing_concurrency,
+        settings.billing_close_interval,
+        state.clock,
+    );
+    crate::jobs::billing::start_reconcile(
+        &mut jobs,
+        Arc::new(database.clone()),
+        crate::commands::billing::client(settings).ok(),
+        settings.billing_reconcile_interval,
+        settings.billing_reconcile_settle,
+        &state.metrics,
+        state.clock,
+    );
     let admin = AdminState {
         registry: registry.clone(),
         admin: TokenSet::parse(settings.admin_token.as_deref()),

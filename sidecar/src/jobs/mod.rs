@@ -17,6 +17,7 @@
 //!   a stopped job: it is retried, and counted.
 
 pub mod alerts;
+pub mod billing;
 pub mod flush;
 pub mod quota;
 pub mod request_log;

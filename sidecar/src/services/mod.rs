@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod allocation;
+pub mod billing;
 pub mod check;
 pub mod checks;
 pub mod flush;

@@ -14,6 +14,7 @@
 //! contract test body per trait runs against both databases (`contract/`, `tests.rs`).
 
 pub mod alerts;
+pub mod billing;
 mod database;
 mod postgres;
 pub mod query;

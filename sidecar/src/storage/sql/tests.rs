@@ -65,6 +65,9 @@ async fn sqlite_meets_the_sql_contracts() {
     let sqlite = Sqlite::new("alerts").await;
     contract::alerts::records_once_and_delivers_with_attempts(&sqlite.database).await;
     sqlite.close().await;
+    let sqlite = Sqlite::new("billing").await;
+    contract::billing::flush_fills_the_outbox_once(&sqlite.database).await;
+    sqlite.close().await;
 }
 
 #[tokio::test]
@@ -94,6 +97,9 @@ async fn postgres_meets_the_sql_contracts() {
     database.close().await;
     let database = postgres(&server).await;
     contract::alerts::records_once_and_delivers_with_attempts(&database).await;
+    database.close().await;
+    let database = postgres(&server).await;
+    contract::billing::flush_fills_the_outbox_once(&database).await;
     database.close().await;
 }
 

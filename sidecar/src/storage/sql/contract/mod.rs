@@ -2,6 +2,7 @@
 //! (`super::tests`).
 
 pub(super) mod alerts;
+pub(super) mod billing;
 pub(super) mod query;
 pub(super) mod registry;
 pub(super) mod request_log;

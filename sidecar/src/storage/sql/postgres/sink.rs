@@ -21,6 +21,8 @@ pub(crate) async fn apply(pool: &PgPool, snapshot: &Snapshot) -> Result<Applied,
         return Ok(Applied::Before);
     }
     rows(&mut tx, snapshot).await?;
+    // The meter events to report for this usage: the same transaction, one fact.
+    crate::storage::sql::billing::outbox::postgres(&mut tx, snapshot).await?;
     tx.commit().await?;
     Ok(Applied::Now)
 }

@@ -20,6 +20,8 @@ pub(crate) async fn apply(pool: &SqlitePool, snapshot: &Snapshot) -> Result<Appl
         return Ok(Applied::Before);
     }
     rows(&mut tx, snapshot).await?;
+    // The meter events to report for this usage: the same transaction, one fact.
+    crate::storage::sql::billing::outbox::sqlite(&mut tx, snapshot).await?;
     tx.commit().await?;
     Ok(Applied::Now)
 }

@@ -46,7 +46,7 @@ async fn sqlite_file_gets_the_contract_table_once() {
     let dir = TempDir::new();
     let url = format!("sqlite://{}", dir.path().join("usage.db").display());
     let database = Database::connect(Some(&url)).await.unwrap();
-    assert_eq!(database.migrate().await.unwrap(), 4);
+    assert_eq!(database.migrate().await.unwrap(), 5);
     assert_eq!(database.migrate().await.unwrap(), 0);
     let Database::Sqlite(pool) = &database else {
         panic!("{url} is not SQLite");
@@ -101,7 +101,7 @@ async fn postgres_gets_the_contract_table_once() {
     let url = postgres.fresh_database().await;
     let database = Database::connect(Some(&url)).await.unwrap();
     assert_eq!(database.kind(), "PostgreSQL");
-    assert_eq!(database.migrate().await.unwrap(), 4);
+    assert_eq!(database.migrate().await.unwrap(), 5);
     assert_eq!(database.migrate().await.unwrap(), 0);
     let Database::Postgres(pool) = &database else {
         panic!("{url} is not PostgreSQL");

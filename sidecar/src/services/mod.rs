@@ -4,6 +4,7 @@
 pub mod allocation;
 pub mod check;
 pub mod checks;
+pub mod dashboard;
 pub mod flush;
 pub mod registry;
 pub mod request_log;

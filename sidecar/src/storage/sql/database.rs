@@ -11,7 +11,7 @@
 //! use tollgate_sidecar::storage::sql::Database;
 //!
 //! let database = Database::connect(Some("sqlite::memory:")).await.unwrap();
-//! assert_eq!(database.migrate().await.unwrap(), 4); // 0001_usage, 0002_usage_flushes, 0003_request_log, 0004_registry
+//! assert_eq!(database.migrate().await.unwrap(), 5); // 0001_usage … 0004_registry, 0008_dashboard
 //! assert_eq!(database.migrate().await.unwrap(), 0); // up to date
 //! # }
 //! ```
@@ -314,7 +314,7 @@ mod tests {
     async fn in_memory_sqlite_migrates_once() {
         let database = Database::connect(Some("sqlite::memory:")).await.unwrap();
         assert_eq!(database.kind(), "SQLite");
-        assert_eq!(database.migrate().await.unwrap(), 4);
+        assert_eq!(database.migrate().await.unwrap(), 5);
         assert_eq!(database.migrate().await.unwrap(), 0);
         database.close().await;
     }

@@ -11,6 +11,7 @@
 //! [`Database`] picks one at run time, matching on the database here and nowhere else. One
 //! contract test body per trait runs against both databases (`contract/`, `tests.rs`).
 
+pub mod dashboard;
 mod database;
 mod postgres;
 pub mod query;

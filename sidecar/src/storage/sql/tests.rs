@@ -78,3 +78,20 @@ async fn postgres_meets_the_sql_contracts() {
     contract::registry::keeps_plans_tenants_keys_and_versions(&database).await;
     database.close().await;
 }
+
+#[tokio::test]
+async fn sqlite_meets_the_dashboard_contract() {
+    let sqlite = Sqlite::new("dashboard").await;
+    contract::dashboard::links_are_single_use_and_sessions_end(&sqlite.database).await;
+    sqlite.close().await;
+}
+
+#[tokio::test]
+async fn postgres_meets_the_dashboard_contract() {
+    let Some(server) = TestPostgres::start() else {
+        return;
+    };
+    let database = postgres(&server).await;
+    contract::dashboard::links_are_single_use_and_sessions_end(&database).await;
+    database.close().await;
+}

@@ -1,6 +1,7 @@
 //! One contract test body per SQL storage trait, run against PostgreSQL and SQLite alike
 //! (`super::tests`).
 
+pub(super) mod dashboard;
 pub(super) mod query;
 pub(super) mod registry;
 pub(super) mod request_log;

@@ -348,3 +348,7 @@ pub async fn overview<Q: UsageQueries, D: RegistryStore>(
     });
     Ok(rows)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests;

@@ -3,10 +3,11 @@
 //! database, or a wrapper adding usage not flushed yet — is what the dashboard shows), and
 //! signing in ([`access`]). Rendering is the routes' business (`routes/dashboard`).
 //!
-//! One [`UsageQueries::daily_rows`] call covers both the current billing period and the last
-//! 30 days (from whichever starts first, to today), one [`UsageQueries::active_users`] call the
-//! 30 days; the rest is folding rows in memory: for 1,000 endpoints × 30 days that is 30,000
-//! rows, well within the dashboard's 50 ms budget (`bench/dashboard`).
+//! One [`UsageQueries::usage_summary`] call reads the last 30 days folded per day and the top
+//! endpoints (the databases fold in SQL and read only the top endpoints' histograms, so 1,000
+//! endpoints × 30 days stay within the dashboard's 50 ms budget, `bench/dashboard`), one
+//! [`UsageQueries::active_users`] call the 30 days' users, and [`UsageQueries::period_requests`]
+//! the day or two of the billing period before those 30 days, when there are any.
 
 pub mod access;
 pub mod forecast;
@@ -20,7 +21,7 @@ use tollgate_filter::usage::format_date;
 use self::forecast::{Forecast, Terms, forecast};
 use crate::services::registry::period;
 use crate::services::usage_query::{percentile, round};
-use crate::storage::sql::query::{Counts, DailyRow};
+use crate::storage::sql::query::Counts;
 use crate::storage::sql::registry::{PlanRecord, RegistryStore};
 use crate::storage::sql::{TenantRange, UsageQueries};
 
@@ -137,21 +138,29 @@ pub async fn tenant_data<Q: UsageQueries>(
     let today = days(now);
     let (start, end) = period::period(subject.anchor_day.clamp(1, 28), now);
     let chart_from = today - i64::from(CHART_DAYS) + 1;
-    let read_from = chart_from.min(days(start));
-    let (first, chart_first, last) = (
-        format_date(read_from),
-        format_date(chart_from),
-        format_date(today),
-    );
-    let rows = usage.daily_rows(&subject.id, &first, &last).await?;
+    let (chart_first, last) = (format_date(chart_from), format_date(today));
+    let summary = usage
+        .usage_summary(&subject.id, &chart_first, &last, TOP_ENDPOINTS)
+        .await?;
     let users = usage.active_users(&subject.id, &chart_first, &last).await?;
 
+    // The period's requests: its days within the chart, and any before it (a period starts at
+    // most a day or two before the chart's first day).
     let period_first = format_date(days(start));
-    let used = rows
+    let mut used = summary
+        .days
         .iter()
-        .filter(|r| r.date >= period_first)
-        .fold(0u64, |sum, r| sum.saturating_add(r.counts.requests));
-    let chart: Vec<&DailyRow> = rows.iter().filter(|r| r.date >= chart_first).collect();
+        .filter(|(date, _)| *date >= period_first)
+        .fold(0u64, |sum, (_, c)| sum.saturating_add(c.requests));
+    if days(start) < chart_from {
+        let before = TenantRange {
+            tenant: subject.id.clone(),
+            from: period_first.clone(),
+            to: format_date(chart_from - 1),
+        };
+        let earlier = usage.period_requests(&[before]).await?;
+        used = used.saturating_add(earlier.get(&subject.id).copied().unwrap_or(0));
+    }
     let terms = subject.terms.as_ref();
     let quota = terms.and_then(|t| t.monthly_quota);
     let length = end.saturating_sub(start).max(1);
@@ -189,8 +198,12 @@ pub async fn tenant_data<Q: UsageQueries>(
             end,
             now,
         ),
-        days: day_views(&chart, chart_from, today, &users),
-        top_endpoints: top(&chart, TOP_ENDPOINTS),
+        days: day_views(&summary.days, chart_from, today, &users),
+        top_endpoints: summary
+            .top_endpoints
+            .iter()
+            .map(|(endpoint, c)| endpoint_view(endpoint, c))
+            .collect(),
         active_users_today: users.get(&last).copied().unwrap_or(0),
     })
 }
@@ -200,22 +213,17 @@ fn days(at: u64) -> i64 {
 }
 
 fn day_views(
-    rows: &[&DailyRow],
+    sums: &[(String, Counts)],
     from: i64,
     to: i64,
     users: &std::collections::BTreeMap<String, u64>,
 ) -> Vec<DayView> {
-    let mut sums: HashMap<&str, Counts> = HashMap::new();
-    for row in rows {
-        let day = sums.entry(row.date.as_str()).or_default();
-        day.requests = day.requests.saturating_add(row.counts.requests);
-        day.errors_4xx = day.errors_4xx.saturating_add(row.counts.errors_4xx);
-        day.errors_5xx = day.errors_5xx.saturating_add(row.counts.errors_5xx);
-    }
+    let sums: HashMap<&str, &Counts> = sums.iter().map(|(d, c)| (d.as_str(), c)).collect();
     (from..=to)
         .map(|day| {
             let date = format_date(day);
-            let c = sums.remove(date.as_str()).unwrap_or_default();
+            let empty = Counts::default();
+            let c = sums.get(date.as_str()).copied().unwrap_or(&empty);
             DayView {
                 requests: c.requests,
                 errors: c.errors_4xx.saturating_add(c.errors_5xx),
@@ -228,30 +236,16 @@ fn day_views(
         .collect()
 }
 
-/// The `n` endpoints of `rows` with the most calls (ties by name), as the usage API ranks them.
-fn top(rows: &[&DailyRow], n: usize) -> Vec<EndpointView> {
-    let mut sums: HashMap<&str, Counts> = HashMap::new();
-    for row in rows {
-        sums.entry(row.endpoint.as_str())
-            .or_default()
-            .add(&row.counts);
+/// One top endpoint as the usage API reports it (error rate to 4 decimals, p95 to 2).
+fn endpoint_view(endpoint: &str, c: &Counts) -> EndpointView {
+    let errors = c.errors_4xx.saturating_add(c.errors_5xx);
+    EndpointView {
+        endpoint: endpoint.to_owned(),
+        requests: c.requests,
+        errors,
+        error_rate: (c.requests > 0).then(|| round(errors as f64 / c.requests as f64, 4)),
+        p95_ms: percentile(&c.latency_buckets, 95).map(|v| round(v, 2)),
     }
-    let mut sorted: Vec<(&str, Counts)> = sums.into_iter().collect();
-    sorted.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(b.0)));
-    sorted.truncate(n);
-    sorted
-        .into_iter()
-        .map(|(endpoint, c)| {
-            let errors = c.errors_4xx.saturating_add(c.errors_5xx);
-            EndpointView {
-                endpoint: endpoint.to_owned(),
-                requests: c.requests,
-                errors,
-                error_rate: (c.requests > 0).then(|| round(errors as f64 / c.requests as f64, 4)),
-                p95_ms: percentile(&c.latency_buckets, 95).map(|v| round(v, 2)),
-            }
-        })
-        .collect()
 }
 
 /// One tenant of the operator's overview.

@@ -191,3 +191,41 @@ async fn the_overview_ranks_tenants_by_share_of_quota() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_period_starting_before_the_thirty_days_counts_its_first_day() {
+    let database = database().await;
+    let snapshot = Snapshot {
+        tenant: "late".into(),
+        flush_id: "f3".into(),
+        rows: vec![
+            row("2026-11-30", "GET a", 100, 0),
+            row("2026-12-01", "GET a", 7, 0),
+            row("2026-12-02", "GET b", 5, 0),
+        ],
+        users: vec![],
+    };
+    database.apply(&snapshot).await.unwrap();
+    let subject = Subject {
+        id: "late".into(),
+        plan: None,
+        terms: None,
+        anchor_day: 1,
+    };
+    // On 2026-12-31 the chart starts on 12-02, the period on 12-01.
+    let data = tenant_data(&database, &subject, at("2026-12-31", 0))
+        .await
+        .unwrap();
+    assert_eq!(data.days[0].date, "2026-12-02");
+    assert_eq!(data.quota.used, 12);
+    assert_eq!(
+        (data.quota.monthly_quota, data.quota.percent_used),
+        (None, None)
+    );
+    let top: Vec<(&str, u64)> = data
+        .top_endpoints
+        .iter()
+        .map(|e| (e.endpoint.as_str(), e.requests))
+        .collect();
+    assert_eq!(top, [("GET b", 5)]);
+}

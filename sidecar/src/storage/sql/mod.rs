@@ -19,6 +19,7 @@ pub mod registry;
 pub mod request_log;
 pub mod sink;
 mod sqlite;
+pub mod summary;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -30,6 +31,7 @@ pub use self::postgres::request_log::{copy_text, partition_name};
 use self::query::DailyRow;
 use self::registry::{Changes, KeyRecord, PlanRecord, Put, RegistryStore, TenantRecord};
 use self::sink::Applied;
+use self::summary::UsageSummary;
 use crate::storage::usage::Snapshot;
 /// The upper bounds, in milliseconds, of the latency histogram's buckets
 /// (`api_usage_daily.latency_buckets`): element `i` counts requests that took at most
@@ -100,6 +102,23 @@ pub trait UsageQueries: Send + Sync + 'static {
                 }
             }
             Ok(totals)
+        }
+    }
+
+    /// `tenant`'s usage from `from` to `to` (`YYYY-MM-DD`, both included) per day, and its
+    /// `top` endpoints by calls with their histograms: what the dashboard reads. This default
+    /// folds [`daily_rows`](Self::daily_rows); the databases fold in SQL and read only the top
+    /// endpoints' histograms (a wrapper that adds to `daily_rows` is right with the default).
+    fn usage_summary(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        top: usize,
+    ) -> impl Future<Output = Result<UsageSummary, sqlx::Error>> + Send {
+        async move {
+            let rows = self.daily_rows(tenant, from, to).await?;
+            Ok(UsageSummary::fold(&rows, top))
         }
     }
 }
@@ -192,6 +211,16 @@ impl UsageQueries for Database {
         to: &str,
     ) -> Result<BTreeMap<String, u64>, sqlx::Error> {
         by_database!(self, query::active_users(tenant, from, to))
+    }
+
+    async fn usage_summary(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        top: usize,
+    ) -> Result<UsageSummary, sqlx::Error> {
+        by_database!(self, summary::usage_summary(tenant, from, to, top))
     }
 }
 

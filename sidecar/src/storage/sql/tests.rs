@@ -83,6 +83,7 @@ async fn postgres_meets_the_sql_contracts() {
 async fn sqlite_meets_the_dashboard_contract() {
     let sqlite = Sqlite::new("dashboard").await;
     contract::dashboard::links_are_single_use_and_sessions_end(&sqlite.database).await;
+    contract::dashboard::summary_folds_like_the_rows(&sqlite.database).await;
     sqlite.close().await;
 }
 
@@ -93,5 +94,6 @@ async fn postgres_meets_the_dashboard_contract() {
     };
     let database = postgres(&server).await;
     contract::dashboard::links_are_single_use_and_sessions_end(&database).await;
+    contract::dashboard::summary_folds_like_the_rows(&database).await;
     database.close().await;
 }

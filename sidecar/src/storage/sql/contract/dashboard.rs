@@ -50,3 +50,84 @@ pub(crate) async fn links_are_single_use_and_sessions_end(db: &impl DashboardSto
         LinkUse::Unknown
     );
 }
+
+/// [`UsageQueries::usage_summary`] of a database equals the fold of its rows (the default):
+/// days, ranking (ties by name in byte order), counters and histograms.
+pub(crate) async fn summary_folds_like_the_rows(db: &crate::storage::sql::Database) {
+    use crate::storage::sql::summary::UsageSummary;
+    use crate::storage::sql::{UsageQueries, UsageSink};
+    use crate::storage::usage::{Counters, Snapshot, UsageRow};
+
+    let row = |date: &str, endpoint: &str, requests: u64, bucket: usize| {
+        let mut counters = Counters {
+            requests,
+            bytes_in: requests * 2,
+            bytes_out: requests * 3,
+            errors_4xx: requests % 3,
+            errors_5xx: requests % 2,
+            latency_ms_sum: requests * 7,
+            ..Counters::default()
+        };
+        if let Some(b) = counters.latency_buckets.get_mut(bucket) {
+            *b = requests;
+        }
+        UsageRow {
+            date: date.into(),
+            endpoint: endpoint.into(),
+            plan: "pro".into(),
+            counters,
+        }
+    };
+    let mut rows = Vec::new();
+    for (d, date) in ["2026-11-29", "2026-11-30", "2026-12-01"]
+        .iter()
+        .enumerate()
+    {
+        // "b" and "B" tie; byte order puts "B" first (a collation might not).
+        for (e, endpoint) in [
+            "GET a", "GET B", "GET b", "GET c", "GET d", "GET e", "GET f",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let requests = match *endpoint {
+                "GET B" | "GET b" => 50,
+                _ => (e as u64 + 1) * (d as u64 + 1),
+            };
+            rows.push(row(date, endpoint, requests, (e + d) % 12));
+        }
+    }
+    let snapshot = Snapshot {
+        tenant: "summed".into(),
+        flush_id: "s1".into(),
+        rows,
+        users: vec![],
+    };
+    db.apply(&snapshot).await.unwrap();
+    db.apply(&Snapshot {
+        tenant: "other".into(),
+        flush_id: "s2".into(),
+        rows: vec![row("2026-11-30", "GET zzz", 10_000, 0)],
+        users: vec![],
+    })
+    .await
+    .unwrap();
+    for (from, to, top) in [
+        ("2026-11-29", "2026-12-01", 5),
+        ("2026-11-30", "2026-11-30", 3),
+        ("2026-11-30", "2026-12-31", 50),
+        ("2027-01-01", "2027-01-31", 5),
+    ] {
+        let rows = db.daily_rows("summed", from, to).await.unwrap();
+        let folded = UsageSummary::fold(&rows, top);
+        let summed = db.usage_summary("summed", from, to, top).await.unwrap();
+        assert_eq!(summed, folded, "{from}..{to} top {top}");
+    }
+    let top = db
+        .usage_summary("summed", "2026-11-29", "2026-12-01", 3)
+        .await
+        .unwrap()
+        .top_endpoints;
+    let names: Vec<&str> = top.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["GET B", "GET b", "GET f"]);
+}

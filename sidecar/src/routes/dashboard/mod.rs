@@ -41,6 +41,7 @@ use super::usage_query::percent_decode;
 use crate::Clock;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::routes::openapi::ErrorBody;
 use crate::services::dashboard::access::{self, AccessError, LinkSigner};
 use crate::services::dashboard::{self as service, Subject};
 use crate::services::registry::Registry;
@@ -436,7 +437,11 @@ async fn figures<Q: UsageQueries>(
     Ok(service::tenant_data(&*state.usage, &subject, state.now()).await?)
 }
 
-async fn data<Q: UsageQueries>(
+#[utoipa::path(get, path = "/dashboard/data", tag = "dashboard",
+    responses((status = 200, description = "the signed-in tenant's dashboard figures: period, quota, forecast, 30 days, top endpoints, active users", body = Object),
+              (status = 401, description = "no live session cookie", body = ErrorBody),
+              (status = 403, description = "an operator session (no tenant)", body = ErrorBody)))]
+pub(crate) async fn data<Q: UsageQueries>(
     State(state): State<DashboardState<Q>>,
     headers: HeaderMap,
 ) -> Response {
@@ -500,7 +505,11 @@ async fn admin_page<Q: UsageQueries>(
     }
 }
 
-async fn admin_data<Q: UsageQueries>(
+#[utoipa::path(get, path = "/dashboard/admin/data", tag = "dashboard",
+    responses((status = 200, description = "`{\"generated_at\", \"tenants\": [...]}`: every registry tenant, the largest share of quota used first", body = Object),
+              (status = 401, description = "neither the admin token nor an operator session", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn admin_data<Q: UsageQueries>(
     State(state): State<DashboardState<Q>>,
     headers: HeaderMap,
 ) -> Response {
@@ -516,7 +525,13 @@ async fn admin_data<Q: UsageQueries>(
     }
 }
 
-async fn mint<Q: UsageQueries>(
+#[utoipa::path(post, path = "/v1/admin/tenants/{id}/dashboard-link", tag = "admin",
+    params(("id" = String, Path, description = "The tenant's id")),
+    responses((status = 201, description = "`{\"url\": \"/dashboard/link?token=…\", \"tenant\", \"expires_at\"}`: a signed sign-in link, usable once before it expires", body = Object),
+              (status = 401, description = "no or a wrong admin token", body = ErrorBody),
+              (status = 404, description = "no such tenant", body = ErrorBody)),
+    security(("admin_token" = [])))]
+pub(crate) async fn mint<Q: UsageQueries>(
     State(state): State<DashboardState<Q>>,
     Path(id): Path<String>,
     headers: HeaderMap,

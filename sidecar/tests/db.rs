@@ -164,7 +164,7 @@ fn migrate_defaults_to_tollgate_db_in_the_working_directory() {
     let first = sidecar(&["migrate"], dir.path());
     assert!(first.status.success(), "{}", first.stderr);
     assert!(
-        first.stderr.contains("applied 4 migration(s)"),
+        first.stderr.contains("applied 5 migration(s)"),
         "{}",
         first.stderr
     );
@@ -329,7 +329,7 @@ async fn sidecars_starting_together_on_one_sqlite_file_all_migrate() {
     }
     for run in runs {
         let applied = run.await.unwrap().unwrap();
-        assert!(applied <= 4, "{applied}"); // 0001_usage, 0002_usage_flushes, 0003_request_log, 0004_registry
+        assert!(applied <= 5, "{applied}"); // 0001_usage … 0004_registry, 0008_dashboard
     }
     let database = Database::connect(Some(&url)).await.unwrap();
     assert_eq!(database.migrate().await.unwrap(), 0);

@@ -139,10 +139,10 @@ pub async fn tenant_data<Q: UsageQueries>(
     let (start, end) = period::period(subject.anchor_day.clamp(1, 28), now);
     let chart_from = today - i64::from(CHART_DAYS) + 1;
     let (chart_first, last) = (format_date(chart_from), format_date(today));
-    let summary = usage
-        .usage_summary(&subject.id, &chart_first, &last, TOP_ENDPOINTS)
-        .await?;
-    let users = usage.active_users(&subject.id, &chart_first, &last).await?;
+    let (summary, users) = tokio::try_join!(
+        usage.usage_summary(&subject.id, &chart_first, &last, TOP_ENDPOINTS),
+        usage.active_users(&subject.id, &chart_first, &last),
+    )?;
 
     // The period's requests: its days within the chart, and any before it (a period starts at
     // most a day or two before the chart's first day).

@@ -35,33 +35,39 @@ pub(crate) async fn usage_summary(
     to: &str,
     top: usize,
 ) -> Result<UsageSummary, sqlx::Error> {
-    let days = sqlx::query(&format!(
-        "SELECT to_char(date, 'YYYY-MM-DD') AS day, {SUMS} FROM api_usage_daily \
-         WHERE tenant_id = $1 AND date >= $2::date AND date <= $3::date \
-         GROUP BY date ORDER BY date"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|row| Ok((row.try_get("day")?, sums(row)?)))
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let mut top_endpoints = sqlx::query(&format!(
-        "SELECT endpoint, {SUMS} FROM api_usage_daily \
-         WHERE tenant_id = $1 AND date >= $2::date AND date <= $3::date GROUP BY endpoint \
-         ORDER BY SUM(requests) DESC, endpoint COLLATE \"C\" LIMIT $4"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .bind(i64::try_from(top).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|row| Ok((row.try_get("endpoint")?, sums(row)?)))
-    .collect::<Result<Vec<(String, Counts)>, sqlx::Error>>()?;
+    // Two scans of the range, on two connections at once (readers do not block each other).
+    let days = async {
+        sqlx::query(&format!(
+            "SELECT to_char(date, 'YYYY-MM-DD') AS day, {SUMS} FROM api_usage_daily \
+             WHERE tenant_id = $1 AND date >= $2::date AND date <= $3::date \
+             GROUP BY date ORDER BY date"
+        ))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("day")?, sums(row)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+    };
+    let top = async {
+        sqlx::query(&format!(
+            "SELECT endpoint, {SUMS} FROM api_usage_daily \
+             WHERE tenant_id = $1 AND date >= $2::date AND date <= $3::date GROUP BY endpoint \
+             ORDER BY SUM(requests) DESC, endpoint COLLATE \"C\" LIMIT $4"
+        ))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .bind(i64::try_from(top).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("endpoint")?, sums(row)?)))
+        .collect::<Result<Vec<(String, Counts)>, sqlx::Error>>()
+    };
+    let (days, mut top_endpoints) = tokio::try_join!(days, top)?;
     if top_endpoints.is_empty() {
         return Ok(UsageSummary {
             days,

@@ -34,32 +34,38 @@ pub(crate) async fn usage_summary(
     to: &str,
     top: usize,
 ) -> Result<UsageSummary, sqlx::Error> {
-    let days = sqlx::query(&format!(
-        "SELECT date AS day, {SUMS} FROM api_usage_daily \
-         WHERE tenant_id = ? AND date >= ? AND date <= ? GROUP BY date ORDER BY date"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|row| Ok((row.try_get("day")?, sums(row)?)))
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    let mut top_endpoints = sqlx::query(&format!(
-        "SELECT endpoint, {SUMS} FROM api_usage_daily \
-         WHERE tenant_id = ? AND date >= ? AND date <= ? GROUP BY endpoint \
-         ORDER BY SUM(requests) DESC, endpoint LIMIT ?"
-    ))
-    .bind(tenant)
-    .bind(from)
-    .bind(to)
-    .bind(i64::try_from(top).unwrap_or(i64::MAX))
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|row| Ok((row.try_get("endpoint")?, sums(row)?)))
-    .collect::<Result<Vec<(String, Counts)>, sqlx::Error>>()?;
+    // Two scans of the range, on two connections at once (readers do not block each other).
+    let days = async {
+        sqlx::query(&format!(
+            "SELECT date AS day, {SUMS} FROM api_usage_daily \
+             WHERE tenant_id = ? AND date >= ? AND date <= ? GROUP BY date ORDER BY date"
+        ))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("day")?, sums(row)?)))
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+    };
+    let top = async {
+        sqlx::query(&format!(
+            "SELECT endpoint, {SUMS} FROM api_usage_daily \
+             WHERE tenant_id = ? AND date >= ? AND date <= ? GROUP BY endpoint \
+             ORDER BY SUM(requests) DESC, endpoint LIMIT ?"
+        ))
+        .bind(tenant)
+        .bind(from)
+        .bind(to)
+        .bind(i64::try_from(top).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|row| Ok((row.try_get("endpoint")?, sums(row)?)))
+        .collect::<Result<Vec<(String, Counts)>, sqlx::Error>>()
+    };
+    let (days, mut top_endpoints) = tokio::try_join!(days, top)?;
     if top_endpoints.is_empty() {
         return Ok(UsageSummary {
             days,

@@ -22,22 +22,24 @@
 //! parameter. Pages carry a strict Content-Security-Policy (own script and style only) and
 //! `Referrer-Policy: no-referrer`, so a link's token never leaves in a Referer.
 
+mod answer;
 pub mod chart;
 pub mod page;
+mod sign_in;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use self::answer::{html, json_error, redirect, secure_headers, session_token, unavailable};
+pub(crate) use self::sign_in::{__path_mint, mint};
 use super::tokens::TokenSet;
-use super::usage_query::percent_decode;
 use crate::Clock;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
@@ -131,112 +133,20 @@ pub fn router<Q: UsageQueries>(state: DashboardState<Q>) -> Router {
     Router::new()
         .route("/dashboard", get(home::<Q>))
         .route("/dashboard/", get(home::<Q>))
-        .route("/dashboard/sign-in", post(sign_in::<Q>))
-        .route("/dashboard/sign-out", post(sign_out::<Q>))
-        .route("/dashboard/link", get(link::<Q>))
+        .route("/dashboard/sign-in", post(sign_in::sign_in::<Q>))
+        .route("/dashboard/sign-out", post(sign_in::sign_out::<Q>))
+        .route("/dashboard/link", get(sign_in::link::<Q>))
         .route("/dashboard/data", get(data::<Q>))
         .route("/dashboard/panel", get(panel::<Q>))
         .route("/dashboard/admin", get(admin_page::<Q>))
         .route("/dashboard/admin/data", get(admin_data::<Q>))
-        .route("/dashboard/assets/dashboard.js", get(script))
-        .route("/dashboard/assets/dashboard.css", get(style))
+        .route("/dashboard/assets/dashboard.js", get(answer::script))
+        .route("/dashboard/assets/dashboard.css", get(answer::style))
         .route("/v1/admin/tenants/{id}/dashboard-link", post(mint::<Q>))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(state)
 }
 
-// ---- answers ---------------------------------------------------------------------------
-
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                   connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-
-fn html(status: StatusCode, body: String) -> Response {
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    secure_headers(headers);
-    response
-}
-
-fn secure_headers(headers: &mut HeaderMap) {
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-}
-
-fn redirect(to: &'static str, cookie: Option<String>) -> Response {
-    let mut response = StatusCode::SEE_OTHER.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::LOCATION, HeaderValue::from_static(to));
-    secure_headers(headers);
-    if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        headers.insert(header::SET_COOKIE, value);
-    }
-    response
-}
-
-fn json_error<Q>(state: &DashboardState<Q>, error: ApiError) -> Response {
-    let mut response = super::fail(&state.metrics, error).into_response();
-    secure_headers(response.headers_mut());
-    response
-}
-
-/// A database or random-source failure on an HTML route: logged, a 503 page.
-fn unavailable<Q>(state: &DashboardState<Q>, error: impl std::fmt::Display) -> Response {
-    tracing::error!(%error, "dashboard: cannot answer");
-    state.metrics.error("database_unavailable");
-    html(
-        StatusCode::SERVICE_UNAVAILABLE,
-        page::message(
-            "Try again shortly",
-            "The usage database cannot answer now; retry in a moment.",
-        ),
-    )
-}
-
-fn cookie_value<Q>(state: &DashboardState<Q>, token: &str) -> String {
-    format!(
-        "{COOKIE}={token}; Path=/dashboard; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        state.settings.session_ttl.as_secs(),
-        if state.settings.secure_cookie {
-            "; Secure"
-        } else {
-            ""
-        }
-    )
-}
-
-fn cleared_cookie() -> String {
-    format!("{COOKIE}=; Path=/dashboard; HttpOnly; SameSite=Lax; Max-Age=0")
-}
-
-/// The session token the request's cookies carry, if any.
-fn session_token(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| *name == COOKIE && !value.is_empty())
-        .map(|(_, value)| value)
-}
-
-/// Who the request's session signs in (`None`: no live session).
 async fn who<Q>(
     state: &DashboardState<Q>,
     headers: &HeaderMap,
@@ -299,121 +209,6 @@ fn refresh_ms<Q>(state: &DashboardState<Q>) -> u64 {
 }
 
 /// The value of `name` in a form or query string.
-fn field(raw: &str, name: &str) -> Option<String> {
-    raw.split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(key, _)| *key == name)
-        .and_then(|(_, value)| percent_decode(value))
-}
-
-async fn sign_in<Q: UsageQueries>(
-    State(state): State<DashboardState<Q>>,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
-    let credential = body
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes.to_vec()).ok())
-        .and_then(|text| field(&text, "credential"))
-        .map(|c| c.trim().to_owned())
-        .filter(|c| !c.is_empty());
-    let Some(credential) = credential else {
-        state.metrics.error("unauthorized");
-        return html(
-            StatusCode::UNAUTHORIZED,
-            page::sign_in(Some("Enter an API key.")),
-        );
-    };
-    let role = match role_of(&state, &credential).await {
-        Ok(Some(role)) => role,
-        Ok(None) => {
-            state.metrics.error("unauthorized");
-            return html(
-                StatusCode::UNAUTHORIZED,
-                page::sign_in(Some("That key is not a valid API key.")),
-            );
-        }
-        Err(error) => return unavailable(&state, error),
-    };
-    let ttl = state.settings.session_ttl.as_secs();
-    match access::start_session(state.store(), &role, state.now(), ttl).await {
-        Ok(token) => {
-            let to = match role {
-                SessionRole::Operator => "/dashboard/admin",
-                SessionRole::Tenant(_) => "/dashboard",
-            };
-            redirect(to, Some(cookie_value(&state, &token)))
-        }
-        Err(error) => unavailable(&state, error),
-    }
-}
-
-/// The role `credential` signs in: the admin token (operator), a live registry key, or a key
-/// of the filter configuration (that tenant).
-async fn role_of<Q>(
-    state: &DashboardState<Q>,
-    credential: &str,
-) -> Result<Option<SessionRole>, crate::services::registry::RegistryError> {
-    let mut bearer = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {credential}")) {
-        bearer.insert(header::AUTHORIZATION, value);
-    }
-    if state.admin.admits(&bearer) {
-        return Ok(Some(SessionRole::Operator));
-    }
-    if let Some(info) = state.registry.tenant_of_key(credential).await? {
-        return Ok(Some(SessionRole::Tenant(info.id)));
-    }
-    Ok(state
-        .tenants
-        .as_ref()
-        .and_then(|t| t.by_key(credential))
-        .map(|info| SessionRole::Tenant(info.id.clone())))
-}
-
-async fn link<Q: UsageQueries>(
-    State(state): State<DashboardState<Q>>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let token = raw
-        .as_deref()
-        .and_then(|q| field(q, "token"))
-        .unwrap_or_default();
-    let now = state.now();
-    let refused = |status, error: &AccessError| {
-        state.metrics.error("invalid_link");
-        html(
-            status,
-            page::message("This link cannot be used", &error.to_string()),
-        )
-    };
-    let tenant = match access::use_link(state.store(), &state.signer, &token, now).await {
-        Ok(tenant) => tenant,
-        Err(error @ AccessError::InvalidLink) => return refused(StatusCode::BAD_REQUEST, &error),
-        Err(error @ (AccessError::ExpiredLink | AccessError::UsedLink)) => {
-            return refused(StatusCode::GONE, &error);
-        }
-        Err(error) => return unavailable(&state, error),
-    };
-    let ttl = state.settings.session_ttl.as_secs();
-    match access::start_session(state.store(), &SessionRole::Tenant(tenant), now, ttl).await {
-        Ok(token) => redirect("/dashboard", Some(cookie_value(&state, &token))),
-        Err(error) => unavailable(&state, error),
-    }
-}
-
-async fn sign_out<Q: UsageQueries>(
-    State(state): State<DashboardState<Q>>,
-    headers: HeaderMap,
-) -> Response {
-    if let Some(token) = session_token(&headers)
-        && let Err(error) = access::end_session(state.store(), token).await
-    {
-        return unavailable(&state, error);
-    }
-    redirect("/dashboard", Some(cleared_cookie()))
-}
-
-/// The tenant of the request's session, or the JSON error to answer.
 async fn tenant_of<Q>(state: &DashboardState<Q>, headers: &HeaderMap) -> Result<String, ApiError> {
     match who(state, headers).await {
         Ok(Some(SessionRole::Tenant(id))) => Ok(id),
@@ -523,84 +318,4 @@ pub(crate) async fn admin_data<Q: UsageQueries>(
         Ok(body) => body.into_response(),
         Err(error) => json_error(&state, error),
     }
-}
-
-#[utoipa::path(post, path = "/v1/admin/tenants/{id}/dashboard-link", tag = "admin",
-    params(("id" = String, Path, description = "The tenant's id")),
-    responses((status = 201, description = "`{\"url\": \"/dashboard/link?token=…\", \"tenant\", \"expires_at\"}`: a signed sign-in link, usable once before it expires", body = Object),
-              (status = 401, description = "no or a wrong admin token", body = ErrorBody),
-              (status = 404, description = "no such tenant", body = ErrorBody)),
-    security(("admin_token" = [])))]
-pub(crate) async fn mint<Q: UsageQueries>(
-    State(state): State<DashboardState<Q>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if state.admin.is_empty() {
-        let error = ApiError::Unauthorized("the admin API needs TOLLGATE_ADMIN_TOKEN set");
-        return json_error(&state, error);
-    }
-    if !state.admin.admits(&headers) {
-        let error = ApiError::Unauthorized("send Authorization: Bearer <admin token>");
-        return json_error(&state, error);
-    }
-    let answer = async {
-        let known = state.store().tenant(&id).await?.is_some()
-            || state
-                .tenants
-                .as_ref()
-                .is_some_and(|t| t.by_id(&id).is_some());
-        if !known {
-            return Err(ApiError::Missing(format!("no tenant {id:?}")));
-        }
-        let ttl = state.settings.link_ttl.as_secs();
-        let (token, expires_at) =
-            access::mint_link(state.store(), &state.signer, &id, state.now(), ttl)
-                .await
-                .map_err(|error| match error {
-                    AccessError::Database(error) => ApiError::Database(error),
-                    _ => ApiError::Unauthorized("cannot mint a link now"),
-                })?;
-        Ok((
-            StatusCode::CREATED,
-            Json(json!({
-                "url": format!("/dashboard/link?token={token}"),
-                "tenant": id,
-                "expires_at": expires_at,
-            })),
-        ))
-    };
-    match answer.await {
-        Ok(created) => created.into_response(),
-        Err(error) => json_error(&state, error),
-    }
-}
-
-async fn script() -> Response {
-    asset(
-        "text/javascript; charset=utf-8",
-        include_str!("assets/dashboard.js"),
-    )
-}
-
-async fn style() -> Response {
-    asset(
-        "text/css; charset=utf-8",
-        include_str!("assets/dashboard.css"),
-    )
-}
-
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    response
 }

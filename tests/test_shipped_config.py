@@ -84,3 +84,6 @@ def test_demo_check(envoy_bin, filter_wasm, tmp_path):
     assert re.search(r"429 at request 1[123]:", output), output
     # The sidecar the demo starts decides the strict rule.
     assert "demo check: strict rule reports: 429 at request 11 from the sidecar" in output, output
+    # It prints a dashboard link for its demo tenant, which signs in once.
+    assert "demo check: dashboard link signs in as t-pro once" in output, output
+    assert "demo check: dashboard OK" in output, output

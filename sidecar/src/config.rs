@@ -344,6 +344,39 @@ pub struct Settings {
     #[arg(long, env = "TOLLGATE_TEST_ALERTS_PAUSE_AFTER_DECISION", value_parser = parse_duration,
           global = true, hide = true)]
     pub test_alerts_pause_after_decision: Option<Duration>,
+
+    /// The secret sign-in links to the dashboard are signed with (HMAC-SHA256; at least 32
+    /// random characters). Unset: a random one per process, so links die with a restart and
+    /// several sidecars behind one address do not accept each other's links. Never logged.
+    #[arg(
+        long,
+        env = "TOLLGATE_DASHBOARD_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub dashboard_secret: Option<String>,
+
+    /// How long a dashboard sign-in link (POST /v1/admin/tenants/{id}/dashboard-link) can be
+    /// used, once (`15m`, `1h`).
+    #[arg(long, env = "TOLLGATE_DASHBOARD_LINK_TTL", default_value = "15m",
+          value_parser = parse_duration, global = true)]
+    pub dashboard_link_ttl: Duration,
+
+    /// How long a dashboard session (its cookie) lasts after signing in.
+    #[arg(long, env = "TOLLGATE_DASHBOARD_SESSION_TTL", default_value = "12h",
+          value_parser = parse_duration, global = true)]
+    pub dashboard_session_ttl: Duration,
+
+    /// How often an open dashboard page refreshes its figures.
+    #[arg(long, env = "TOLLGATE_DASHBOARD_REFRESH", default_value = "5s",
+          value_parser = parse_duration, global = true)]
+    pub dashboard_refresh: Duration,
+
+    /// Mark the dashboard's session cookie `Secure` (set it when the dashboard is served over
+    /// HTTPS, e.g. behind the proxy). `on`/`off`.
+    #[arg(long, env = "TOLLGATE_DASHBOARD_SECURE_COOKIE", global = true,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub dashboard_secure_cookie: bool,
 }
 
 /// A retry schedule: the waits after each failed attempt (one clap value).

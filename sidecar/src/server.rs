@@ -8,9 +8,11 @@ use crate::config::Settings;
 use crate::jobs::{Jobs, alerts, flush, quota, request_log};
 use crate::metrics::Metrics;
 use crate::routes::admin::AdminState;
+use crate::routes::dashboard::{DashboardSettings, DashboardState};
 use crate::routes::registry::FeedState;
 use crate::routes::tokens::{TokenSet, node_tokens};
 use crate::routes::usage_query::QueryState;
+use crate::services::dashboard::access::LinkSigner;
 use crate::services::flush::{FlushError, FlushReport};
 use crate::services::live_usage::LiveUsage;
 use crate::services::registry::Registry;
@@ -168,7 +170,7 @@ async fn run<S: CounterStore>(
     let (evaluator, deliverer) = alerts::parts(
         settings,
         Arc::new(database.clone()),
-        Arc::new(live),
+        Arc::new(live.clone()),
         Arc::clone(&state.metrics),
     )
     .map_err(std::io::Error::other)?;
@@ -205,6 +207,8 @@ async fn run<S: CounterStore>(
         admin: TokenSet::parse(settings.admin_token.as_deref()),
         metrics: Arc::clone(&state.metrics),
     };
+    // The dashboard shows usage as it is now too.
+    let dashboard = dashboard_state(settings, live, &queries, &registry, &state.metrics)?;
     let feed = FeedState {
         registry,
         metrics: Arc::clone(&state.metrics),
@@ -216,7 +220,8 @@ async fn run<S: CounterStore>(
         .with_jobs(jobs.board()))
     .merge(crate::routes::admin::router(admin))
     .merge(crate::routes::registry::router(feed))
-    .merge(crate::routes::openapi::router());
+    .merge(crate::routes::openapi::router())
+    .merge(crate::routes::dashboard::router(dashboard));
     let api = node_tokens(api, nodes);
     let served = axum::serve(listener, api)
         .with_graceful_shutdown(shutdown_signal())
@@ -227,6 +232,47 @@ async fn run<S: CounterStore>(
     served?;
     tracing::info!("tollgate-sidecar stopped");
     Ok(())
+}
+
+/// The dashboard over `usage`, signing links with `TOLLGATE_DASHBOARD_SECRET` (unset: a
+/// random secret, logged as a warning).
+fn dashboard_state(
+    settings: &Settings,
+    usage: LiveUsage<Database>,
+    queries: &QueryState,
+    registry: &Registry<Database>,
+    metrics: &Arc<Metrics>,
+) -> std::io::Result<DashboardState<LiveUsage<Database>>> {
+    let signer = match settings
+        .dashboard_secret
+        .as_deref()
+        .filter(|s| !s.is_empty())
+    {
+        Some(secret) => LinkSigner::new(secret.as_bytes()),
+        None => {
+            tracing::warn!(
+                "no TOLLGATE_DASHBOARD_SECRET: dashboard links are signed with a random secret \
+                 and stop working when this sidecar restarts"
+            );
+            LinkSigner::random()
+        }
+    }
+    .map_err(std::io::Error::other)?;
+    Ok(DashboardState {
+        usage: Arc::new(usage),
+        registry: registry.clone(),
+        tenants: queries.tenants.clone(),
+        admin: TokenSet::parse(settings.admin_token.as_deref()),
+        signer,
+        settings: DashboardSettings {
+            link_ttl: settings.dashboard_link_ttl,
+            session_ttl: settings.dashboard_session_ttl,
+            refresh: settings.dashboard_refresh,
+            secure_cookie: settings.dashboard_secure_cookie,
+        },
+        metrics: Arc::clone(metrics),
+        clock: queries.clock,
+    })
 }
 
 /// The usage API's tenants from `settings.filter_config` (a bad file: an error before

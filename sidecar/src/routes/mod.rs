@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod check;
 pub mod checks;
+pub mod dashboard;
 pub mod health;
 pub mod metrics;
 pub mod openapi;

@@ -35,6 +35,7 @@ pub struct ErrorBody {
         super::admin::keys::rotate, super::admin::alerts::list, super::registry::feed,
         super::usage_query::daily, super::usage_query::period, super::usage_query::endpoints,
         super::usage_query::users, super::usage_query::requests,
+        super::dashboard::mint, super::dashboard::data, super::dashboard::admin_data,
     ),
     components(schemas(ErrorBody)),
     modifiers(&Bearers),

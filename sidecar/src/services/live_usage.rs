@@ -42,6 +42,8 @@
 //! keeps the whole day, flushed or not, for [`MAX_AGE_DAYS`] + 2 days after its last write.
 //! So a day's live count is the larger of the two; older days are the database's.
 
+mod summary;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -49,6 +51,7 @@ use futures_util::future::try_join_all;
 use tollgate_filter::usage::{format_date, parse_date};
 
 use crate::storage::sql::query::{Counts, DailyRow};
+use crate::storage::sql::summary::UsageSummary;
 use crate::storage::sql::{TenantRange, UsageQueries, UsageSink};
 use crate::storage::usage::{
     Counters, LiveStore, MAX_AGE_DAYS, StoreError, Unflushed, UnflushedUsage,
@@ -274,6 +277,33 @@ where
             *day = (*day).max(count);
         }
         Ok(users)
+    }
+
+    /// The database's summary with the pending usage added ([`summary`]); folded from every
+    /// row when that cannot be exact.
+    async fn usage_summary(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        top: usize,
+    ) -> Result<UsageSummary, sqlx::Error> {
+        let Some(store) = &self.store else {
+            return self.database.usage_summary(tenant, from, to, top).await;
+        };
+        let asked = top.saturating_add(summary::EXTRA);
+        let (database, more) = self
+            .consistent(store.as_ref(), tenant, || {
+                self.database.usage_summary(tenant, from, to, asked)
+            })
+            .await?;
+        match summary::merge_summary(database, asked, &more, from, to, top) {
+            Some(merged) => Ok(merged),
+            None => {
+                let rows = self.daily_rows(tenant, from, to).await?;
+                Ok(UsageSummary::fold(&rows, top))
+            }
+        }
     }
 
     async fn period_requests(

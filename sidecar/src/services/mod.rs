@@ -6,6 +6,7 @@ pub mod allocation;
 pub mod billing;
 pub mod check;
 pub mod checks;
+pub mod dashboard;
 pub mod flush;
 pub mod live_usage;
 pub mod registry;

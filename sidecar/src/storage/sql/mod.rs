@@ -15,6 +15,7 @@
 
 pub mod alerts;
 pub mod billing;
+pub mod dashboard;
 mod database;
 mod postgres;
 pub mod query;
@@ -22,6 +23,7 @@ pub mod registry;
 pub mod request_log;
 pub mod sink;
 mod sqlite;
+pub mod summary;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
@@ -36,6 +38,7 @@ pub use self::postgres::request_log::{copy_text, partition_name};
 use self::query::DailyRow;
 use self::registry::{Changes, KeyRecord, PlanRecord, Put, RegistryStore, TenantRecord};
 use self::sink::Applied;
+use self::summary::UsageSummary;
 use crate::storage::usage::Snapshot;
 /// The upper bounds, in milliseconds, of the latency histogram's buckets
 /// (`api_usage_daily.latency_buckets`): element `i` counts requests that took at most
@@ -106,6 +109,23 @@ pub trait UsageQueries: Send + Sync + 'static {
                 }
             }
             Ok(totals)
+        }
+    }
+
+    /// `tenant`'s usage from `from` to `to` (`YYYY-MM-DD`, both included) per day, and its
+    /// `top` endpoints by calls with their histograms: what the dashboard reads. This default
+    /// folds [`daily_rows`](Self::daily_rows); the databases fold in SQL and read only the top
+    /// endpoints' histograms (a wrapper that adds to `daily_rows` is right with the default).
+    fn usage_summary(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        top: usize,
+    ) -> impl Future<Output = Result<UsageSummary, sqlx::Error>> + Send {
+        async move {
+            let rows = self.daily_rows(tenant, from, to).await?;
+            Ok(UsageSummary::fold(&rows, top))
         }
     }
 }
@@ -206,6 +226,16 @@ impl UsageQueries for Database {
         ranges: &[TenantRange],
     ) -> Result<HashMap<String, u64>, sqlx::Error> {
         by_database!(self, query::period_requests(ranges))
+    }
+
+    async fn usage_summary(
+        &self,
+        tenant: &str,
+        from: &str,
+        to: &str,
+        top: usize,
+    ) -> Result<UsageSummary, sqlx::Error> {
+        by_database!(self, summary::usage_summary(tenant, from, to, top))
     }
 }
 

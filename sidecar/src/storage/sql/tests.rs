@@ -178,3 +178,22 @@ async fn period_requests_of_many_tenants() {
         }
     }
 }
+
+#[tokio::test]
+async fn sqlite_meets_the_dashboard_contract() {
+    let sqlite = Sqlite::new("dashboard").await;
+    contract::dashboard::links_are_single_use_and_sessions_end(&sqlite.database).await;
+    contract::dashboard::summary_folds_like_the_rows(&sqlite.database).await;
+    sqlite.close().await;
+}
+
+#[tokio::test]
+async fn postgres_meets_the_dashboard_contract() {
+    let Some(server) = TestPostgres::start() else {
+        return;
+    };
+    let database = postgres(&server).await;
+    contract::dashboard::links_are_single_use_and_sessions_end(&database).await;
+    contract::dashboard::summary_folds_like_the_rows(&database).await;
+    database.close().await;
+}

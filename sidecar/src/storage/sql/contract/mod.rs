@@ -3,6 +3,7 @@
 
 pub(super) mod alerts;
 pub(super) mod billing;
+pub(super) mod dashboard;
 pub(super) mod query;
 pub(super) mod registry;
 pub(super) mod request_log;

@@ -5,3 +5,4 @@ pub(crate) mod query;
 pub(crate) mod registry;
 pub(crate) mod request_log;
 pub(crate) mod sink;
+pub(crate) mod summary;

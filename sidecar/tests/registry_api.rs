@@ -16,7 +16,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use support::api::send_json;
+use support::api::{call, send_json};
 use tollgate_sidecar::metrics::Metrics;
 use tollgate_sidecar::routes::admin::{AdminState, MAX_ADMIN_BODY_BYTES};
 use tollgate_sidecar::routes::registry::FeedState;
@@ -66,42 +66,6 @@ fn api(database: &Database, clock: fn() -> u64, nodes: Option<&str>) -> Router {
         .merge(tollgate_sidecar::routes::admin::router(admin))
         .merge(tollgate_sidecar::routes::registry::router(feed));
     node_tokens(router, TokenSet::parse(nodes))
-}
-
-async fn call(
-    app: &Router,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Value,
-) -> (StatusCode, Value) {
-    let mut request = Request::builder().method(method).uri(path);
-    if let Some(token) = token {
-        request = request.header("authorization", format!("Bearer {token}"));
-    }
-    let body = if body.is_null() {
-        Body::empty()
-    } else {
-        Body::from(body.to_string())
-    };
-    let request = request
-        .header("content-type", "application/json")
-        .body(body)
-        .unwrap();
-    let response = tower::ServiceExt::oneshot(app.clone(), request)
-        .await
-        .unwrap();
-    let status = response.status();
-    let bytes = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
-    let body = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
-    (status, body)
 }
 
 async fn admin(app: &Router, method: &str, path: &str, body: Value) -> (StatusCode, Value) {

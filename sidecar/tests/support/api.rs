@@ -65,3 +65,41 @@ pub fn assert_error(response: (StatusCode, Value), status: StatusCode, code: &st
     let message = body["message"].as_str().unwrap();
     assert!(message.contains(needle), "{message:?} lacks {needle:?}");
 }
+
+/// `method path` with an optional bearer `token` and a JSON `body` (`Value::Null`: none); the
+/// status and the answer as JSON (`Value::Null` when empty).
+pub async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let body = if body.is_null() {
+        Body::empty()
+    } else {
+        Body::from(body.to_string())
+    };
+    let request = request
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let response = tower::ServiceExt::oneshot(app.clone(), request)
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, body)
+}

@@ -334,7 +334,7 @@ pub struct Settings {
     /// eight attempts over about 32 hours (each wait up to 10 % longer at random, at least a
     /// webhook's `Retry-After`); after the last the delivery fails for good.
     #[arg(long, env = "TOLLGATE_ALERT_RETRY_SCHEDULE",
-          default_value = crate::services::alerts::deliver::DEFAULT_SCHEDULE,
+          default_value = DEFAULT_ALERT_SCHEDULE,
           value_parser = parse_schedule, global = true)]
     pub alert_retry_schedule: RetrySchedule,
 
@@ -383,8 +383,15 @@ pub struct Settings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetrySchedule(pub Vec<Duration>);
 
+/// The default alert retry schedule: the waits after the 1st, 2nd, … failed attempt.
+pub const DEFAULT_ALERT_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h";
+
+/// Parses a retry schedule: comma-separated durations (`5s,5m,30m,2h`).
 fn parse_schedule(text: &str) -> Result<RetrySchedule, String> {
-    crate::services::alerts::deliver::parse_schedule(text).map(RetrySchedule)
+    text.split(',')
+        .map(|part| parse_duration(part.trim()))
+        .collect::<Result<Vec<_>, _>>()
+        .map(RetrySchedule)
 }
 
 impl Settings {
@@ -464,6 +471,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn the_default_alert_schedule_spans_more_than_a_day() {
+        let RetrySchedule(schedule) = super::parse_schedule(super::DEFAULT_ALERT_SCHEDULE).unwrap();
+        assert_eq!(schedule.len(), 7);
+        let total: Duration = schedule.iter().sum();
+        assert!(total > Duration::from_secs(86_400), "{total:?}");
+        assert!(super::parse_schedule("5s,,1m").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -25,8 +25,6 @@ use super::webhook::WebhookClient;
 use crate::metrics::Metrics;
 use crate::storage::sql::alerts::{AlertStore, Attempt, Channel, DueDelivery, Outcome};
 
-/// The default retry schedule: the waits after the 1st, 2nd, … failed attempt.
-pub const DEFAULT_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,14h";
 /// Deliveries read at once.
 const BATCH: u32 = 100;
 /// Deliveries sent at once.
@@ -249,25 +247,13 @@ fn jittered(ms: u64) -> u64 {
     ms.saturating_add(u64::from_le_bytes(bytes) % extra)
 }
 
-/// Parses a retry schedule: comma-separated durations (`5s,5m,30m,2h`).
-pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
-    text.split(',')
-        .map(|part| crate::config::parse_duration(part.trim()))
-        .collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_default_schedule_spans_more_than_a_day() {
-        let schedule = parse_schedule(DEFAULT_SCHEDULE).unwrap();
-        assert_eq!(schedule.len(), 7);
-        let total: Duration = schedule.iter().sum();
-        assert!(total > Duration::from_secs(86_400), "{total:?}");
-        assert!(parse_schedule("5s,,1m").is_err());
+    fn jitter_adds_at_most_a_tenth() {
         for _ in 0..100 {
             let j = jittered(10_000);
             assert!((10_000..11_000).contains(&j), "{j}");

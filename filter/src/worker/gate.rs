@@ -5,7 +5,6 @@
 use super::Worker;
 use super::host::Host;
 use super::keys::Gate;
-use super::request::local_reply;
 use super::strict::Stream;
 use crate::headers::{self, RuleStatus};
 use crate::reply::gate;
@@ -21,11 +20,11 @@ pub fn refuse(worker: &Worker, host: &mut impl Host, stream: &mut Stream, gate: 
     match gate {
         Gate::InvalidKey => {
             let (content_type, body) = gate::invalid_api_key(format);
-            local_reply(host, stream, 401, content_type, &body, None);
+            stream.reply(host, 401, content_type, &body, None);
         }
         Gate::Suspended(tenant) => {
             let (content_type, body) = gate::tenant_suspended(format, tenant);
-            local_reply(host, stream, 403, content_type, &body, None);
+            stream.reply(host, 403, content_type, &body, None);
         }
         Gate::Quota(tenant, exhausted) => {
             let now_secs = now / SECOND;
@@ -53,7 +52,7 @@ pub fn refuse(worker: &Worker, host: &mut impl Host, stream: &mut Stream, gate: 
                 retry_after,
                 exhausted.period_end,
             );
-            local_reply(host, stream, 429, content_type, &body, Some(retry_after));
+            stream.reply(host, 429, content_type, &body, Some(retry_after));
         }
     }
 }

@@ -162,7 +162,7 @@ fn act(
                 .collect();
             let (content_type, body) =
                 reply::too_many_requests(worker.policy.error_format, retry_after, &refused);
-            local_reply(host, stream, 429, content_type, &body, Some(retry_after));
+            stream.reply(host, 429, content_type, &body, Some(retry_after));
             Action::Pause
         }
         Verdict::Unavailable(index) => {
@@ -172,35 +172,9 @@ fn act(
                 .get(index)
                 .map_or("", |r| r.name.as_str());
             let (content_type, body) = reply::unavailable(worker.policy.error_format, name);
-            local_reply(host, stream, 503, content_type, &body, None);
+            stream.reply(host, 503, content_type, &body, None);
             Action::Pause
         }
-    }
-}
-
-pub(super) fn local_reply(
-    host: &mut impl Host,
-    stream: &mut Stream,
-    status: u32,
-    content_type: &str,
-    body: &str,
-    retry_after: Option<u64>,
-) {
-    let retry = retry_after.map(|s| s.to_string());
-    let mut headers: Vec<(&str, &str)> = stream
-        .headers
-        .iter()
-        .map(|(n, v)| (*n, v.as_str()))
-        .collect();
-    headers.push(("content-type", content_type));
-    if let Some(retry) = retry.as_deref() {
-        headers.push(("retry-after", retry));
-    }
-    stream.replied = host.send_reply(stream.context_id, status, &headers, body.as_bytes());
-    if stream.replied
-        && let Some(meter) = stream.meter.as_mut()
-    {
-        meter.status = u16::try_from(status).unwrap_or(0);
     }
 }
 

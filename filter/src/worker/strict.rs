@@ -56,6 +56,31 @@ impl Stream {
             meter: None,
         }
     }
+
+    /// Answers the request itself: `status`, its RateLimit headers, `content_type`, `body`
+    /// and `Retry-After` when given; notes the status for metering.
+    pub fn reply(
+        &mut self,
+        host: &mut impl Host,
+        status: u32,
+        content_type: &str,
+        body: &str,
+        retry_after: Option<u64>,
+    ) {
+        let retry = retry_after.map(|s| s.to_string());
+        let mut headers: Vec<(&str, &str)> =
+            self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        headers.push(("content-type", content_type));
+        if let Some(retry) = retry.as_deref() {
+            headers.push(("retry-after", retry));
+        }
+        self.replied = host.send_reply(self.context_id, status, &headers, body.as_bytes());
+        if self.replied
+            && let Some(meter) = self.meter.as_mut()
+        {
+            meter.status = u16::try_from(status).unwrap_or(0);
+        }
+    }
 }
 
 impl Checks {

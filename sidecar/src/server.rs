@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::Settings;
 use crate::jobs::{Jobs, alerts, flush, quota, request_log};
@@ -123,7 +123,7 @@ async fn run<S: CounterStore>(
             "no TOLLGATE_NODE_TOKEN: the filter's routes are open to anyone who can reach this address"
         );
     }
-    let listener = TcpListener::bind(settings.listen).await?;
+    let listener = listen(settings.listen)?;
     tracing::info!(address = %listener.local_addr()?, "tollgate-sidecar listening");
     let Some(database) = database else {
         axum::serve(listener, node_tokens(app(state), nodes))
@@ -273,6 +273,23 @@ fn dashboard_state(
         metrics: Arc::clone(metrics),
         clock: queries.clock,
     })
+}
+
+/// The connections the kernel may queue for `accept` (capped by `net.core.somaxconn`). A
+/// proxy opens one connection per `strict` check on hosts without connection reuse
+/// (ngx_wasm_module): with tokio's default of 1,024, a burst of 1,000 checks overflowed the
+/// queue and the kernel reset connections the sidecar never saw.
+pub const LISTEN_BACKLOG: u32 = 8_192;
+
+/// A listener on `address` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `bind` sets).
+fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The usage API's tenants from `settings.filter_config` (a bad file: an error before

@@ -197,7 +197,8 @@ def test_a_thousand_concurrent_strict_requests_get_an_answer(start_nginx, demo_a
     nginx = start_nginx(strict_config(sidecar.port, 300, timeout_ms=10_000), upstream_port=demo_api.port)
     outcomes = asyncio.run(all_at_once(nginx.port, 1000, timeout=60))
     counts = {o: outcomes.count(o) for o in set(outcomes)}
-    print(f"1,000 concurrent strict requests: {counts}; per worker {nginx.served_by()}")
+    print(f"1,000 concurrent strict requests: {counts}; per worker {nginx.served_by()}; "
+          f"sidecar decisions {sidecar.decisions()}")
     assert set(counts) <= {"200", "429"}, counts
     assert counts.get("200") == 300, counts
     assert sidecar.decisions() == 1000

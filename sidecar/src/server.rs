@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::Settings;
@@ -125,6 +126,13 @@ async fn run<S: CounterStore>(
     }
     let listener = listen(settings.listen)?;
     tracing::info!(address = %listener.local_addr()?, "tollgate-sidecar listening");
+    // Answers go out at once: without TCP_NODELAY a response written in two parts waits for
+    // the proxy's delayed ACK (40 ms) on a kept-alive connection.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY on a connection");
+        }
+    });
     let Some(database) = database else {
         axum::serve(listener, node_tokens(app(state), nodes))
             .with_graceful_shutdown(shutdown_signal())

@@ -24,15 +24,13 @@ import os
 import sqlite3
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from harness import config, policy
+from harness import config, http, policy
 from harness.alert_sinks import Received, SmtpSink, WebhookReceiver
 from harness.sidecar import SidecarProcess, sidecar_bin
 from harness.wait import until
@@ -47,16 +45,7 @@ class Api:
         self.url = sidecar.url
 
     def call(self, method: str, path: str, body: Any = None, token: str = ADMIN) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                         headers={"content-type": "application/json",
-                                                  "authorization": f"Bearer {token}"})
-        try:
-            with urllib.request.urlopen(request, timeout=5) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            status, raw = e.code, e.read()
-        return status, json.loads(raw) if raw else None
+        return http.json_call(self.url, method, path, body, token)
 
     def put_plan(self, name: str, **plan: Any) -> None:
         status, body = self.call("PUT", f"/v1/admin/plans/{name}", {"requests_per_minute": 1000, **plan})

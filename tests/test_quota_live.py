@@ -20,12 +20,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import config, policy
+from harness import config, http, policy
 from harness.sidecar import SidecarProcess
 from harness.wait import until
 
@@ -41,16 +39,7 @@ SLACK_S = 0.5
 
 
 def call(url: str, method: str, path: str, body: Any = None, token: str = ADMIN) -> tuple[int, Any]:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{url}{path}", data=data, method=method,
-                                     headers={"content-type": "application/json",
-                                              "authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            status, raw = resp.status, resp.read()
-    except urllib.error.HTTPError as e:
-        status, raw = e.code, e.read()
-    return status, json.loads(raw) if raw else None
+    return http.json_call(url, method, path, body, token)
 
 
 def flushed_rows(db: Path) -> int:

@@ -27,14 +27,12 @@ import sqlite3
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from harness import config, policy
+from harness import config, http, policy
 from harness.envoy import Envoy
 from harness.postgres import Postgres, find_binary
 from harness.sidecar import SidecarProcess
@@ -54,17 +52,7 @@ class Api:
         self.url = sidecar.url
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = ADMIN) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
-                                         headers={"content-type": "application/json"})
-        if token is not None:
-            request.add_header("authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=5) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as e:
-            status, raw = e.code, e.read()
-        return status, json.loads(raw) if raw else None
+        return http.json_call(self.url, method, path, body, token)
 
     def put_plan(self, name: str, **plan: Any) -> None:
         status, body = self.call("PUT", f"/v1/admin/plans/{name}", plan)

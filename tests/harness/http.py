@@ -99,3 +99,23 @@ def burst(port: int, n: int, path: str = "/", headers: Mapping[str, str] | None 
 
 def statuses(responses: list[Response]) -> list[int]:
     return [r.status for r in responses]
+
+
+def json_call(url: str, method: str, path: str, body: Any = None, token: str | None = None,
+              timeout: float = 5.0) -> tuple[int, Any]:
+    """`method url+path` with a JSON `body` (None: no body) and `Authorization: Bearer token`
+    (None: none); the status and the answer's JSON (None when empty), errors included."""
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}{path}", data=data, method=method,
+                                     headers={"content-type": "application/json"})
+    if token is not None:
+        request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read()
+    return status, json.loads(raw) if raw else None

@@ -236,20 +236,31 @@ fn decide(
         now,
         &mut worker.decision,
     );
-    if let (Some(usage), Some(tenant)) = (worker.usage.as_ref(), facts.tenant) {
-        let mut metered = usage.meter(
-            &worker.policy,
-            &worker.decision,
-            tenant,
-            facts.plan,
-            facts.method,
-            now,
-        );
-        metered.user = jwt_claim(host, &worker.policy, jwt.as_ref(), "sub")
-            .map(|sub| FixedState::with_seed(worker.seed).hash_one(sub));
-        *meter = Some(metered);
-    }
+    *meter = start_meter(worker, host, &facts, jwt.as_ref(), now);
     Ok(worker.decision.verdict)
+}
+
+/// The request's meter, when usage is metered and its tenant is known: what the decision
+/// charged, and the token's subject (hashed) as the user.
+fn start_meter(
+    worker: &Worker,
+    host: &mut impl Host,
+    facts: &Facts<'_>,
+    jwt: Option<&super::jwt::Verified>,
+    now: Nanos,
+) -> Option<Meter> {
+    let (usage, tenant) = (worker.usage.as_ref()?, facts.tenant?);
+    let mut metered = usage.meter(
+        &worker.policy,
+        &worker.decision,
+        tenant,
+        facts.plan,
+        facts.method,
+        now,
+    );
+    metered.user = jwt_claim(host, &worker.policy, jwt, "sub")
+        .map(|sub| FixedState::with_seed(worker.seed).hash_one(sub));
+    Some(metered)
 }
 
 /// The request's API key, its tenant (registry or configuration) and plan, and else the

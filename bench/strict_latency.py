@@ -4,7 +4,10 @@ a throw-away Redis, requests sent at a fixed rate whatever the answers (so a slo
 cannot slow the load down and hide itself: latency counts from when a request was due).
 
 Each filter build given with `--wasm NAME=PATH` runs in turn against the same sidecar and
-Redis, in the same run, so the figures compare like with like. Bounded: `--seconds` per build
+Redis, in the same run, so the figures compare like with like. `--sidecar` runs another
+sidecar build (the release one for figures: target/release/tollgate-sidecar); `--paths N` keys
+the rule by path and spreads the load over N buckets (default: one bucket, the client's IP).
+`bench/sidecar/run --parts 6` measures the shipped build the same way with oha. Bounded: `--seconds` per build
 (plus a short warm-up), every request has a timeout.
 
     .venv/bin/python bench/strict_latency.py --wasm main=/tmp/main.wasm \
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 import tempfile
 import time
@@ -30,11 +34,12 @@ from harness.redis import RedisServer  # noqa: E402
 from harness.sidecar import SidecarProcess  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+PATHS = None  # with --paths N: /k/0 ... /k/N-1 in turn, one bucket each (the rule keyed by path)
 
 
-def filter_config() -> dict:
+def filter_config(key: str) -> dict:
     # A limit that never refuses: every request is one sidecar decision that writes.
-    rule = policy.rule("strict", "fixed_window", 1_000_000_000_000, "1h", scope="strict")
+    rule = policy.rule("strict", "fixed_window", 1_000_000_000_000, "1h", key=[key], scope="strict")
     sidecar = {"cluster": "tollgate_sidecar", "authority": "tollgate-sidecar", "timeout_ms": 1000}
     return policy.config(rule, sidecar=sidecar, failure_mode="open")
 
@@ -64,7 +69,7 @@ async def one(pool: Pool, timeout: float) -> int:
     conn = await pool.get()
     reader, writer = conn
     try:
-        writer.write(REQUEST)
+        writer.write(REQUEST if not PATHS else b"GET /k/%d HTTP/1.1\r\nHost: bench\r\n\r\n" % next(PATHS))
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
         status = int(head.split(b" ", 2)[1])
         length = 0
@@ -131,26 +136,33 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of load before measuring (default 3)")
     parser.add_argument("--rounds", type=int, default=1, help="alternate the builds this many times (default 1)")
     parser.add_argument("--timeout", type=float, default=5.0, help="per-request timeout, seconds")
+    parser.add_argument("--sidecar", default=None, help="sidecar binary (default: the debug build the tests use)")
+    parser.add_argument("--paths", type=int, default=0, help="key the rule by path and spread the load over N paths (default: one bucket, keyed by client IP)")
     args = parser.parse_args()
+    if args.paths:
+        global PATHS
+        PATHS = itertools.cycle(range(args.paths))
     builds = [tuple(w.split("=", 1)) for w in args.wasm]
     with tempfile.TemporaryDirectory(prefix="strict-latency-") as tmp:
         work = Path(tmp)
         redis = RedisServer.throw_away(work / "redis")
-        sidecar = SidecarProcess(work / "sidecar", redis_url=redis.url).start()
+        sidecar = SidecarProcess(work / "sidecar", redis_url=redis.url, binary=args.sidecar).start()
         try:
             print(f"open loop {args.rate} req/s, {args.seconds:g} s per build, one Envoy worker, sidecar on Redis")
             for round_ in range(args.rounds):
                 for name, path in builds:
-                    cfg = config.tollgate(filter_config(), wasm=Path(path), sidecar_port=sidecar.port)
+                    cfg = config.tollgate(filter_config("path" if args.paths else "client_ip"), wasm=Path(path), sidecar_port=sidecar.port)
                     envoy = Envoy(cfg, work / f"{name}-{round_}", concurrency=1, name=name).start()
                     try:
                         asyncio.run(run(envoy.port, args.rate, args.warmup, args.timeout))
                         r = asyncio.run(run(envoy.port, args.rate, args.seconds, args.timeout))
+                        calls = {k.rsplit(".", 1)[1]: v for k, v in envoy.stats("cluster.tollgate_sidecar.upstream_").items()
+                                 if k.endswith(("upstream_rq_total", "upstream_cx_total", "upstream_rq_pending_total"))}
                     finally:
                         envoy.stop()
                     print(f"{name:>8}: sent {r['sent']} answered {r['statuses']} errors {r['errors']} "
                           f"rate {r['rate']:.0f}/s p50 {r['p50']:.2f} ms p90 {r['p90']:.2f} ms "
-                          f"p99 {r['p99']:.2f} ms max {r['max']:.1f} ms (connections {r['connections']})",
+                          f"p99 {r['p99']:.2f} ms max {r['max']:.1f} ms (connections {r['connections']}; to the sidecar {calls})",
                           flush=True)
         finally:
             sidecar.stop()

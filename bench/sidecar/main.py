@@ -18,7 +18,7 @@ if __package__ in (None, ""):  # run as a file: the repository root on the path
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from bench.common.measure import FAILURES  # noqa: E402
-from bench.sidecar import bursts, decisions, one_worker, overshoot, report  # noqa: E402
+from bench.sidecar import bursts, decisions, latency, one_worker, overshoot, report  # noqa: E402
 from bench.sidecar.services import Services  # noqa: E402
 from tests.harness.paths import FILTER_WASM, REPO, SHARED_FIXTURE  # noqa: E402
 
@@ -48,6 +48,8 @@ PARTS = [
          one_worker.run_part, lambda results, opts: report.part23(results), every_run=True),
     Part("4", lambda o: "4. `global` overshoot", overshoot.run_part, report.part4),
     Part("5", lambda o: "5. `global` under bursts (per-worker allowances)", bursts.run_part, bursts.figures),
+    Part("6", lambda o: f"6. Strict latency, open loop: one Envoy worker (core {o.envoy_core}), oha on core "
+                        f"{o.load_core}", latency.run_part, report.part6),
 ]
 ALL_PARTS = "".join(part.digits for part in PARTS)
 
@@ -80,6 +82,10 @@ def parse_args(argv):
     p.add_argument("--bursts-limit", type=int, default=300, help="part 5: the global rule's limit an hour (300)")
     p.add_argument("--bursts-store", choices=["redis", "memory"], default="redis",
                    help="part 5: the sidecar's counters (redis)")
+    p.add_argument("--latency-rates", type=_ints, default=[500, latency.TARGET_RATE],
+                   help="part 6: open-loop rates, req/s (500,2000)")
+    p.add_argument("--latency-seconds", type=int, default=10, help="part 6: seconds of each oha run (10)")
+    p.add_argument("--oha", default="oha", help="part 6: the open-loop load tool")
     p.add_argument("--envoy", default=os.environ.get("ENVOY_BIN", os.path.join(ROOT, ".venv", "bin", "envoy")))
     p.add_argument("--wrk", default="wrk")
     p.add_argument("--redis-server", default="redis-server")
@@ -88,22 +94,22 @@ def parse_args(argv):
     p.add_argument("--tollgate-wasm", default=str(FILTER_WASM))
     p.add_argument("--fixture", default=str(SHARED_FIXTURE),
                    help="part 3's configuration (filter/tests/fixtures/filter-config.json)")
-    p.add_argument("--envoy-core", type=int, default=0, help="parts 2–3: Envoy's core (0)")
-    p.add_argument("--load-core", type=int, default=1, help="parts 2–3: wrk's core (1)")
+    p.add_argument("--envoy-core", type=int, default=0, help="parts 2–3 and 6: Envoy's core (0)")
+    p.add_argument("--load-core", type=int, default=1, help="parts 2–3 and 6: wrk's and oha's core (1)")
     p.add_argument("--label", default="", help="a line printed above the figures (e.g. SMOKE RUN …)")
     p.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     opts = p.parse_args(argv)
     if set(opts.parts) - set(ALL_PARTS) or not opts.parts:
         p.error(f"--parts takes digits from {ALL_PARTS}")
     if min(opts.runs, opts.duration, opts.keys, opts.paths, opts.overshoot_rate, opts.overshoot_seconds,
-           opts.bursts_limit) < 1:
+           opts.bursts_limit, opts.latency_seconds, *opts.latency_rates) < 1:
         p.error("counts and durations must be positive")
     return opts
 
 
 def main(argv):
     opts = parse_args(argv)
-    needed = [opts.sidecar_bin] + [opts.envoy, opts.tollgate_wasm] * bool(set(opts.parts) & set("2345")) \
+    needed = [opts.sidecar_bin] + [opts.envoy, opts.tollgate_wasm] * bool(set(opts.parts) & set("23456")) \
         + [opts.fixture] * ("3" in opts.parts)
     for path in needed:
         if not os.path.exists(path):

@@ -3,6 +3,7 @@
 import statistics
 
 from bench.common import report as common
+from bench.sidecar import latency
 from bench.sidecar.decisions import CASES
 from bench.sidecar.one_worker import CONFIGS
 
@@ -117,6 +118,34 @@ def part4(results, opts):
     return [head, "", *rows], []
 
 
+def _runs(rows, key):
+    return ", ".join(f"{r[key]:,.0f}" for r in rows)
+
+
+def part6(results, opts):
+    """Open-loop latency per rate and configuration: medians over the runs, µs."""
+    rows = ["| rate | config | p50 µs | p90 µs | p99 µs | max µs | achieved req/s | sidecar calls / req | p99 run by run |",
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    checks = []
+    for rate in opts.latency_rates:
+        for name in latency.NAMES:
+            rs = [r for r in results if r["rate"] == rate and r["config"] == name]
+            if not rs:
+                continue
+            rows.append(f"| {rate:,} | ({name}) {CONFIGS[name][0]} | {_median(rs, 'p50_us'):,.0f} "
+                        f"| {_median(rs, 'p90_us'):,.0f} | {_median(rs, 'p99_us'):,.0f} | {_median(rs, 'max_us'):,.0f} "
+                        f"| {_median(rs, 'achieved_rps'):,.0f} | {_median(rs, 'calls_per_request'):.3f} "
+                        f"| {_runs(rs, 'p99_us')} |")
+            if name == "s" and rate == latency.TARGET_RATE:
+                p99 = _median(rs, "p99_us")
+                checks.append(_check(p99 <= latency.TARGET_P99_US,
+                                     f"(s) strict p99 ≤ 2 ms at 2,000 req/s on one Envoy worker: {p99:,.0f} µs",
+                                     _runs(rs, "p99_us")))
+    head = (f"oha -q RATE --latency-correction -c{opts.connections} for {opts.latency_seconds} s per row, "
+            f"{opts.runs} interleaved runs; the sidecar (release) on Redis; paths drawn from {latency.PATHS_REGEX}.")
+    return [head, "", *rows], checks
+
+
 def every_run(results):
     rows = ["| run | what | req/s or decisions/s | CPU µs per request: Envoy / sidecar / Redis | busy: Envoy / sidecar / wrk |",
             "| ---: | --- | ---: | --- | --- |"]
@@ -135,8 +164,9 @@ def every_run(results):
 def tools(opts):
     first = common.first_line
     redis = first([opts.redis_server, "--version"]).replace("Redis server v=", "redis-server ").split(" sha=")[0]
+    oha = f"; {first([opts.oha, '--version'])}" if "6" in opts.parts else ""
     return (f"{first([opts.wrk, '-v']).split(' Copyright')[0]}; {redis}; "
-            f"{first([opts.redis_benchmark, '--version'])}")
+            f"{first([opts.redis_benchmark, '--version'])}{oha}")
 
 
 def figures(opts, sections, elapsed):

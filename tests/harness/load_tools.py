@@ -1,9 +1,10 @@
-"""The load tools as processes: `wrk` (closed loop, HTTP) and `redis-benchmark`, each run once,
+"""The load tools as processes: `wrk` (closed loop, HTTP), `oha` (open loop) and `redis-benchmark`, each run once,
 bounded in time, its output parsed; a tool that fails or prints what cannot be read raises
 ToolFailed. Used by the benchmarks (bench/); wrk's own CPU time comes with its figures."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -69,6 +70,47 @@ def wrk(
         "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
         "cpu_seconds": cpu,
     }
+
+
+def oha(
+    url: str,
+    seconds: float,
+    *,
+    rate: int,
+    connections: int,
+    headers: Sequence[str] = (),
+    core: int | None = None,
+    binary: str = "oha",
+    rand_regex_url: bool = False,
+) -> dict:
+    """Open loop: `oha -q <rate>` for `seconds` on up to `connections` connections, pinned to
+    `core` if given. With --latency-correction each request is timed from when it was due,
+    not from when it was sent, so a slow answer cannot hide itself by slowing the load down.
+    `rand_regex_url`: `url` is a regular expression each request's URL is drawn from.
+    Returns p50_us, p90_us, p99_us, max_us, statuses, errors and achieved_rps."""
+    cmd = ["taskset", "-c", str(core)] if core is not None else []
+    cmd += [binary, "--no-tui", "--output-format", "json", "--worker-threads", "1",
+            "-z", f"{seconds}s", "-c", str(connections), "-q", str(rate),
+            "--latency-correction", "--wait-ongoing-requests-after-deadline"]
+    for header in headers:
+        cmd += ["-H", header]
+    if rand_regex_url:
+        cmd.append("--rand-regex-url")
+    out = run(cmd + [url], timeout=seconds + 60)
+    try:
+        result = json.loads(out)
+        percentiles = result["latencyPercentiles"]
+        return {
+            "p50_us": percentiles["p50"] * 1e6,
+            "p90_us": percentiles["p90"] * 1e6,
+            "p99_us": percentiles["p99"] * 1e6,
+            "max_us": result["summary"]["slowest"] * 1e6,
+            "statuses": {int(k): v for k, v in result["statusCodeDistribution"].items()},
+            "errors": result.get("errorDistribution", {}),
+            "achieved_rps": result["summary"]["requestsPerSec"],
+        }
+    except (ValueError, KeyError, TypeError) as e:
+        raise ToolFailed(f"cannot read oha's JSON ({e}):\n{out[:2000]}") from e
 
 
 def redis_benchmark(

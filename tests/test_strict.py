@@ -122,13 +122,14 @@ def test_sidecar_that_never_answers_times_out(start_envoy):
     assert 0.15 <= elapsed < 2.0, elapsed
 
 
-def test_concurrent_checks_each_make_their_own_call_and_stay_exact(start_envoy, sidecar):
-    # One worker, 48 requests at once: each request sends its own check and is answered from
-    # its own callback (no request waits behind another's call, and nothing resumes a request
-    # from another context, which ngx_wasm_module forbids). Exactly the limit is admitted,
-    # every request gets its own answer, the sidecar decided each request once, and there was
-    # exactly one call per request. (Usage metering is off so that every call on the sidecar
-    # cluster is a check.)
+def test_concurrent_checks_travel_in_batches_and_stay_exact(start_envoy, sidecar):
+    # One worker, 48 requests at once. On Envoy the worker's strict requests wait for the root
+    # context, which sends them many per call (at most four calls out): exactly the limit is
+    # admitted, every request gets its own answer (each resumed or answered through its own
+    # context), the sidecar decided each request once, and fewer calls than requests went out.
+    # (Usage metering is off so that every call on the sidecar cluster is a check. On nginx,
+    # which cannot resume one request from another's callback, each request makes its own
+    # call: the mock-host tests and the nginx suite show that path.)
     cfg = strict_config(policy.rule("s", "fixed_window", 20, "1h", scope="strict"))
     cfg["usage"] = {"enabled": False}
     envoy = start_envoy(config.tollgate(cfg, sidecar_port=sidecar.port))
@@ -147,7 +148,7 @@ def test_concurrent_checks_each_make_their_own_call_and_stay_exact(start_envoy, 
     assert sidecar.decisions() == 48
     assert sidecar.metric("tollgate_errors_total") == 0
     calls = envoy.stats(r"^cluster\.tollgate_sidecar\.upstream_rq_total$")["cluster.tollgate_sidecar.upstream_rq_total"]
-    assert calls == 48, f"{calls} calls to the sidecar for 48 checks: one per request expected"
+    assert 1 <= calls < 48, f"{calls} calls to the sidecar for 48 checks at once: batches expected"
 
 
 def test_queued_checks_never_wait_past_the_timeout(start_envoy):

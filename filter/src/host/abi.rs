@@ -43,6 +43,21 @@ unsafe extern "C" {
         cas: u32,
     ) -> Status;
     fn proxy_set_tick_period_milliseconds(period: u32) -> Status;
+    fn proxy_register_shared_queue(
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> Status;
+    fn proxy_enqueue_shared_queue(
+        queue_id: u32,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> Status;
+    fn proxy_dequeue_shared_queue(
+        queue_id: u32,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> Status;
     #[allow(clippy::too_many_arguments)]
     fn proxy_send_local_response(
         status_code: u32,
@@ -190,4 +205,36 @@ pub fn continue_request() -> bool {
 pub fn set_effective_context(context_id: u32) -> bool {
     // SAFETY: a plain integer.
     unsafe { matches!(proxy_set_effective_context(context_id), Status::Ok) }
+}
+
+/// Registers the shared queue `name` for the current (root) context; its id, or `None`.
+pub fn register_queue(name: &str) -> Option<u32> {
+    let mut id = 0;
+    // SAFETY: the pointers are valid for the call; the host writes one u32 into `id`.
+    let status = unsafe { proxy_register_shared_queue(name.as_ptr(), name.len(), &mut id) };
+    matches!(status, Status::Ok).then_some(id)
+}
+
+/// Puts `value` in queue `id`; false if the host refuses.
+pub fn enqueue(id: u32, value: &[u8]) -> bool {
+    // SAFETY: the pointer is valid for `value.len()` bytes during the call.
+    unsafe {
+        matches!(
+            proxy_enqueue_shared_queue(id, value.as_ptr(), value.len()),
+            Status::Ok
+        )
+    }
+}
+
+/// Takes one item from queue `id`; false when it is empty (or gone).
+pub fn dequeue(id: u32) -> bool {
+    let mut data = core::ptr::null_mut();
+    let mut size = 0;
+    // SAFETY: the host writes a buffer it allocated through this module's allocator (or
+    // nothing) into `data`/`size`; `owned` takes it back so it is freed.
+    unsafe {
+        let status = proxy_dequeue_shared_queue(id, &mut data, &mut size);
+        drop(owned(data, size));
+        matches!(status, Status::Ok)
+    }
 }

@@ -46,7 +46,15 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        if let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
+        if let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok())
+            && !request::on_batch_answer(
+                &mut worker,
+                &mut ProxyHost,
+                token_id,
+                num_headers,
+                body_size,
+            )
+        {
             worker.on_root_call_response(&mut ProxyHost, token_id, num_headers, body_size);
         }
     }
@@ -71,6 +79,12 @@ impl RootContext for Root {
                 error!("invalid configuration: {err}");
                 false
             }
+        }
+    }
+
+    fn on_queue_ready(&mut self, _queue_id: u32) {
+        if let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
+            request::on_wakeup(&mut worker, &mut ProxyHost);
         }
     }
 
@@ -125,13 +139,13 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        match (self.worker.try_borrow_mut(), self.stream.try_borrow_mut()) {
-            (Ok(mut worker), Ok(mut stream)) => action(request::on_request_headers(
+        match self.worker.try_borrow_mut() {
+            Ok(mut worker) => action(request::on_request_headers(
                 &mut worker,
-                &mut stream,
+                &self.stream,
                 &mut ProxyHost,
             )),
-            _ => Action::Continue,
+            Err(_) => Action::Continue,
         }
     }
 

@@ -117,6 +117,23 @@ impl Host for ProxyHost {
         abi::set_tick_period(millis)
     }
 
+    fn register_wakeup(&mut self, name: &str) -> Option<u32> {
+        abi::register_queue(name)
+    }
+
+    fn wake_root(&mut self, wakeup: u32) -> bool {
+        abi::enqueue(wakeup, b"1")
+    }
+
+    fn take_wakeups(&mut self, wakeup: u32) {
+        // Bounded: the filter puts one item in per wake-up it asks for.
+        for _ in 0..64 {
+            if !abi::dequeue(wakeup) {
+                break;
+            }
+        }
+    }
+
     fn define_counter(&mut self, name: &str) -> Option<u32> {
         abi::define_counter(name)
     }

@@ -66,6 +66,15 @@ pub trait Host {
     /// Sets the root context's tick period (once, at configure time).
     fn set_tick_period(&mut self, millis: u32) -> bool;
 
+    /// Registers a wake-up for the root context (at configure time): a queue `name` (unique
+    /// to this worker) whose readiness the host reports to the root soon after something is
+    /// put in it. `None` when the host has none.
+    fn register_wakeup(&mut self, name: &str) -> Option<u32>;
+    /// From any callback: asks the host to call the root back (its wake-up callback) soon.
+    fn wake_root(&mut self, wakeup: u32) -> bool;
+    /// In the root's wake-up callback: empties the queue.
+    fn take_wakeups(&mut self, wakeup: u32);
+
     /// Defines a counter; `None` when the host has no metrics.
     fn define_counter(&mut self, name: &str) -> Option<u32>;
     /// Adds to a counter.

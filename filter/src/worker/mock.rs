@@ -80,6 +80,9 @@ pub struct MockHost {
     pub response_status: HashMap<ContextId, u16>,
     pub requests: HashMap<ContextId, RequestLog>,
     pub counters: Vec<(String, u64)>,
+    /// Wake-up queues registered (by name) and wake-ups asked for, not yet delivered.
+    pub wakeup_queues: Vec<String>,
+    pub wakeups: u32,
     /// Every host rule the worker broke.
     pub violations: Vec<String>,
 }
@@ -104,6 +107,8 @@ impl Default for MockHost {
             response_status: HashMap::new(),
             requests: HashMap::new(),
             counters: Vec::new(),
+            wakeup_queues: Vec::new(),
+            wakeups: 0,
             violations: Vec::new(),
         }
     }
@@ -277,6 +282,33 @@ impl Host for MockHost {
         true
     }
 
+    fn register_wakeup(&mut self, name: &str) -> Option<u32> {
+        if self.current != ROOT {
+            self.violations.push(format!(
+                "registered wake-up {name} outside the root context"
+            ));
+        }
+        self.wakeup_queues.push(name.to_owned());
+        u32::try_from(self.wakeup_queues.len()).ok()
+    }
+
+    fn wake_root(&mut self, wakeup: u32) -> bool {
+        if wakeup == 0 || wakeup as usize > self.wakeup_queues.len() {
+            self.violations.push(format!("woke unknown queue {wakeup}"));
+            return false;
+        }
+        self.wakeups += 1;
+        true
+    }
+
+    fn take_wakeups(&mut self, _wakeup: u32) {
+        if self.current != ROOT {
+            self.violations
+                .push("took wake-ups outside the root context".to_owned());
+        }
+        self.wakeups = 0;
+    }
+
     fn define_counter(&mut self, name: &str) -> Option<u32> {
         self.counters.push((name.to_owned(), 0));
         u32::try_from(self.counters.len() - 1).ok()
@@ -324,7 +356,18 @@ impl Node {
         let stream = Rc::new(RefCell::new(Stream::new(id)));
         self.streams.insert(id, Rc::clone(&stream));
         self.host.enter(id);
-        request::on_request_headers(&mut self.worker, &mut stream.borrow_mut(), &mut self.host)
+        request::on_request_headers(&mut self.worker, &stream, &mut self.host)
+    }
+
+    /// The host delivers the wake-ups asked for: the root's wake-up callback, once for
+    /// however many (as a shared queue's readiness is reported); false if none was pending.
+    pub fn wake(&mut self) -> bool {
+        if self.host.wakeups == 0 {
+            return false;
+        }
+        self.host.enter(ROOT);
+        request::on_wakeup(&mut self.worker, &mut self.host);
+        true
     }
 
     /// The root context's tick.
@@ -344,8 +387,16 @@ impl Node {
         self.host.answer = Some((status, body.as_bytes().to_vec()));
         let headers = usize::from(status != 0);
         if call.context == ROOT {
-            self.worker
-                .on_root_call_response(&mut self.host, token, headers, body.len());
+            if !request::on_batch_answer(
+                &mut self.worker,
+                &mut self.host,
+                token,
+                headers,
+                body.len(),
+            ) {
+                self.worker
+                    .on_root_call_response(&mut self.host, token, headers, body.len());
+            }
         } else if let Some(stream) = self.streams.get(&call.context).cloned() {
             self.host.answering = Some(call.context);
             request::on_call_response(

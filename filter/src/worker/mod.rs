@@ -4,6 +4,7 @@
 //! [`host::Host`], so the whole of it runs natively against a mock host in tests; the
 //! Proxy-Wasm glue (`crate::host`, wasm32 only) only forwards callbacks here.
 
+pub mod batch;
 pub mod facts;
 pub mod follow;
 pub mod gate;
@@ -96,6 +97,9 @@ pub struct Worker {
     /// resumes whichever request is current, and resumes a request by itself once its last
     /// call is answered.
     pub host_switches_contexts: bool,
+    /// `strict` requests waiting to go to the sidecar in batches (hosts that switch contexts
+    /// and can wake the root up; elsewhere each request makes its own call).
+    pub batcher: Option<batch::Batcher>,
 }
 
 impl Worker {
@@ -130,6 +134,7 @@ impl Worker {
                 .map(|_| stats::StatsOut::new(random(now ^ 2), &policy, now)),
             keys: keys::Keys::default(),
             host_switches_contexts: true,
+            batcher: None,
             usage: policy.usage.map(|u| {
                 UsageOut::new(random(now ^ 1), u.interval_ms, u.request_log, &policy, now)
             }),
@@ -259,6 +264,12 @@ impl Worker {
         }
         let mut worker = Worker::new(host, policy, seed, now);
         worker.host_switches_contexts = switches;
+        let strict = worker.policy.sidecar.is_some()
+            && worker.policy.rules.iter().any(|r| r.scope == Scope::Strict);
+        if switches && strict {
+            let name = format!("tollgate.wakeup.{:016x}", random(now ^ 3));
+            worker.batcher = host.register_wakeup(&name).map(batch::Batcher::new);
+        }
         // Set once: hosts differ on re-arming a timer (ngx_wasm_module adds one per call).
         let period = worker.tick_period();
         worker.half_tick = u64::from(period) * 1_000_000 / 2;

@@ -3,9 +3,11 @@
 use core::hash::BuildHasher;
 use foldhash::quality::FixedState;
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use super::Worker;
+use super::batch::Settled;
 use super::facts::{self, RequestHeaders};
 use super::host::{Host, Shared};
 use super::keys::{Gate, Keys, Who};
@@ -28,12 +30,17 @@ pub enum Action {
 }
 
 /// The request headers arrived: decide (and pause for the sidecar when `strict` rules
-/// apply).
+/// apply). `handle` is the request's stream, which the worker holds while its checks wait in
+/// a batch.
 pub fn on_request_headers(
     worker: &mut Worker,
-    stream: &mut Stream,
+    handle: &Rc<RefCell<Stream>>,
     host: &mut impl Host,
 ) -> Action {
+    let Ok(mut stream) = handle.try_borrow_mut() else {
+        return Action::Continue;
+    };
+    let stream = &mut *stream;
     let now = host.now();
     let verdict = match decide(worker, host, now, &mut stream.meter) {
         Ok(verdict) => verdict,
@@ -48,7 +55,13 @@ pub fn on_request_headers(
     if worker.decision.pending.is_empty() {
         return act(worker, host, stream, verdict, now);
     }
-    stream.checks = Checks::send(host, sidecar, stream.context_id, &worker.decision);
+    stream.checks = Checks::new(&worker.decision);
+    if let Some(batcher) = worker.batcher.as_mut()
+        && batcher.hold(host, sidecar, stream.context_id, handle, now)
+    {
+        return Action::Pause;
+    }
+    stream.checks.send(host, sidecar, stream.context_id);
     if stream.checks.call.is_none() {
         // The host refused the call: decide now, as for a sidecar that does not answer.
         let checks = std::mem::take(&mut stream.checks);
@@ -80,6 +93,72 @@ pub fn on_call_response(
     if act(worker, host, stream, verdict, now) == Action::Continue && worker.host_switches_contexts
     {
         host.resume(stream.context_id);
+    }
+}
+
+/// The root context woke up (a request's checks wait in the batcher): send them.
+pub fn on_wakeup(worker: &mut Worker, host: &mut impl Host) {
+    if let Some(batcher) = worker.batcher.as_mut() {
+        batcher.woke(host);
+    }
+    send_batches(worker, host);
+}
+
+/// A call the root made answered; false when it was not a batch of strict checks. Each
+/// request it carried is concluded and resumed or answered through its own context, then
+/// what waits goes out.
+pub fn on_batch_answer(
+    worker: &mut Worker,
+    host: &mut impl Host,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+) -> bool {
+    let Some(settled) = worker
+        .batcher
+        .as_mut()
+        .and_then(|b| b.answered(host, token, num_headers, body_size))
+    else {
+        return false;
+    };
+    let now = host.now();
+    for one in settled {
+        settle(worker, host, one, now);
+    }
+    send_batches(worker, host);
+    true
+}
+
+/// Sends what waits in the batcher (root context); requests it cannot ask are concluded as
+/// for a sidecar that does not answer.
+fn send_batches(worker: &mut Worker, host: &mut impl Host) {
+    let now = host.now();
+    let (Some(batcher), Some(sidecar)) = (worker.batcher.as_mut(), worker.policy.sidecar.as_ref())
+    else {
+        return;
+    };
+    if !batcher.waiting() {
+        return;
+    }
+    for one in batcher.send(host, sidecar, now) {
+        settle(worker, host, one, now);
+    }
+}
+
+/// Concludes a request of a batch with its answers and resumes or answers it through its
+/// own context (skipped if the request is gone: its permits are still settled).
+fn settle(worker: &mut Worker, host: &mut impl Host, one: Settled, now: Nanos) {
+    let Settled { waiting, answers } = one;
+    let Ok(mut stream) = waiting.stream.try_borrow_mut() else {
+        return;
+    };
+    let checks = std::mem::take(&mut stream.checks);
+    let verdict = checks.conclude(&answers, worker, host, now);
+    if !host.set_effective_context(waiting.context_id) {
+        return;
+    }
+    if act(worker, host, &mut stream, verdict, now) == Action::Continue {
+        host.resume(waiting.context_id);
     }
 }
 
@@ -115,6 +194,9 @@ pub fn on_response_body(stream: &mut Stream, body_size: usize) {
 
 /// The request is over: meter it.
 pub fn on_log(worker: &mut Worker, stream: &mut Stream, host: &mut impl Host) {
+    if let Some(batcher) = worker.batcher.as_mut() {
+        batcher.forget(stream.context_id);
+    }
     // A full batch goes at the next tick.
     if let (Some(meter), Some(usage)) = (stream.meter.take(), worker.usage.as_mut()) {
         usage.record(&meter, host.now());

@@ -84,37 +84,42 @@ impl Stream {
 }
 
 impl Checks {
-    /// The checks `decision` left pending, sent for the request in `context_id` (the group
-    /// id of several checks). `call` is `None` when the host refused the call.
-    pub fn send(
-        host: &mut impl Host,
-        sidecar: &Sidecar,
-        context_id: u32,
-        decision: &Decision,
-    ) -> Checks {
-        let mut checks = Checks {
+    /// The checks `decision` left pending, with the local results they complete; not sent.
+    pub fn new(decision: &Decision) -> Checks {
+        Checks {
             local: decision.results.clone(),
             pending: decision.pending.clone(),
             call: None,
-        };
-        let body = match checks.pending.as_slice() {
-            [one] => serde_json::to_vec(&one.request).map(|b| (CHECK_PATH, b)),
-            several => serde_json::to_vec(&CheckBatch {
-                // One refused, the others' permits go back on the sidecar.
-                checks: several
-                    .iter()
-                    .map(|p| CheckRequest {
-                        group: Some(context_id),
-                        ..p.request.clone()
-                    })
-                    .collect(),
-            })
-            .map(|b| (CHECKS_PATH, b)),
-        };
-        checks.call = body
-            .ok()
+        }
+    }
+
+    /// How many checks wait for the sidecar.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether no check waits.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The checks as the sidecar takes them: several of one request (the one in
+    /// `context_id`) form a group, so that one refused, the others' permits go back on the
+    /// sidecar.
+    pub fn requests(&self, context_id: u32) -> impl Iterator<Item = CheckRequest> + '_ {
+        let group = (self.pending.len() > 1).then_some(context_id);
+        self.pending.iter().map(move |p| CheckRequest {
+            group,
+            ..p.request.clone()
+        })
+    }
+
+    /// Sends the checks for the request in `context_id`, one call from its own callback;
+    /// [`Checks::call`] stays `None` when the host refused the call.
+    pub fn send(&mut self, host: &mut impl Host, sidecar: &Sidecar, context_id: u32) {
+        let requests: Vec<CheckRequest> = self.requests(context_id).collect();
+        self.call = body(&requests)
             .and_then(|(path, body)| call(host, sidecar, path, &body, sidecar.timeout_ms));
-        checks
     }
 
     /// The sidecar's answers (`None`: the call failed) for each check, in order.
@@ -124,16 +129,7 @@ impl Checks {
         num_headers: usize,
         body_size: usize,
     ) -> Vec<Option<CheckResponse>> {
-        let n = self.pending.len();
-        if n == 1 {
-            return vec![read_response::<CheckResponse>(host, num_headers, body_size)];
-        }
-        match read_response::<CheckBatchResponse>(host, num_headers, body_size) {
-            Some(batch) if batch.results.len() == n => {
-                batch.results.into_iter().map(Some).collect()
-            }
-            _ => vec![None; n],
-        }
+        read_answers(host, self.pending.len(), num_headers, body_size)
     }
 
     /// Folds `answers` (one per check, `None`: failed) into `worker.decision` (results in
@@ -182,6 +178,36 @@ impl Checks {
         worker.decision.pending.clear();
         worker.decision.verdict = verdict;
         verdict
+    }
+}
+
+/// The path and JSON body of a call carrying `checks`: `POST /v1/check` for one,
+/// `POST /v1/checks` for several; `None` if they do not serialize.
+pub fn body(checks: &[CheckRequest]) -> Option<(&'static str, Vec<u8>)> {
+    match checks {
+        [one] => serde_json::to_vec(one).ok().map(|b| (CHECK_PATH, b)),
+        several => serde_json::to_vec(&CheckBatch {
+            checks: several.to_vec(),
+        })
+        .ok()
+        .map(|b| (CHECKS_PATH, b)),
+    }
+}
+
+/// The answers to a call that carried `n` checks, read in its call-response callback: one
+/// per check, in order, each `None` when the call failed (or answered the wrong number).
+pub fn read_answers(
+    host: &mut impl Host,
+    n: usize,
+    num_headers: usize,
+    body_size: usize,
+) -> Vec<Option<CheckResponse>> {
+    if n == 1 {
+        return vec![read_response::<CheckResponse>(host, num_headers, body_size)];
+    }
+    match read_response::<CheckBatchResponse>(host, num_headers, body_size) {
+        Some(batch) if batch.results.len() == n => batch.results.into_iter().map(Some).collect(),
+        _ => vec![None; n],
     }
 }
 

@@ -68,9 +68,11 @@ fn strict_node(host: MockHost) -> Node {
 const ADMIT: &str = r#"{"admitted": true, "remaining": 5, "reset_after_ns": 1000000000, "retry_after_ns": 0, "delay_ns": 0}"#;
 const REFUSE: &str = r#"{"admitted": false, "remaining": 0, "reset_after_ns": 1000000000, "retry_after_ns": 2000000000, "delay_ns": 0}"#;
 
-/// Answers every call out (a batch gets one answer per check) until none is left.
+/// Answers every call out (a batch gets one answer per check) until none is left, the
+/// host delivering the root's wake-ups first (as Envoy does, soon after they are asked for).
 fn answer_everything(node: &mut Node, answer: &str) {
     for _ in 0..100 {
+        node.wake();
         let calls = node.host.calls.clone();
         if calls.is_empty() {
             node.host.now += 2_000_000;
@@ -363,4 +365,128 @@ fn on_envoy_a_strict_answer_resumes_its_request_and_on_nginx_the_host_does() {
             assert_eq!(node.log(id).resumed, 1, "request {id}, lenient: {lenient}");
         }
     }
+}
+
+fn envoy_strict_node(extra: &str) -> Node {
+    let config = config(
+        &format!("{SIDECAR}, {extra}"),
+        &rule("s", r#""client_ip""#, 100, "strict"),
+    );
+    Node::new(
+        MockHost {
+            lenient: true,
+            ..MockHost::default()
+        },
+        &config,
+    )
+}
+
+fn checks_in(call: &super::mock::Call) -> usize {
+    if call.path.ends_with("/checks") {
+        let body: serde_json::Value = serde_json::from_slice(&call.body).unwrap();
+        body["checks"].as_array().unwrap().len()
+    } else {
+        1
+    }
+}
+
+#[test]
+fn on_envoy_strict_requests_wait_for_the_root_and_go_many_per_call() {
+    let mut node = envoy_strict_node("");
+    for id in 10..22 {
+        assert_eq!(node.request(id, &[(":path", "/")]), Action::Pause);
+    }
+    assert!(
+        node.host.calls.is_empty(),
+        "a request called from its own callback"
+    );
+    assert_eq!(node.host.wakeups, 1, "one wake-up for all twelve");
+    assert!(node.wake());
+    let calls = node.calls_since(0);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0].context,
+        super::mock::ROOT,
+        "the root makes the call"
+    );
+    assert_eq!(checks_in(&calls[0]), 12);
+    answer_everything(&mut node, ADMIT);
+    no_violations(&node);
+    for id in 10..22 {
+        assert_eq!(node.log(id).resumed, 1, "request {id}");
+    }
+}
+
+#[test]
+fn on_envoy_a_lone_request_goes_alone_and_beyond_four_calls_out_requests_wait_for_one() {
+    let mut node = envoy_strict_node("");
+    for id in 10..16 {
+        node.request(id, &[(":path", "/")]);
+        node.wake();
+    }
+    let calls = node.calls_since(0);
+    assert_eq!(calls.len(), super::batch::MAX_CALLS, "{calls:?}");
+    assert!(calls.iter().all(|c| c.path.ends_with("/check")));
+    // Requests 14 and 15 wait; the first answer resumes request 10 and sends them together.
+    node.answer(calls[0].token, 200, ADMIT);
+    assert_eq!(node.log(10).resumed, 1);
+    let next = node.calls_since(super::batch::MAX_CALLS - 1);
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!(checks_in(&next[0]), 2);
+    answer_everything(&mut node, ADMIT);
+    no_violations(&node);
+    for id in 10..16 {
+        assert_eq!(node.log(id).resumed, 1, "request {id}");
+    }
+}
+
+#[test]
+fn on_envoy_a_request_gone_before_its_batch_answers_is_skipped_and_the_others_go_on() {
+    let mut node = envoy_strict_node("");
+    for id in 10..14 {
+        node.request(id, &[(":path", "/")]);
+    }
+    node.wake();
+    node.finish(11);
+    // Refused: the three still there get a 429 each, through their own context.
+    answer_everything(&mut node, REFUSE);
+    no_violations(&node);
+    for id in [10, 12, 13] {
+        assert_eq!(node.log(id).reply.map(|r| r.0), Some(429), "request {id}");
+    }
+    assert_eq!(node.log(11).reply, None);
+    assert_eq!(node.log(11).resumed, 0);
+}
+
+#[test]
+fn on_envoy_a_request_that_waited_past_the_sidecar_timeout_follows_failure_mode() {
+    let mut node = envoy_strict_node(r#""failure_mode": "closed","#);
+    for id in 10..15 {
+        node.request(id, &[(":path", "/")]);
+        node.wake();
+    }
+    // Four calls out, request 14 waits; the sidecar's 100 ms pass before one answers.
+    node.host.now += 150 * 1_000_000;
+    let first = node.calls_since(0)[0].token;
+    node.answer(first, 200, ADMIT);
+    assert_eq!(node.log(10).resumed, 1);
+    assert_eq!(
+        node.log(14).reply.map(|r| r.0),
+        Some(503),
+        "waited past the timeout: unavailable, as for a sidecar that does not answer"
+    );
+    assert_eq!(node.calls_since(0).len(), 3, "nothing sent for it");
+    no_violations(&node);
+}
+
+#[test]
+fn on_nginx_strict_requests_never_wait_for_the_root() {
+    let mut node = strict_node(MockHost::default());
+    for id in 10..14 {
+        node.request(id, &[(":path", "/")]);
+    }
+    assert!(node.host.wakeup_queues.is_empty(), "no wake-up registered");
+    let calls = node.calls_since(0);
+    assert_eq!(calls.len(), 4);
+    assert!(calls.iter().all(|c| c.context != super::mock::ROOT));
 }

@@ -24,6 +24,7 @@
 
 mod answer;
 pub mod chart;
+pub mod format;
 pub mod page;
 mod sign_in;
 

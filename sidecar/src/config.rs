@@ -67,14 +67,51 @@ pub enum Command {
     Alerts {
         /// What to do.
         #[command(subcommand)]
-        action: crate::commands::alerts::AlertsCommand,
+        action: AlertsCommand,
     },
     /// Stripe billing: `report` (send pending meter events now; exit 1 when any is
     /// dead-lettered or waits), `reconcile`, `close-periods`.
     Billing {
         /// What to do.
         #[command(subcommand)]
-        action: crate::commands::billing::BillingCommand,
+        action: BillingCommand,
+    },
+}
+
+/// `tollgate-sidecar alerts …`.
+#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum AlertsCommand {
+    /// Evaluate the quota alerts once and send what is due, then exit (status 1 when a
+    /// delivery failed for good).
+    Run {
+        /// Evaluate as of this time (RFC 3339, `2026-12-30T00:00:00Z`); default now. Only the
+        /// evaluation moves: deliveries are sent and timestamped now.
+        #[arg(long)]
+        now: Option<String>,
+    },
+}
+
+/// `tollgate-sidecar billing …`.
+#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
+pub enum BillingCommand {
+    /// Send every pending meter event now (retrying 429/5xx/timeouts up to
+    /// TOLLGATE_BILLING_REPORT_TIMEOUT); exit 1 when any is dead-lettered, waits for a
+    /// customer id or meter name, or is still unsent.
+    Report,
+    /// Compare Stripe's daily event summaries with api_usage_daily for every metered
+    /// customer (default: yesterday, UTC); record each result, send a shortfall as a
+    /// correction event (once), report an excess (exit 1).
+    Reconcile {
+        /// The day to reconcile (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        date: Option<String>,
+    },
+    /// Invoice the overage of every period that ended before `--now` (RFC 3339, default now):
+    /// one invoice with one item per tenant and period, resumed where it stopped.
+    ClosePeriods {
+        /// The time periods must have ended by.
+        #[arg(long)]
+        now: Option<String>,
     },
 }
 

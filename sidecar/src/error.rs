@@ -175,3 +175,17 @@ impl IntoResponse for ApiError {
         }
     }
 }
+
+// The schema of `ApiError`'s JSON body in the OpenAPI document (its doc comment is the
+// schema's description there).
+/// Every error answer: a stable code, a message, and for a refused admin field its name.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// The stable code (`invalid_request`, `unauthorized`, `not_found`, …).
+    error: String,
+    /// What is wrong.
+    message: String,
+    /// The refused field (admin API, `invalid_request`).
+    field: Option<String>,
+}

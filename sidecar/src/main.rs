@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use tollgate_sidecar::commands::{self, RegistryCommand};
-use tollgate_sidecar::config::{Cli, Command};
+use tollgate_sidecar::config::{AlertsCommand, BillingCommand, Cli, Command};
 use tollgate_sidecar::server;
 use tollgate_sidecar::storage::sql::Database;
 use tracing_subscriber::EnvFilter;
@@ -69,7 +69,7 @@ async fn run(command: Command, cli: &Cli) -> Result<(), Box<dyn Error>> {
 
 /// Runs an alerts command and prints its summary (JSON) on stdout.
 async fn alerts(
-    command: commands::alerts::AlertsCommand,
+    command: AlertsCommand,
     settings: &tollgate_sidecar::config::Settings,
     database: Database,
 ) -> Result<(), Box<dyn Error>> {
@@ -99,7 +99,7 @@ async fn registry(command: RegistryCommand, database: Database) -> Result<(), Bo
 
 /// Runs a billing command: its JSON on stdout, each problem on stderr (then exit status 1).
 async fn billing(
-    action: commands::billing::BillingCommand,
+    action: BillingCommand,
     cli: &Cli,
     database: Database,
 ) -> Result<(), Box<dyn Error>> {

@@ -10,27 +10,13 @@
 
 use std::sync::Arc;
 
-use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::config::Settings;
+use crate::config::{AlertsCommand, Settings};
 use crate::jobs::alerts::{clock_ms, parts};
 use crate::metrics::Metrics;
 use crate::services::alerts::time::{parse_rfc3339, rfc3339};
 use crate::storage::sql::Database;
-
-/// `tollgate-sidecar alerts …`.
-#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
-pub enum AlertsCommand {
-    /// Evaluate the quota alerts once and send what is due, then exit (status 1 when a
-    /// delivery failed for good).
-    Run {
-        /// Evaluate as of this time (RFC 3339, `2026-12-30T00:00:00Z`); default now. Only the
-        /// evaluation moves: deliveries are sent and timestamped now.
-        #[arg(long)]
-        now: Option<String>,
-    },
-}
 
 /// Runs `command`; the summary to print and whether it succeeded.
 pub async fn run(

@@ -4,10 +4,9 @@
 
 use std::sync::Arc;
 
-use clap::Subcommand;
 use serde_json::{Value, json};
 
-use crate::config::Settings;
+use crate::config::{BillingCommand, Settings};
 use crate::metrics::Metrics;
 use crate::services::billing::invoices::close_periods;
 use crate::services::billing::meter::{MeterMetrics, MeterSender};
@@ -18,30 +17,6 @@ use crate::storage::sql::Database;
 use crate::storage::sql::billing::BillingStore as _;
 use crate::stripe::StripeClient;
 use crate::system_clock;
-
-/// `tollgate-sidecar billing …`.
-#[derive(Subcommand, Clone, Debug, PartialEq, Eq)]
-pub enum BillingCommand {
-    /// Send every pending meter event now (retrying 429/5xx/timeouts up to
-    /// TOLLGATE_BILLING_REPORT_TIMEOUT); exit 1 when any is dead-lettered, waits for a
-    /// customer id or meter name, or is still unsent.
-    Report,
-    /// Compare Stripe's daily event summaries with api_usage_daily for every metered
-    /// customer (default: yesterday, UTC); record each result, send a shortfall as a
-    /// correction event (once), report an excess (exit 1).
-    Reconcile {
-        /// The day to reconcile (YYYY-MM-DD, UTC).
-        #[arg(long)]
-        date: Option<String>,
-    },
-    /// Invoice the overage of every period that ended before `--now` (RFC 3339, default now):
-    /// one invoice with one item per tenant and period, resumed where it stopped.
-    ClosePeriods {
-        /// The time periods must have ended by.
-        #[arg(long)]
-        now: Option<String>,
-    },
-}
 
 /// What a command printed and whether it went well (exit 0).
 pub struct Outcome {

@@ -33,9 +33,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::tokens::TokenSet;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::metrics::Metrics;
-use crate::routes::openapi::ErrorBody;
 use crate::services::registry::Registry;
 use crate::services::registry::input::{PlanInput, TenantInput};
 use crate::storage::sql::Database;
@@ -270,7 +269,7 @@ fn serde_urlencoded_pairs(raw: &str) -> Result<Vec<(String, String)>, ApiError> 
         .map(|pair| {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
             let decode = |text: &str| {
-                super::usage_query::percent_decode(text).ok_or_else(|| {
+                super::percent_decode(text).ok_or_else(|| {
                     ApiError::InvalidParameter(
                         "the query is not valid percent-encoded UTF-8".into(),
                     )

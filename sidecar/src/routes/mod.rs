@@ -39,3 +39,27 @@ pub(crate) async fn method_not_allowed<S: CounterStore>(
 ) -> ApiError {
     fail(&app.metrics, ApiError::MethodNotAllowed)
 }
+
+/// Percent-decodes `text` (`+` is a space), a query string's or a form's name or value;
+/// `None` when it is not valid UTF-8 afterwards.
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = |at: usize| bytes.get(at).and_then(|&h| (h as char).to_digit(16));
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => match (hex(i + 1), hex(i + 2)) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}

@@ -7,20 +7,10 @@ use axum::{Json, Router};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::error::ErrorBody;
+
 /// The path the document is served at.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
-
-/// Every error answer: a stable code, a message, and for a refused admin field its name.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
-pub struct ErrorBody {
-    /// The stable code (`invalid_request`, `unauthorized`, `not_found`, …).
-    error: String,
-    /// What is wrong.
-    message: String,
-    /// The refused field (admin API, `invalid_request`).
-    field: Option<String>,
-}
 
 /// The document.
 #[derive(OpenApi)]

@@ -44,12 +44,10 @@ use axum::routing::{MethodRouter, get};
 use axum::{Json, Router};
 use serde_json::Value;
 
-pub(crate) use self::access::decode as percent_decode;
 use self::access::prepare;
 use crate::Clock;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::metrics::Metrics;
-use crate::routes::openapi::ErrorBody;
 use crate::services::live_usage::LiveUsage;
 use crate::services::usage_query;
 use crate::storage::sql::Database;

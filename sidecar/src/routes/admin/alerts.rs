@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 
 use super::{AdminState, answer};
-use crate::routes::openapi::ErrorBody;
+use crate::error::ErrorBody;
 use crate::services::alerts::history::history;
 
 #[utoipa::path(get, path = "/v1/admin/tenants/{id}/alerts", tag = "admin",

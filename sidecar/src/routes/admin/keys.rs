@@ -8,9 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::routes::openapi::ErrorBody;
-
 use super::{AdminState, RawBody, answer, body};
+use crate::error::ErrorBody;
 
 /// `POST /v1/admin/tenants/{id}/keys`'s body (optional).
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]

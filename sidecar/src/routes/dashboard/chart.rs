@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::page::{esc, int};
+use super::format::{esc, int};
 use crate::services::dashboard::DayView;
 
 const WIDTH: u64 = 720;

@@ -24,6 +24,7 @@
 
 mod answer;
 pub mod chart;
+pub mod format;
 pub mod page;
 mod sign_in;
 
@@ -41,9 +42,8 @@ use self::answer::{html, json_error, redirect, secure_headers, session_token, un
 pub(crate) use self::sign_in::{__path_mint, mint};
 use super::tokens::TokenSet;
 use crate::Clock;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::metrics::Metrics;
-use crate::routes::openapi::ErrorBody;
 use crate::services::dashboard::access::{self, AccessError, LinkSigner};
 use crate::services::dashboard::{self as service, Subject};
 use crate::services::registry::Registry;

@@ -11,9 +11,8 @@ use super::answer::{
     cleared_cookie, cookie_value, html, json_error, redirect, session_token, unavailable,
 };
 use super::{DashboardState, page};
-use crate::error::ApiError;
-use crate::routes::openapi::ErrorBody;
-use crate::routes::usage_query::percent_decode;
+use crate::error::{ApiError, ErrorBody};
+use crate::routes::percent_decode;
 use crate::services::dashboard::access::{self, AccessError};
 use crate::storage::sql::UsageQueries;
 use crate::storage::sql::dashboard::SessionRole;

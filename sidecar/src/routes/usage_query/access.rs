@@ -7,6 +7,7 @@ use tollgate_filter::usage::MAX_LABEL_LEN;
 
 use super::{MAX_DAYS, MAX_LIMIT, MAX_TOP, QueryState};
 use crate::error::ApiError;
+use crate::routes::percent_decode;
 use crate::tenants::{TenantInfo, hash, same_hash};
 
 /// Who is asking.
@@ -110,9 +111,10 @@ fn params(raw: Option<&str>, allowed: &[&str]) -> Result<Params, ApiError> {
     let bad = |message: String| ApiError::InvalidParameter(message);
     for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let name = decode(name).ok_or_else(|| bad("the query is not valid UTF-8".into()))?;
-        let value =
-            decode(value).ok_or_else(|| bad(format!("{name}: not valid percent-encoded UTF-8")))?;
+        let name =
+            percent_decode(name).ok_or_else(|| bad("the query is not valid UTF-8".into()))?;
+        let value = percent_decode(value)
+            .ok_or_else(|| bad(format!("{name}: not valid percent-encoded UTF-8")))?;
         if !allowed.contains(&name.as_str()) {
             return Err(bad(format!(
                 "{name}: unknown parameter (this endpoint takes {})",
@@ -166,29 +168,6 @@ fn number(name: &str, value: &str, max: u64) -> Result<u64, ApiError> {
                 "{name}: {value:?} is not an integer from 1 to {max}"
             ))
         })
-}
-
-/// Percent-decodes `text` (`+` is a space); `None` when it is not valid UTF-8 afterwards.
-pub(crate) fn decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = |at: usize| bytes.get(at).and_then(|&h| (h as char).to_digit(16));
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => match (hex(i + 1), hex(i + 2)) {
-                (Some(high), Some(low)) => {
-                    out.push((high * 16 + low) as u8);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Authenticates, parses the parameters and authorizes the tenant.

@@ -71,6 +71,9 @@ class Envoy:
         ]  # fmt: skip
 
     def spawn(self) -> "Envoy":
+        # An earlier Envoy of the same name in this directory left its admin address: reading
+        # it would wait on a dead port.
+        self.admin_address_path.unlink(missing_ok=True)
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self

@@ -66,7 +66,10 @@ def summarize(shape, algorithm, hits, limit):
 
 
 def measure(opts, algorithm, services, log):
-    redis = services.redis() if opts.bursts_store == "redis" else None
+    # A Redis of its own: the sidecar counts the nodes seen in the last 10 s, and the previous
+    # algorithm's nodes, just stopped, would still count, shrinking every fresh bucket's
+    # starter share (150 of 300 admitted in fresh-key; see BENCHMARKS.md).
+    redis = services.fresh_redis(f"bursts-{algorithm}") if opts.bursts_store == "redis" else None
     sidecar = services.start_sidecar(f"bursts-{algorithm}", redis)
     bootstrap = sidecar_configs.bootstrap(sidecar_configs.bursts_rule(algorithm, opts.bursts_limit, SHAPES),
                                           opts.tollgate_wasm, sidecar.port)

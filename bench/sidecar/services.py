@@ -26,6 +26,12 @@ class Services:
             self.started.append(self._redis)
         return self._redis
 
+    def fresh_redis(self, name):
+        """Another throw-away redis-server (no persistence), started now."""
+        redis = RedisServer.launch(Path(self.workdir) / f"redis-{name}", binary=self.opts.redis_server)
+        self.started.append(redis)
+        return redis
+
     def sidecar(self, store):
         """The release sidecar with its counters in Redis (`"redis"`) or in memory (`"memory"`), started once."""
         if store not in self._sidecars:

@@ -66,6 +66,7 @@
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod html;
 pub mod jobs;
 pub mod metrics;
 pub mod routes;

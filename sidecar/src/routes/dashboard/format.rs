@@ -1,20 +1,9 @@
 //! The dashboard's small formatting helpers, shared by the page ([`super::page`]) and the
 //! usage graph ([`super::chart`]): HTML escaping, grouped digits, money and times.
 
-/// `text` safe inside HTML text and double-quoted attributes.
+/// `text` safe inside HTML text and attributes.
 pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
+    crate::html::escape(text)
 }
 
 /// `n` with thousands separators: `1,234,567`.

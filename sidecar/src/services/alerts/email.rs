@@ -160,28 +160,13 @@ pub fn render(kind: AlertKind, data: &Value) -> (String, String, String) {
     let plain = format!("{}\n", lines.join("\n"));
     let html = format!(
         "<!doctype html><html><body><h1>{}</h1>{}</body></html>",
-        escape(&subject),
+        crate::html::escape(&subject),
         lines
             .iter()
-            .map(|line| format!("<p>{}</p>", escape(line)))
+            .map(|line| format!("<p>{}</p>", crate::html::escape(line)))
             .collect::<String>()
     );
     (subject, plain, html)
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

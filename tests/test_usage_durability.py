@@ -161,7 +161,7 @@ def test_a_full_usage_log_refuses_batches_and_the_resend_delivers_them(start_env
         client = envoy.client()
         sent = 0
         deadline = time.monotonic() + 30
-        refused = lambda: sidecar.metric("tollgate_errors_total", kind="store_unavailable")  # noqa: E731
+        refused = lambda: sidecar.metric("tollgate_errors_total", kind="usage_log_unavailable")  # noqa: E731
         while time.monotonic() < deadline and not refused():
             for n in range(20):
                 sent += send(client, 1, f"/api/reports/{n}")

@@ -1,7 +1,8 @@
 //! The usage log on Redis: Redis restarted (losing everything) between ingestion and the
 //! flush, and the sidecar restarted too; a replay of many batches per sender that stops
-//! midway and runs again. Every request sent ends in `api_usage_daily` exactly once. A
-//! throw-away `redis-server` (`support/redis.rs`) and an in-memory SQLite database.
+//! midway and runs again; and a full disk (the in-memory store, no Redis). Every request sent
+//! ends in `api_usage_daily` exactly once. A throw-away `redis-server` (`support/redis.rs`)
+//! and an in-memory SQLite database.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,16 +17,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::http::StatusCode;
 use support::redis::TestRedis;
 use tollgate_filter::Nanos;
-use tollgate_filter::usage::{UsageBatch, UsageRecord};
+use tollgate_filter::usage::{USAGE_PATH, UsageBatch, UsageRecord};
 use tollgate_sidecar::metrics::Metrics;
 use tollgate_sidecar::services::flush;
+use tollgate_sidecar::storage::MemoryStore;
 use tollgate_sidecar::storage::sql::Database;
 use tollgate_sidecar::storage::usage::{
-    Ingested, RedisUsageStore, Snapshot, StoreError, UsageStore,
+    Ingested, MemoryUsageStore, RedisUsageStore, Snapshot, StoreError, UsageStore,
 };
 use tollgate_sidecar::wal::{LogSettings, Logged, LoggedOptions, Marker, RedisWatch, UsageLog};
+use tollgate_sidecar::{AppState, app};
 
 fn today() -> String {
     tollgate_filter::usage::format_date(
@@ -37,6 +41,7 @@ fn today() -> String {
 fn batch(sender: u64, seq: u64) -> UsageBatch {
     let mut record = UsageRecord::new(&format!("t{}", seq % 3), Some("pro"), &today(), "GET /x");
     record.requests = seq;
+    record.latency_buckets[0] = seq;
     UsageBatch {
         sender,
         seq,
@@ -336,4 +341,106 @@ async fn a_replay_of_many_batches_per_sender_stopped_midway_counts_each_record_o
     let per_sender: i64 = (1..=batches as i64).sum::<i64>() * 3;
     let sent = senders as i64 * per_sender + 3 * (batches as i64 + 1);
     assert_eq!(total(&database).await, sent);
+}
+
+/// The in-memory store behind the log in `dir` (no Redis), replayed, and the API over it.
+async fn open_memory(
+    dir: &Path,
+    database: &Database,
+) -> (Arc<Logged<MemoryUsageStore>>, axum::Router) {
+    let settings = LogSettings {
+        dir: dir.to_owned(),
+        max_bytes: 1 << 30,
+    };
+    let options = LoggedOptions {
+        log: Some(UsageLog::open(&settings, None).unwrap()),
+        database: database.clone(),
+        redis: None,
+        metrics: Arc::new(Metrics::new()),
+    };
+    let store = Arc::new(
+        Logged::open(MemoryUsageStore::new(1 << 16), options)
+            .await
+            .unwrap(),
+    );
+    let state = AppState::new(MemoryStore::new(1_000)).with_usage(Arc::clone(&store));
+    (store, app(state))
+}
+
+/// `POST /v1/usage` of `batch`: the status and the answer.
+async fn post(app: &axum::Router, batch: &UsageBatch) -> (StatusCode, serde_json::Value) {
+    support::api::post(app, USAGE_PATH, serde_json::to_vec(batch).unwrap()).await
+}
+
+/// The segment files of the log in `dir`, by number.
+fn segments(dir: &Path) -> Vec<u64> {
+    let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().into_string().ok()?;
+            name.strip_suffix(".log")?.parse().ok()
+        })
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_batches_and_loses_nothing() {
+    // /dev/full answers every write with ENOSPC, as a full disk does; no root needed.
+    let full = Path::new("/dev/full");
+    if !full.exists() {
+        eprintln!("skipped: no /dev/full on this system");
+        return;
+    }
+    let dir = fresh_dir("full");
+    let database = Database::open(Some("sqlite::memory:")).await.unwrap();
+    let (store, api) = open_memory(&dir, &database).await;
+    for seq in 1..=5 {
+        let (status, answer) = post(&api, &batch(3, seq)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+    }
+    // The disk fills up: every segment the log opens next is /dev/full.
+    let next = segments(&dir).last().copied().unwrap() + 1;
+    let links: Vec<PathBuf> = (next..next + 100)
+        .map(|n| dir.join(format!("{n:020}.log")))
+        .collect();
+    for link in &links {
+        std::os::unix::fs::symlink(full, link).unwrap();
+    }
+    // A flush starts in a new segment (on the full disk) and cannot log its step: it stops,
+    // and the usage stays where it is.
+    let _ = flush::flush(&*store, &database, tollgate_sidecar::system_clock()).await;
+    assert_eq!(total(&database).await, 0);
+    // Batches are refused: 503, naming the disk; the filter keeps them.
+    for seq in 6..=8 {
+        let (status, answer) = post(&api, &batch(3, seq)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+        assert_eq!(answer["error"], "usage_log_unavailable", "{answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(
+            message.contains("usage log") && message.contains("No space left on device"),
+            "{message}"
+        );
+    }
+    // Space is back: the filter's resends get in, each once (the last one twice: a duplicate).
+    for link in &links {
+        std::fs::remove_file(link).unwrap();
+    }
+    for seq in 6..=8 {
+        let (status, answer) = post(&api, &batch(3, seq)).await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["applied"], 1, "{answer}");
+    }
+    let (_, answer) = post(&api, &batch(3, 8)).await;
+    assert_eq!(answer["duplicate"], 1, "{answer}");
+    // The sidecar dies (kill -9: the in-memory store is gone) and starts again: the replay
+    // brings back everything acknowledged, before and after the full disk, once.
+    drop(api);
+    drop(store);
+    let (store, _) = open_memory(&dir, &database).await;
+    flush::flush(&*store, &database, tollgate_sidecar::system_clock())
+        .await
+        .unwrap();
+    assert_eq!(total(&database).await, (1..=8).sum::<i64>());
 }

@@ -37,8 +37,10 @@
 //! never acknowledged, and the filter sends it again.
 //!
 //! **Bound.** The segments may hold at most `TOLLGATE_USAGE_LOG_MAX_BYTES`; beyond it, or when
-//! the disk is full, a batch is refused with 503 (`usage log full` / the I/O error) and the
-//! filter keeps it and sends it again later. Nothing that was not written is acknowledged.
+//! the disk is full, a batch is refused with 503 `usage_log_unavailable` (its message: `usage
+//! log full …` / the disk's error) and the filter keeps it and sends it again later. Nothing
+//! that was not written is acknowledged, and nothing is written after a torn tail (a segment
+//! whose failed write could not be cut off is left for a fresh one).
 
 mod binary;
 mod book;
@@ -104,7 +106,7 @@ pub enum LogError {
 
 impl From<LogError> for StoreError {
     fn from(error: LogError) -> Self {
-        StoreError::Unavailable(error.to_string())
+        StoreError::UsageLog(error.to_string())
     }
 }
 

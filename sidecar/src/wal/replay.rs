@@ -22,9 +22,10 @@ use super::segment::{self, Entry};
 use crate::storage::sql::{Database, UsageSink};
 use crate::storage::usage::{StoreError, UsageStore};
 
-/// Records per chunk handed to the store at once (about 20 MiB decoded; two chunks live at a
-/// time: the one applied and the one read meanwhile).
-const CHUNK_RECORDS: usize = 64 * 1024;
+/// Records per chunk handed to the store at once: about 50 MiB decoded, and up to three
+/// chunks live (the one applied, the next one waiting, the one being read). Larger chunks
+/// merge more: Redis's share of a replay is per aggregate and chunk.
+const CHUNK_RECORDS: usize = 128 * 1024;
 
 /// A position in the log: (segment, offset).
 type Position = (u64, u64);
@@ -148,8 +149,9 @@ fn read(
             }
             records += batch.records.len();
             chunk.push(batch);
+            // Free what the store is done with as soon as it is back.
+            while spent.try_recv().is_ok() {}
             if records >= chunk_records {
-                while spent.try_recv().is_ok() {}
                 if chunks.blocking_send(std::mem::take(&mut chunk)).is_err() {
                     return Ok(book);
                 }

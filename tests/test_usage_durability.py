@@ -152,16 +152,17 @@ def test_the_in_memory_default_killed_mid_traffic_loses_nothing(start_envoy, tmp
 
 def test_a_full_usage_log_refuses_batches_and_the_resend_delivers_them(start_envoy, tmp_path):
     # A 4 KiB bound: the log fills between flushes, batches are refused (503), the filter keeps
-    # them, and once a flush frees the log they get in — once.
+    # them, and once a flush frees the log they get in — once. A batch of one record is about
+    # 100 bytes in the log, five a second per worker: 20 s between flushes fill it.
     workdir = tmp_path / "sidecar"
-    env = {"TOLLGATE_FLUSH_INTERVAL": "5s", "TOLLGATE_USAGE_LOG_MAX_BYTES": "4096"}
+    env = {"TOLLGATE_FLUSH_INTERVAL": "20s", "TOLLGATE_USAGE_LOG_MAX_BYTES": "4096"}
     sidecar = SidecarProcess(workdir, env=env).start()
     try:
         envoy = start_envoy(config.tollgate(usage_config(), routes=ROUTES, sidecar_port=sidecar.port))
         client = envoy.client()
         sent = 0
         deadline = time.monotonic() + 30
-        refused = lambda: sidecar.metric("tollgate_errors_total", kind="store_unavailable")  # noqa: E731
+        refused = lambda: sidecar.metric("tollgate_errors_total", kind="usage_log_unavailable")  # noqa: E731
         while time.monotonic() < deadline and not refused():
             for n in range(20):
                 sent += send(client, 1, f"/api/reports/{n}")

@@ -152,6 +152,12 @@ impl From<crate::services::registry::RegistryError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = match &self {
+            // The log's own words (its bound, the disk's error): nothing secret, and what the
+            // operator needs to see.
+            ApiError::Store(cause @ StoreError::UsageLog(_)) => {
+                tracing::error!(error = %cause, code = self.code(), "usage log refused a batch");
+                format!("{cause}; the batch is not counted, send it again later")
+            }
             ApiError::Store(cause) => {
                 tracing::error!(error = %cause, code = self.code(), "counter store failed");
                 "the counter store cannot answer now; retry later".to_owned()

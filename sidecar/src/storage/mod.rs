@@ -89,6 +89,10 @@ pub enum StoreError {
     /// Another writer kept changing the key; the update was retried and gave up.
     #[error("too many concurrent updates of one key")]
     Contended,
+    /// The usage log could not make a usage batch durable (its bound, a full disk, …): the
+    /// batch is not counted (503) and the filter sends it again ([`crate::wal`]).
+    #[error("{0}")]
+    UsageLog(String),
 }
 
 impl StoreError {
@@ -98,6 +102,7 @@ impl StoreError {
             StoreError::Full { .. } => "store_full",
             StoreError::Unavailable(_) => "store_unavailable",
             StoreError::Contended => "store_contended",
+            StoreError::UsageLog(_) => "usage_log_unavailable",
         }
     }
 }

@@ -22,8 +22,13 @@
 //! **Replay** ([`replay`]) reads every segment in order. A tenant's batches are skipped up to
 //! its last `Staged` frame whose flush id the database holds in `usage_flushes` (committed, so
 //! that snapshot and every older one are in), or its last `Clean` frame; the rest are counted
-//! again through the store's own exactly-once ingestion (`(sender, seq)` marks), so replaying
-//! twice, or replaying what the store still has, counts nothing twice. It runs at start, before
+//! again through the store's own exactly-once ingestion (`(sender, seq)` marks), in chunks of
+//! consecutive batches applied as if one by one
+//! ([`ingest_in_order`](crate::storage::usage::UsageStore::ingest_in_order): many batches of a
+//! sender at once, none after one that failed), so replaying twice, replaying what the store
+//! still has, or replaying again after a replay stopped midway, counts nothing twice. Batch
+//! frames are binary ([`binary`]; logs with JSON batch frames are read too). It runs at
+//! start, before
 //! the sidecar serves, and, with Redis, whenever Redis lost its data: the log keeps a marker
 //! key in Redis (`usage:wal:<log id>`); the ingest group commit checks it and refuses batches
 //! while it is gone (so no newer batch of a sender lands before its replayed older ones), a
@@ -32,9 +37,12 @@
 //! never acknowledged, and the filter sends it again.
 //!
 //! **Bound.** The segments may hold at most `TOLLGATE_USAGE_LOG_MAX_BYTES`; beyond it, or when
-//! the disk is full, a batch is refused with 503 (`usage log full` / the I/O error) and the
-//! filter keeps it and sends it again later. Nothing that was not written is acknowledged.
+//! the disk is full, a batch is refused with 503 `usage_log_unavailable` (its message: `usage
+//! log full …` / the disk's error) and the filter keeps it and sends it again later. Nothing
+//! that was not written is acknowledged, and nothing is written after a torn tail (a segment
+//! whose failed write could not be cut off is left for a fresh one).
 
+mod binary;
 mod book;
 mod open;
 mod replay;
@@ -98,7 +106,7 @@ pub enum LogError {
 
 impl From<LogError> for StoreError {
     fn from(error: LogError) -> Self {
-        StoreError::Unavailable(error.to_string())
+        StoreError::UsageLog(error.to_string())
     }
 }
 
@@ -237,5 +245,10 @@ fn log_id(dir: &Path) -> std::io::Result<String> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 mod tests;

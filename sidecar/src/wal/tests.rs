@@ -8,7 +8,7 @@ use crate::metrics::Metrics;
 use crate::services::flush::{self, FailAfter, FlushError};
 use crate::storage::sql::Database;
 use crate::storage::usage::contract::{NOW, TODAY, batch, record};
-use crate::storage::usage::{MemoryUsageStore, UsageStore};
+use crate::storage::usage::{Ingested, MemoryUsageStore, Snapshot, StoreError, UsageStore};
 
 fn fresh_dir() -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -107,6 +107,82 @@ fn frames_read_back_and_a_torn_tail_is_ignored() {
     let last = data.len() - 2;
     data[last] ^= 1;
     assert_eq!(segment::frames(&data).count(), 3);
+}
+
+#[test]
+fn batch_frames_read_back_exactly_and_old_json_ones_too() {
+    let mut odd = record("ä/ü", "2026-11-25", "GET /v1/{id} ✓", 1);
+    odd.requests = u64::MAX;
+    odd.bytes_out = 1 << 35;
+    odd.plan = None;
+    odd.users = vec![0, 1, u64::MAX];
+    odd.latency_buckets = [
+        u64::MAX,
+        0,
+        1,
+        127,
+        128,
+        16_383,
+        16_384,
+        0,
+        0,
+        0,
+        0,
+        1 << 63,
+    ];
+    let mut plain = record("a", TODAY, "e", 0);
+    plain.plan = Some(String::new());
+    let batches = [
+        batch(u64::MAX, 0, vec![odd, plain]),
+        batch(0, u64::MAX, Vec::new()),
+        numbered(3),
+    ];
+    for original in &batches {
+        for data in [
+            segment::batch_frame(original),
+            segment::json_batch_frame(original),
+        ] {
+            let bodies: Vec<&[u8]> = segment::frames(&data).map(|(_, body)| body).collect();
+            assert_eq!(bodies.len(), 1);
+            assert!(segment::is_batch(bodies[0]));
+            let Some(Entry::Batch(read)) = segment::decode(bodies[0]) else {
+                panic!("not a batch: {original:?}")
+            };
+            assert_eq!(&read, original);
+        }
+        // A body cut short anywhere is no batch (the checksum catches that first; the
+        // decoder does not rely on it).
+        let data = segment::batch_frame(original);
+        let (_, body) = segment::frames(&data).next().unwrap();
+        for cut in 1..body.len() {
+            assert!(segment::decode(&body[..cut]).is_none(), "cut at {cut}");
+        }
+    }
+    // Several times smaller than JSON.
+    let frame = |f: fn(&tollgate_filter::usage::UsageBatch) -> Vec<u8>| f(&numbered(3)).len();
+    assert!(
+        3 * frame(segment::batch_frame) < frame(segment::json_batch_frame),
+        "{} vs {}",
+        frame(segment::batch_frame),
+        frame(segment::json_batch_frame)
+    );
+}
+
+#[tokio::test]
+async fn a_log_with_json_batch_frames_is_replayed() {
+    // A log written by an earlier version: its batch frames are JSON.
+    let dir = fresh_dir();
+    let database = database().await;
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut data = Vec::new();
+    for seq in 1..=3 {
+        data.extend(segment::json_batch_frame(&numbered(seq)));
+    }
+    std::fs::write(segment::path(&dir, 1), data).unwrap();
+    let store = open(&dir, 1 << 30, &database, None).await;
+    store.ingest(&numbered(4), NOW).await.unwrap();
+    flush::flush(&store, &database, NOW).await.unwrap();
+    assert_eq!(total(&database).await, sent(4));
 }
 
 #[tokio::test]
@@ -274,4 +350,112 @@ async fn replaying_again_counts_nothing_twice() {
     assert_eq!((replayed.records, replayed.applied), (10, 0));
     flush::flush(&store, &database, NOW).await.unwrap();
     assert_eq!(total(&database).await, sent(5));
+}
+
+/// The memory store, but its `ingest_in_order` call number `fail_at` (counted from 1 over
+/// every call) applies only the first half of its batches and fails: a store that went away
+/// in the middle of a replay.
+struct Flaky {
+    inner: MemoryUsageStore,
+    calls: AtomicU64,
+    fail_at: Vec<u64>,
+}
+
+impl UsageStore for Flaky {
+    async fn ingest(
+        &self,
+        batch: &tollgate_filter::usage::UsageBatch,
+        now: u64,
+    ) -> Result<Ingested, StoreError> {
+        self.inner.ingest(batch, now).await
+    }
+
+    async fn ingest_in_order(
+        &self,
+        batches: &[tollgate_filter::usage::UsageBatch],
+        now: u64,
+    ) -> Result<Ingested, StoreError> {
+        let call = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.fail_at.contains(&call) {
+            self.inner
+                .ingest_in_order(&batches[..batches.len() / 2], now)
+                .await?;
+            return Err(StoreError::Unavailable("injected".into()));
+        }
+        self.inner.ingest_in_order(batches, now).await
+    }
+
+    async fn dirty_tenants(&self) -> Result<Vec<String>, StoreError> {
+        self.inner.dirty_tenants().await
+    }
+
+    async fn stage(&self, tenant: &str, flush_id: &str) -> Result<Vec<String>, StoreError> {
+        self.inner.stage(tenant, flush_id).await
+    }
+
+    async fn snapshot(&self, tenant: &str, flush_id: &str) -> Result<Snapshot, StoreError> {
+        self.inner.snapshot(tenant, flush_id).await
+    }
+
+    async fn release(&self, tenant: &str, flush_id: &str) -> Result<(), StoreError> {
+        self.inner.release(tenant, flush_id).await
+    }
+
+    async fn finish(&self, tenant: &str) -> Result<(), StoreError> {
+        self.inner.finish(tenant).await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_replay_that_fails_midway_and_runs_again_counts_each_record_once() {
+    let dir = fresh_dir();
+    let database = database().await;
+    let store = open(&dir, 1 << 30, &database, None).await;
+    // Three senders, 40 batches each, interleaved; the first 10 of each flushed.
+    let of = |sender: u64, seq: u64| {
+        batch(
+            sender,
+            seq,
+            vec![record("a", TODAY, "e", seq), record("b", TODAY, "f", seq)],
+        )
+    };
+    for seq in 1..=40 {
+        for sender in [7, 8, 9] {
+            store.ingest(&of(sender, seq), NOW).await.unwrap();
+        }
+        if seq == 10 {
+            flush::flush(&store, &database, NOW).await.unwrap();
+        }
+    }
+    drop(store); // the memory store is gone; the log is replayed into a fresh one
+    // Chunks of 13 batches (26 records): the replay stops inside its third chunk, the next
+    // one inside its sixth; each time half of the chunk landed.
+    let flaky = Flaky {
+        inner: MemoryUsageStore::new(1 << 16),
+        calls: AtomicU64::new(0),
+        fail_at: vec![3, 9],
+    };
+    for _ in 0..2 {
+        let stopped = replay::replay_in_chunks(&dir, &flaky, &database, NOW, true, 26).await;
+        assert!(
+            matches!(stopped, Err(replay::ReplayError::Store(_))),
+            "{stopped:?}"
+        );
+    }
+    let (replayed, _) = replay::replay_in_chunks(&dir, &flaky, &database, NOW, true, 26)
+        .await
+        .unwrap();
+    assert_eq!(replayed.records, 3 * 30 * 2);
+    assert!(replayed.applied < replayed.records, "{replayed:?}");
+    // Replayed twice: nothing more counts.
+    let (again, _) = replay::replay_in_chunks(&dir, &flaky, &database, NOW, true, 26)
+        .await
+        .unwrap();
+    assert_eq!((again.records, again.applied), (3 * 30 * 2, 0));
+    flush::flush(&flaky.inner, &database, NOW).await.unwrap();
+    assert_eq!(total(&database).await, 3 * sent(40));
 }

@@ -5,7 +5,10 @@
 //! work per batch shrinks. A frame that would take the log past its bound is refused (the
 //! batch gets 503 and the filter keeps it); a failed write (a full disk) is cut off the file
 //! again and answered with the error, so nothing unwritten is ever acknowledged and no torn
-//! frame sits before later ones.
+//! frame sits before later ones. When even the cut fails, the segment is left as it is (its
+//! whole frames were made durable by their own groups; a replay reads up to its torn tail and
+//! goes on with the next segment) and nothing more is written to it: the next group first opens
+//! a fresh segment, and is refused while that fails.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -60,6 +63,9 @@ pub(super) struct Writer {
     pub(super) total: Arc<AtomicU64>,
     crash: Option<CrashAt>,
     dead: bool,
+    /// The open segment's tail is unknown (a failed write could not be cut off): nothing more
+    /// is written to it.
+    abandoned: bool,
 }
 
 impl Writer {
@@ -84,6 +90,7 @@ impl Writer {
             total: Arc::new(AtomicU64::new(total)),
             crash,
             dead: false,
+            abandoned: false,
         })
     }
 
@@ -167,7 +174,14 @@ impl Writer {
         if accepted.is_empty() {
             return;
         }
-        let outcome = self.write(&buffer);
+        let outcome = if self.abandoned {
+            self.rotate()
+                .map(drop)
+                .map_err(|e| LogError::Io(e.to_string()))
+        } else {
+            Ok(())
+        };
+        let outcome = outcome.and_then(|()| self.write(&buffer));
         self.publish();
         for reply in accepted {
             let _ = reply.send(match &outcome {
@@ -197,8 +211,8 @@ impl Writer {
                     .set_len(self.length)
                     .and_then(|()| self.file.seek(SeekFrom::Start(self.length)).map(drop));
                 if cut.is_err() {
-                    // The file cannot be repaired: go on in a fresh segment.
-                    let _ = self.rotate();
+                    // The file cannot be repaired: the next group goes to a fresh segment.
+                    self.abandoned = true;
                 }
                 tracing::error!(%error, "usage log write failed; the batches are refused");
                 Err(LogError::Io(error.to_string()))
@@ -213,13 +227,18 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> io::Result<u64> {
-        self.file.sync_data()?;
+        // An abandoned segment's whole frames were synced by their groups; syncing it again
+        // may fail for good.
+        if !self.abandoned {
+            self.file.sync_data()?;
+        }
         let next = self.number + 1;
         let file = create(&self.dir, next)?;
         self.closed.push((self.number, self.length));
         self.file = file;
         self.number = next;
         self.length = 0;
+        self.abandoned = false;
         Ok(next)
     }
 
@@ -229,7 +248,11 @@ impl Writer {
             if number >= below {
                 break;
             }
-            std::fs::remove_file(segment::path(&self.dir, number))?;
+            match std::fs::remove_file(segment::path(&self.dir, number)) {
+                // Already gone (removed by hand): deleted all the same.
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
             self.closed.remove(0);
             if self.crash == Some(CrashAt::DuringTruncate) {
                 self.dead = true;
@@ -243,11 +266,18 @@ impl Writer {
     }
 }
 
+/// Opens segment `number`, new. An entry already there (none is: numbers only grow, and the
+/// directory is locked) is taken only when it is empty, so no frame is ever appended after an
+/// old, possibly torn, tail; the disk-full test points one at `/dev/full` that way.
 fn create(dir: &std::path::Path, number: u64) -> io::Result<File> {
-    let file = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .open(segment::path(dir, number))?;
+    let path = segment::path(dir, number);
+    let file = OpenOptions::new().create(true).append(true).open(&path)?;
+    if file.metadata()?.len() != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            format!("{} exists and is not empty", path.display()),
+        ));
+    }
     segment::sync_dir(dir)?;
     Ok(file)
 }

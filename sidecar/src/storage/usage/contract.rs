@@ -78,6 +78,8 @@ pub(crate) async fn run_all<S: UsageStore>(new_store: impl Fn() -> S) {
     ingested_counts_come_out_exactly(&new_store()).await;
     each_batch_counts_once_per_tenant(&new_store()).await;
     one_batch_delivered_concurrently_counts_once(Arc::new(new_store())).await;
+    batches_in_order_count_each_once(&new_store()).await;
+    batches_in_order_add_up_as_one_by_one(&new_store()).await;
     staging_is_a_cut(&new_store()).await;
     distinct_users_per_day(&new_store()).await;
     new_store().ping().await.unwrap();
@@ -282,4 +284,122 @@ async fn distinct_users_per_day(store: &impl UsageStore) {
         .unwrap();
     let (_, users) = drain(store, "a").await;
     assert_eq!(users, [(TODAY.into(), 5)]);
+}
+
+/// [`UsageStore::ingest_in_order`] (the usage log's replay): many consecutive batches per
+/// sender count exactly as one by one, when part of them was applied before (a replay stopped
+/// midway), when the run holds repeats and older seqs, and when run twice.
+async fn batches_in_order_count_each_once(store: &impl UsageStore) {
+    // Senders 1 and 2, seqs 1..=30: tenants "a" (every batch) and "b" (even seqs), `seq`
+    // requests each; sender 3, seqs 1..=20: 1,000 records of "a" (more than a store may
+    // apply in one step).
+    let numbered = |sender: u64, seq: u64| {
+        let mut records = vec![record("a", TODAY, "e", seq)];
+        if seq.is_multiple_of(2) {
+            records.push(record("b", TODAY, "f", seq));
+        }
+        batch(sender, seq, records)
+    };
+    let thousand = |seq: u64| batch(3, seq, vec![record("a", TODAY, "g", 1); 1_000]);
+    let mut run: Vec<UsageBatch> = Vec::new();
+    for seq in 1..=30 {
+        run.push(numbered(1, seq));
+        run.push(numbered(2, seq));
+        if seq <= 20 {
+            run.push(thousand(seq));
+        }
+    }
+    // A resend of an older batch and a repeat inside the run: duplicates.
+    run.insert(40, numbered(1, 3));
+    run.push(numbered(2, 30));
+    let records_of =
+        |batches: &[UsageBatch]| -> u64 { batches.iter().map(|b| b.records.len() as u64).sum() };
+    // Applied before, as by a replay that stopped midway (per tenant a prefix of the run):
+    // sender 1 up to seq 12, sender 2 up to seq 5 and the "b" part of its seq 6 (the step of
+    // "a" failed), sender 3 up to seq 7.
+    let mut before = 0;
+    for (sender, last) in [(1, 12), (2, 5)] {
+        for seq in 1..=last {
+            before += store
+                .ingest(&numbered(sender, seq), NOW)
+                .await
+                .unwrap()
+                .applied;
+        }
+    }
+    let mut partial = numbered(2, 6);
+    partial.records.retain(|r| r.tenant == "b");
+    before += store.ingest(&partial, NOW).await.unwrap().applied;
+    for seq in 1..=7 {
+        before += store.ingest(&thousand(seq), NOW).await.unwrap().applied;
+    }
+    assert_eq!(before, (12 + 6) + (5 + 2) + 1 + 7_000);
+    let ingested = store.ingest_in_order(&run, NOW).await.unwrap();
+    let duplicate = before + records_of(&[numbered(1, 3), numbered(2, 30)]);
+    assert_eq!(
+        ingested,
+        Ingested {
+            applied: records_of(&run) - duplicate,
+            duplicate,
+        }
+    );
+    // Run again: all duplicates.
+    assert_eq!(
+        store.ingest_in_order(&run, NOW).await.unwrap(),
+        Ingested {
+            applied: 0,
+            duplicate: records_of(&run),
+        }
+    );
+    let requests = |rows: &[UsageRow], endpoint: &str| {
+        rows.iter()
+            .filter(|r| r.endpoint == endpoint)
+            .map(|r| r.counters.requests)
+            .sum::<u64>()
+    };
+    let (rows, _) = drain(store, "a").await;
+    assert_eq!(requests(&rows, "e"), 2 * (1..=30).sum::<u64>());
+    assert_eq!(requests(&rows, "g"), 20_000);
+    let (rows, _) = drain(store, "b").await;
+    assert_eq!(requests(&rows, "f"), 2 * (2..=30).step_by(2).sum::<u64>());
+}
+
+/// [`UsageStore::ingest_in_order`] into aggregates that do not exist yet and into ones that
+/// do, every counter, plan and user: the same rows as the batches ingested one by one.
+async fn batches_in_order_add_up_as_one_by_one(store: &impl UsageStore) {
+    let batches = |tenant: &str| -> Vec<UsageBatch> {
+        (1..=6)
+            .map(|seq| {
+                let mut full = record(tenant, TODAY, &format!("full-{}", seq / 4), seq);
+                full.errors_5xx = seq / 2;
+                full.latency_buckets = [seq, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, seq % 3];
+                full.users = vec![seq, seq + 1];
+                full.plan = (seq != 4).then(|| format!("plan-{seq}"));
+                let mut empty = record(tenant, "2026-11-25", &format!("empty-{}", seq / 3), 0);
+                empty.plan = None;
+                let mut late = record(tenant, TODAY, &format!("late-{}", seq % 2), seq);
+                late.plan = (seq > 3).then(|| "late".to_owned());
+                batch(1 + seq % 2, seq, vec![full, empty, late])
+            })
+            .collect()
+    };
+    // Both tenants get their first two batches one by one, then the rest one by one ("x") or
+    // in one run ("y"): into aggregates that exist ("full-0", "empty-0", "late-*") and into
+    // new ones ("full-1", "empty-1", "empty-2").
+    for tenant in ["x", "y"] {
+        for batch in &batches(tenant)[..2] {
+            store.ingest(batch, NOW).await.unwrap();
+        }
+    }
+    for batch in &batches("x")[2..] {
+        store.ingest(batch, NOW).await.unwrap();
+    }
+    let run = batches("y");
+    let ingested = store.ingest_in_order(&run[2..], NOW).await.unwrap();
+    assert_eq!(ingested.applied, 4 * 3);
+    let (x_rows, x_users) = drain(store, "x").await;
+    let (y_rows, y_users) = drain(store, "y").await;
+    assert_eq!(x_rows.len(), 7);
+    assert_eq!(y_rows, x_rows);
+    assert_eq!(y_users, x_users);
 }

@@ -107,8 +107,28 @@ impl MemoryUsageStore {
     }
 
     fn ingest_now(&self, batch: &UsageBatch, now: Nanos) -> Result<Ingested, StoreError> {
+        self.apply(&mut self.lock(), batch, now)
+    }
+
+    /// [`UsageStore::ingest_in_order`] under one lock.
+    fn ingest_all_now(&self, batches: &[UsageBatch], now: Nanos) -> Result<Ingested, StoreError> {
         let mut inner = self.lock();
-        self.make_room(&mut inner, batch, now)?;
+        let mut sum = Ingested::default();
+        for batch in batches {
+            let ingested = self.apply(&mut inner, batch, now)?;
+            sum.applied += ingested.applied;
+            sum.duplicate += ingested.duplicate;
+        }
+        Ok(sum)
+    }
+
+    fn apply(
+        &self,
+        inner: &mut Inner,
+        batch: &UsageBatch,
+        now: Nanos,
+    ) -> Result<Ingested, StoreError> {
+        self.make_room(inner, batch, now)?;
         let mut outcome = Ingested::default();
         for (tenant, records) in by_tenant(batch) {
             let key = (batch.sender, tenant.to_owned());
@@ -205,6 +225,14 @@ impl UsageStore for MemoryUsageStore {
         now: Nanos,
     ) -> impl Future<Output = Result<Ingested, StoreError>> + Send {
         ready(self.ingest_now(batch, now))
+    }
+
+    fn ingest_in_order(
+        &self,
+        batches: &[UsageBatch],
+        now: Nanos,
+    ) -> impl Future<Output = Result<Ingested, StoreError>> + Send {
+        ready(self.ingest_all_now(batches, now))
     }
 
     fn dirty_tenants(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {

@@ -23,7 +23,8 @@ use tollgate_filter::usage::{LATENCY_BUCKETS, UsageBatch};
 
 pub use self::memory::MemoryUsageStore;
 pub use self::redis::{
-    INGEST_SCRIPT, RELEASE_SCRIPT, RedisUsageStore, SNAPSHOT_SCRIPT, STAGE_SCRIPT, UNFLUSHED_SCRIPT,
+    INGEST_SCRIPT, RELEASE_SCRIPT, REPLAY_SCRIPT, RedisUsageStore, SNAPSHOT_SCRIPT, STAGE_SCRIPT,
+    UNFLUSHED_SCRIPT,
 };
 pub use self::unflushed::{LiveStore, Unflushed, UnflushedUsage};
 pub use crate::storage::StoreError;
@@ -130,12 +131,24 @@ impl Counters {
 
     /// Adds `other` in (saturating).
     pub fn add(&mut self, other: &Counters) {
-        let mut values = self.values();
-        for (value, more) in values.iter_mut().zip(other.values()) {
-            *value = value.saturating_add(more);
-        }
-        for (field, value) in COUNTER_FIELDS.iter().zip(values) {
-            self.set(field, value);
+        // Destructured, so that a new counter cannot be forgotten here.
+        let Counters {
+            requests,
+            bytes_in,
+            bytes_out,
+            errors_4xx,
+            errors_5xx,
+            latency_ms_sum,
+            latency_buckets,
+        } = other;
+        self.requests = self.requests.saturating_add(*requests);
+        self.bytes_in = self.bytes_in.saturating_add(*bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(*bytes_out);
+        self.errors_4xx = self.errors_4xx.saturating_add(*errors_4xx);
+        self.errors_5xx = self.errors_5xx.saturating_add(*errors_5xx);
+        self.latency_ms_sum = self.latency_ms_sum.saturating_add(*latency_ms_sum);
+        for (bucket, more) in self.latency_buckets.iter_mut().zip(latency_buckets) {
+            *bucket = bucket.saturating_add(*more);
         }
     }
 }
@@ -196,6 +209,30 @@ pub trait UsageStore: Send + Sync + 'static {
         now: Nanos,
     ) -> impl Future<Output = Result<Ingested, StoreError>> + Send;
 
+    /// Adds `batches` (already validated) at `now` exactly as if each were [`ingest`]ed in
+    /// this order, each after the one before it had been answered (the usage log's replay):
+    /// per `(sender, tenant)` a batch counts when its `seq` is above the mark that the batches
+    /// before it left. Stops at a failure: per tenant, no batch after one whose records of the
+    /// tenant were not applied is applied, so running it again (the marks skip what did land)
+    /// counts every batch once. Stores may apply many batches in one step; answers the sums.
+    ///
+    /// [`ingest`]: UsageStore::ingest
+    fn ingest_in_order(
+        &self,
+        batches: &[UsageBatch],
+        now: Nanos,
+    ) -> impl Future<Output = Result<Ingested, StoreError>> + Send {
+        async move {
+            let mut sum = Ingested::default();
+            for batch in batches {
+                let ingested = self.ingest(batch, now).await?;
+                sum.applied += ingested.applied;
+                sum.duplicate += ingested.duplicate;
+            }
+            Ok(sum)
+        }
+    }
+
     /// Tenants that may have something to flush: live aggregates, or a flush left unfinished.
     fn dirty_tenants(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
@@ -254,6 +291,14 @@ macro_rules! delegate {
 impl UsageStore for AnyUsageStore {
     async fn ingest(&self, batch: &UsageBatch, now: Nanos) -> Result<Ingested, StoreError> {
         delegate!(self, store => store.ingest(batch, now))
+    }
+
+    async fn ingest_in_order(
+        &self,
+        batches: &[UsageBatch],
+        now: Nanos,
+    ) -> Result<Ingested, StoreError> {
+        delegate!(self, store => store.ingest_in_order(batches, now))
     }
 
     async fn dirty_tenants(&self) -> Result<Vec<String>, StoreError> {

@@ -35,6 +35,12 @@
 //! applies exactly the others. Only non-zero counters are written. A batch is answered only
 //! once its group is in Redis.
 //!
+//! The usage log's replay hands over runs of consecutive batches instead
+//! ([`UsageStore::ingest_in_order`], `redis/ingest/in_order.rs`): per tenant one script per
+//! span of up to 16,384 records, many batches of a sender in one script, each mark checked at
+//! the sender's first `seq` of the span and left at its last ([`REPLAY_SCRIPT`]: the same
+//! script, writing aggregates that do not exist yet with one `HSET`).
+//!
 //! Then one `SADD usage:dirty-tenants` of every tenant of the group — the one cross-slot step,
 //! hence outside the scripts. It comes *after* them and is made for duplicates too, which
 //! makes it safe: the flush removes a tenant from the set *before* staging it, so usage
@@ -65,7 +71,7 @@ mod scripts;
 mod unflushed;
 
 pub use self::scripts::{
-    INGEST_SCRIPT, RELEASE_SCRIPT, SNAPSHOT_SCRIPT, STAGE_SCRIPT, UNFLUSHED_SCRIPT,
+    INGEST_SCRIPT, RELEASE_SCRIPT, REPLAY_SCRIPT, SNAPSHOT_SCRIPT, STAGE_SCRIPT, UNFLUSHED_SCRIPT,
 };
 use super::{Ingested, Snapshot, StoreError, UsageStore};
 use crate::storage::RedisConnection as Connection;
@@ -87,6 +93,7 @@ pub struct RedisUsageStore {
 struct Shared {
     connection: Connection,
     ingest: Script,
+    replay: Script,
     stage: Script,
     snapshot: Script,
     release: Script,
@@ -123,6 +130,7 @@ impl RedisUsageStore {
             shared: Arc::new(Shared {
                 connection,
                 ingest: Script::new(INGEST_SCRIPT),
+                replay: Script::new(REPLAY_SCRIPT),
                 stage: Script::new(STAGE_SCRIPT),
                 snapshot: Script::new(SNAPSHOT_SCRIPT),
                 release: Script::new(RELEASE_SCRIPT),
@@ -254,6 +262,14 @@ impl UsageStore for RedisUsageStore {
         _now: Nanos,
     ) -> impl Future<Output = Result<Ingested, StoreError>> + Send {
         self.ingest_async(batch)
+    }
+
+    fn ingest_in_order(
+        &self,
+        batches: &[UsageBatch],
+        _now: Nanos,
+    ) -> impl Future<Output = Result<Ingested, StoreError>> + Send {
+        ingest::in_order(&self.shared, batches)
     }
 
     fn dirty_tenants(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {

@@ -31,8 +31,10 @@ use tollgate_filter::usage::{UsageBatch, UsageRecord};
 use super::{Shared, bad, unavailable};
 use crate::storage::usage::{Counters, StoreError};
 
+mod in_order;
 mod merge;
 
+pub(super) use in_order::in_order;
 use merge::invocation;
 
 /// A group stops growing at this many records (bounds one script's arguments).
@@ -89,7 +91,7 @@ impl Part {
 /// `batch` split by tenant, in first-seen order, its keys named.
 fn parts(shared: &Shared, batch: &UsageBatch) -> Vec<Part> {
     let mut parts: Vec<(String, Part)> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: foldhash::HashMap<&str, usize> = foldhash::HashMap::default();
     for record in &batch.records {
         let n = *index.entry(&record.tenant).or_insert_with(|| {
             let base = shared.tenant_base(&record.tenant);
@@ -297,7 +299,11 @@ async fn apply_tenant(
         if chosen.len() != live.len() {
             return Err(bad(format!("a group lost a part of tenant {tenant}")));
         }
-        let stale: Vec<usize> = invocation(shared, tenant, &chosen)
+        let marks: Vec<(&str, &str)> = chosen
+            .iter()
+            .map(|part| (part.mark.as_str(), part.seq.as_str()))
+            .collect();
+        let stale: Vec<usize> = invocation(shared, tenant, &marks, &chosen)
             .invoke_async(&mut shared.connection.clone())
             .await
             .map_err(unavailable)?;

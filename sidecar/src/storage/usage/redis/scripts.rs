@@ -1,22 +1,12 @@
 //! The Lua scripts of the Redis usage store (see the parent module for the keys). Each
 //! touches the keys of one tenant only, all under the tenant's hash tag.
 
-/// Applies one tenant's part of a group of batches (see `ingest.rs`) unless a batch of the
-/// group was already applied for its sender.
-///
-/// - `KEYS[1]`: `usage:{t}:dirty`; `KEYS[2..m+1]`: the marks `usage:{t}:seq:<sender>` of the
-///   group's `m` batches (distinct senders); then the `h` live hashes; then the `u` users HLLs.
-/// - `ARGV[1..4]`: `m`, the marks' time to live (ms), the users HLLs' (ms), `h`; `ARGV[5..m+4]`:
-///   each batch's `seq`, 20 digits (compared as two exact 10-digit halves); then per hash its
-///   plan (`""`: none), the number of its non-zero counters and `field, value` pairs; then `u`
-///   and per HLL the number of its users and the users.
-///
-/// If any mark is already `≥` its batch's `seq`, nothing is written but those marks' TTLs, and
-/// the answer is their positions (1-based, among the `m`): the caller drops those batches and
-/// calls again with the others merged anew. Otherwise every delta is added, every mark set,
-/// and the answer is empty. Counters are bounded by the filter's validation (and a group by
-/// its record count) so `HINCRBY` cannot overflow midway.
-pub const INGEST_SCRIPT: &str = r"
+/// [`INGEST_SCRIPT`] with `$apply`, the Lua adding one hash's counters (`hash`, `plan`,
+/// `fields`, its pairs from `ARGV[a]` on; it leaves `a` after them).
+macro_rules! ingest_script {
+    ($apply:literal) => {
+        concat!(
+            r"
 local m = tonumber(ARGV[1])
 local stale = {}
 for i = 1, m do
@@ -39,17 +29,9 @@ for k = 1, hashes do
   local hash = KEYS[1 + m + k]
   local plan, fields = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
-  if fields == 0 then
-    redis.call('HINCRBY', hash, 'requests', 0)
-  end
-  for f = 1, fields do
-    redis.call('HINCRBY', hash, ARGV[a], ARGV[a + 1])
-    a = a + 2
-  end
-  if plan ~= '' then
-    redis.call('HSET', hash, 'plan', plan)
-  end
-  dirty[#dirty + 1] = hash
+",
+            $apply,
+            r"  dirty[#dirty + 1] = hash
 end
 local hlls = tonumber(ARGV[a])
 a = a + 1
@@ -70,7 +52,74 @@ for i = 1, m do
   redis.call('SET', KEYS[1 + i], ARGV[4 + i], 'PX', ARGV[2])
 end
 return {}
-";
+"
+        )
+    };
+}
+
+/// Applies one tenant's part of a group of batches (see `ingest.rs`) unless a batch of the
+/// group was already applied for its sender.
+///
+/// - `KEYS[1]`: `usage:{t}:dirty`; `KEYS[2..m+1]`: the marks `usage:{t}:seq:<sender>` of the
+///   group's `m` batches (distinct senders); then the `h` live hashes; then the `u` users HLLs.
+/// - `ARGV[1..4]`: `m`, the marks' time to live (ms), the users HLLs' (ms), `h`; `ARGV[5..m+4]`:
+///   each batch's `seq`, 20 digits (compared as two exact 10-digit halves); then per hash its
+///   plan (`""`: none), the number of its non-zero counters and `field, value` pairs; then `u`
+///   and per HLL the number of its users and the users.
+///
+/// If any mark is already `≥` its batch's `seq`, nothing is written but those marks' TTLs, and
+/// the answer is their positions (1-based, among the `m`): the caller drops those batches and
+/// calls again with the others merged anew. Otherwise every delta is added, every mark set,
+/// and the answer is empty. Counters are bounded by the filter's validation (and a group by
+/// its record count) so `HINCRBY` cannot overflow midway.
+pub const INGEST_SCRIPT: &str = ingest_script!(
+    r"
+  if fields == 0 then
+    redis.call('HINCRBY', hash, 'requests', 0)
+  end
+  for f = 1, fields do
+    redis.call('HINCRBY', hash, ARGV[a], ARGV[a + 1])
+    a = a + 2
+  end
+  if plan ~= '' then
+    redis.call('HSET', hash, 'plan', plan)
+  end
+"
+);
+
+/// [`INGEST_SCRIPT`] for the usage log's replay (same keys, arguments and answer): an
+/// aggregate that does not exist yet — every one after Redis lost its data — is written with
+/// one `HSET` of its fields instead of one `HINCRBY` each (the same result on a missing hash),
+/// which is most of Redis's work in a replay. Live ingestion keeps [`INGEST_SCRIPT`]: its
+/// aggregates mostly exist, and the `EXISTS` would only add to them.
+pub const REPLAY_SCRIPT: &str = ingest_script!(
+    r"
+  if redis.call('EXISTS', hash) == 0 then
+    local set = {}
+    for f = 1, fields do
+      set[#set + 1] = ARGV[a]
+      set[#set + 1] = ARGV[a + 1]
+      a = a + 2
+    end
+    if plan ~= '' then
+      set[#set + 1] = 'plan'
+      set[#set + 1] = plan
+    end
+    if #set == 0 then
+      set = {'requests', 0}
+    end
+    redis.call('HSET', hash, unpack(set))
+  else
+    for f = 1, fields do
+      redis.call('HINCRBY', hash, ARGV[a], ARGV[a + 1])
+      a = a + 2
+    end
+    if plan ~= '' then
+      redis.call('HSET', hash, 'plan', plan)
+    end
+  end
+"
+);
 
 /// Stages a tenant's dirty aggregates under a flush id.
 ///

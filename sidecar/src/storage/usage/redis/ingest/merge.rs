@@ -2,7 +2,8 @@
 //!
 //! [`INGEST_SCRIPT`]: super::super::INGEST_SCRIPT
 
-use std::collections::HashMap;
+use foldhash::HashMap;
+use foldhash::HashMapExt;
 
 use super::super::{DAY_MS, NANOS_PER_MILLI, Shared};
 use super::Part;
@@ -11,9 +12,9 @@ use crate::storage::usage::{COUNTER_FIELDS, MAX_AGE_DAYS};
 
 /// One aggregate's counters and plan, summed over the parts of one call.
 #[derive(Default)]
-struct Merged<'r> {
-    values: [u64; 18],
-    plan: Option<&'r str>,
+pub(super) struct Merged<'r> {
+    pub(super) values: [u64; 18],
+    pub(super) plan: Option<&'r str>,
 }
 
 /// Per aggregate hash (sums, last plan) and per HyperLogLog key (users), first seen first.
@@ -54,28 +55,44 @@ fn merge<'r>(parts: &[&'r Part]) -> Merge<'r> {
     (hashes, hlls)
 }
 
-/// The script call applying `parts` (one tenant's, distinct senders) merged.
+/// The script call applying `parts` (one tenant's) merged, checking and then setting the
+/// `marks` (`(mark key, seq)`, in order).
 pub(super) fn invocation<'a>(
     shared: &'a Shared,
     tenant: &str,
+    marks: &[(&str, &str)],
     parts: &[&Part],
 ) -> redis::ScriptInvocation<'a> {
     let (hashes, mut hlls) = merge(parts);
+    call(shared, &shared.ingest, tenant, marks, &hashes, &mut hlls)
+}
+
+/// The call of `script` ([`INGEST_SCRIPT`](super::super::INGEST_SCRIPT) or its replay
+/// variant) adding the merged `hashes` and `hlls` (their users sorted and deduplicated here)
+/// of `tenant`, checking and then setting the `marks` (`(mark key, seq)`, in order).
+pub(super) fn call<'a, K: AsRef<str>, H: AsRef<str>>(
+    shared: &Shared,
+    script: &'a redis::Script,
+    tenant: &str,
+    marks: &[(&str, &str)],
+    hashes: &[(K, Merged)],
+    hlls: &mut [(H, Vec<u64>)],
+) -> redis::ScriptInvocation<'a> {
     let base = shared.tenant_base(tenant);
-    let mut call = shared.ingest.prepare_invoke();
+    let mut call = script.prepare_invoke();
     call.key(format!("{base}dirty"));
-    for part in parts {
-        call.key(&part.mark);
+    for (mark, _) in marks {
+        call.key(*mark);
     }
-    call.arg(parts.len())
+    call.arg(marks.len())
         .arg(SENDER_TTL / NANOS_PER_MILLI)
         .arg((MAX_AGE_DAYS as u64 + 2) * DAY_MS)
         .arg(hashes.len());
-    for part in parts {
-        call.arg(&part.seq);
+    for (_, seq) in marks {
+        call.arg(*seq);
     }
-    for (hash, merged) in &hashes {
-        call.key(*hash);
+    for (hash, merged) in hashes {
+        call.key(hash.as_ref());
         let nonzero = merged.values.iter().filter(|&&v| v != 0).count();
         call.arg(merged.plan.unwrap_or("")).arg(nonzero);
         for (field, &value) in COUNTER_FIELDS.iter().zip(&merged.values) {
@@ -85,8 +102,8 @@ pub(super) fn invocation<'a>(
         }
     }
     call.arg(hlls.len());
-    for (hll, users) in &mut hlls {
-        call.key(*hll);
+    for (hll, users) in hlls.iter_mut() {
+        call.key(hll.as_ref());
         users.sort_unstable();
         users.dedup();
         call.arg(users.len());

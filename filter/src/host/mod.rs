@@ -92,6 +92,7 @@ impl RootContext for Root {
         if let Some(mut worker) = self.worker.as_ref().and_then(|w| w.try_borrow_mut().ok()) {
             let now = proxy::now();
             worker.tick(&mut ProxyHost, now);
+            request::on_tick(&mut worker, &mut ProxyHost);
         }
     }
 

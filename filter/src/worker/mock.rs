@@ -375,6 +375,7 @@ impl Node {
         self.host.enter(ROOT);
         let now = self.host.now;
         self.worker.tick(&mut self.host, now);
+        request::on_tick(&mut self.worker, &mut self.host);
     }
 
     /// Answers call `token` (taking it off the calls out) with `status` and `body`, in the context that made it.

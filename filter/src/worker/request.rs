@@ -104,6 +104,14 @@ pub fn on_wakeup(worker: &mut Worker, host: &mut impl Host) {
     send_batches(worker, host);
 }
 
+/// The root's tick: requests still waiting for a call go now (a wake-up the host lost would
+/// otherwise leave them waiting for good, and every later request behind them).
+pub fn on_tick(worker: &mut Worker, host: &mut impl Host) {
+    if worker.batcher.as_ref().is_some_and(|b| b.waiting()) {
+        on_wakeup(worker, host);
+    }
+}
+
 /// A call the root made answered; false when it was not a batch of strict checks. Each
 /// request it carried is concluded and resumed or answered through its own context, then
 /// what waits goes out.

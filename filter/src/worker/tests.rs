@@ -490,3 +490,24 @@ fn on_nginx_strict_requests_never_wait_for_the_root() {
     assert_eq!(calls.len(), 4);
     assert!(calls.iter().all(|c| c.context != super::mock::ROOT));
 }
+
+#[test]
+fn on_envoy_a_lost_wake_up_costs_at_most_a_tick() {
+    let mut node = envoy_strict_node("");
+    node.request(10, &[(":path", "/")]);
+    // The host never delivers the wake-up; the next tick sends the request's check.
+    node.host.wakeups = 0;
+    assert!(node.host.calls.is_empty());
+    node.host.now += SECOND;
+    node.tick();
+    let calls = node.calls_since(0);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].context, super::mock::ROOT);
+    // Later requests wake the root again (the lost wake-up no longer counts as on its way).
+    node.request(11, &[(":path", "/")]);
+    assert_eq!(node.host.wakeups, 1);
+    answer_everything(&mut node, ADMIT);
+    no_violations(&node);
+    assert_eq!(node.log(10).resumed, 1);
+    assert_eq!(node.log(11).resumed, 1);
+}

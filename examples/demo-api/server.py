@@ -23,6 +23,12 @@ from urllib.parse import parse_qs, urlsplit
 MAX_PADDING = 10 * 1024 * 1024
 
 
+class Server(ThreadingHTTPServer):
+    # socketserver's default backlog is 5: a proxy opening a few hundred upstream connections at
+    # once (a burst of admitted requests) would see most of them dropped and retried for seconds.
+    request_queue_size = 1024
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "tollgate-demo-api/1"
@@ -73,7 +79,7 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     port = int(sys.argv[1]) if len(sys.argv) > 1 else int(os.environ.get("DEMO_API_PORT", "8000"))
     host = os.environ.get("DEMO_API_HOST", "127.0.0.1")
-    server = ThreadingHTTPServer((host, port), Handler)
+    server = Server((host, port), Handler)
     server.daemon_threads = True
     print(f"demo-api listening on http://{host}:{server.server_address[1]}", flush=True)
     try:

@@ -35,7 +35,8 @@ def figures(opts, ingest, baseline, flushes, writes_per_record, elapsed):
                     f"| {statistics.median(r['sidecar_us'] for r in rs):.2f} "
                     f"| {statistics.median(r['redis_us'] for r in rs):.2f} "
                     f"| {statistics.median(r['load_us'] for r in rs):.2f} |")
-    out += ["### Ingest: `POST /v1/usage` → Redis (release sidecar, one redis-server, all on loopback)", "", *rows, ""]
+    out += ["### Ingest: `POST /v1/usage` → Redis (release sidecar with its usage log on, as by default; "
+            "one redis-server; all on loopback)", "", *rows, ""]
     if baseline:
         hincrby = statistics.median(b["hincrby_rps"] for b in baseline)
         per = {case: writes_per_record(*tc) for case, tc in cases.items()}
@@ -50,7 +51,7 @@ def figures(opts, ingest, baseline, flushes, writes_per_record, elapsed):
         secs = statistics.median(f["seconds"] for f in flushes)
         out += ["### Flush: `tollgate-sidecar flush`, Redis → PostgreSQL (throw-away server, default settings)", "",
                 f"{flushes[0]['keys']:,} dirty keys ({opts.flush_tenants} tenants × {opts.flush_endpoints} endpoints), "
-                f"Redis emptied and refilled through the sidecar before each flush; flush 1 inserts every row, "
+                f"Redis emptied and refilled through a sidecar without its usage log before each flush; flush 1 inserts every row, "
                 f"the later ones add into existing rows. Checked after each: {flushes[0]['rows']:,} rows in "
                 "`api_usage_daily`, `requests` summing to what was ingested, no dirty tenant left.", "",
                 "| flush | seconds |", "| ---: | ---: |",

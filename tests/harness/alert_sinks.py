@@ -16,10 +16,11 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from aiosmtpd.controller import Controller
 
+from .serve import serve_in_thread
 from .sidecar import free_port
 
 
@@ -59,10 +60,7 @@ class WebhookReceiver:
             def log_message(self, *_args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.thread = serve_in_thread(("127.0.0.1", free_port()), Handler)
 
     @property
     def url(self) -> str:

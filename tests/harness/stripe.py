@@ -32,8 +32,10 @@ import threading
 import time
 import uuid
 from collections import Counter, defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qsl, urlsplit
+
+from .serve import Server, serve_in_thread
 
 DAY = 86_400
 MAX_AGE_S = 35 * DAY
@@ -80,7 +82,7 @@ class StripeStandIn:
         self.injected: Counter[str] = Counter()  # faults injected, by kind
         self._faults: list[str] = []
         self._storm: tuple[list[str], float, random.Random] | None = None
-        self.server: ThreadingHTTPServer | None = None
+        self.server: Server | None = None
         self.thread: threading.Thread | None = None
 
     # -- control -----------------------------------------------------------------------------
@@ -91,10 +93,7 @@ class StripeStandIn:
         class Handler(_Handler):
             stripe = stand_in
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        self.server, self.thread = serve_in_thread(("127.0.0.1", 0), Handler)
         return self
 
     def stop(self) -> None:

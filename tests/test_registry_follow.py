@@ -21,7 +21,7 @@ import hashlib
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlparse
 
@@ -29,6 +29,7 @@ import pytest
 
 from harness import config, policy
 from harness.envoy import Envoy
+from harness.serve import serve_in_thread
 from harness.wait import until
 
 TOKEN = "node-token-1"
@@ -85,10 +86,8 @@ class FeedServer:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server, self.thread = serve_in_thread(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -12,6 +12,7 @@ import threading
 import time
 
 from harness import config, policy
+from harness.serve import Server
 from harness.sidecar import SidecarProcess
 from harness.wait import until
 
@@ -187,7 +188,7 @@ class StandInSidecar:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -1,5 +1,5 @@
-"""The stand-ins' HTTP servers (Stripe, webhook sinks): the standard library's threaded server,
-serving on a daemon thread."""
+"""The stand-ins' HTTP servers (Stripe, webhook sinks, the tests' fake sidecar and registry
+feed): the standard library's threaded server, with a backlog that holds a burst."""
 
 from __future__ import annotations
 

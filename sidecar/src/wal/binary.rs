@@ -10,6 +10,8 @@
 
 use tollgate_filter::usage::{LATENCY_BUCKETS, UsageBatch, UsageRecord};
 
+use crate::storage::usage::Counters;
+
 /// Appends `batch`'s sender, seq and records to `out`.
 pub(super) fn encode(batch: &UsageBatch, out: &mut Vec<u8>) {
     out.extend_from_slice(&batch.sender.to_le_bytes());
@@ -26,17 +28,7 @@ pub(super) fn encode(batch: &UsageBatch, out: &mut Vec<u8>) {
         }
         text(out, &record.date);
         text(out, &record.endpoint);
-        for value in [
-            record.requests,
-            record.bytes_in,
-            record.bytes_out,
-            record.errors_4xx,
-            record.errors_5xx,
-            record.latency_ms_sum,
-        ]
-        .into_iter()
-        .chain(record.latency_buckets)
-        {
+        for value in Counters::from(record).values() {
             varint(out, value);
         }
         varint(out, record.users.len() as u64);

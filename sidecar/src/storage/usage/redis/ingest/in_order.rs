@@ -28,6 +28,7 @@ use tollgate_filter::usage::{UsageBatch, UsageRecord};
 
 use super::merge::{Merged, call};
 use super::{MAX_GROUP_RECORDS, Shared, bad, unavailable};
+use crate::storage::usage::Counters;
 use crate::storage::usage::{Ingested, StoreError};
 
 /// One tenant's records of one batch of the run.
@@ -175,22 +176,7 @@ fn merge<'r>(shared: &Shared, tenant: &str, span: &[&Ordered<'r>]) -> Merge<'r> 
                 hashes.len() - 1
             });
         if let Some((_, merged)) = hashes.get_mut(slot) {
-            let values = [
-                record.requests,
-                record.bytes_in,
-                record.bytes_out,
-                record.errors_4xx,
-                record.errors_5xx,
-                record.latency_ms_sum,
-            ]
-            .into_iter()
-            .chain(record.latency_buckets);
-            for (sum, add) in merged.values.iter_mut().zip(values) {
-                *sum = sum.saturating_add(add);
-            }
-            if let Some(plan) = &record.plan {
-                merged.plan = Some(plan);
-            }
+            merged.add(Counters::from(*record).values(), record.plan.as_deref());
         }
         if !record.users.is_empty() {
             let slot = *hll_index.entry(&record.date).or_insert_with(|| {

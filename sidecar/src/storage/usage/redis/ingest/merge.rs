@@ -17,6 +17,19 @@ pub(super) struct Merged<'r> {
     pub(super) plan: Option<&'r str>,
 }
 
+impl<'r> Merged<'r> {
+    /// Adds one record: its counters (in `COUNTER_FIELDS` order, saturating) and its plan, if
+    /// it names one (the last named wins).
+    pub(super) fn add(&mut self, values: [u64; 18], plan: Option<&'r str>) {
+        for (sum, add) in self.values.iter_mut().zip(values) {
+            *sum = sum.saturating_add(add);
+        }
+        if plan.is_some() {
+            self.plan = plan;
+        }
+    }
+}
+
 /// Per aggregate hash (sums, last plan) and per HyperLogLog key (users), first seen first.
 type Merge<'r> = (Vec<(&'r str, Merged<'r>)>, Vec<(&'r str, Vec<u64>)>);
 
@@ -35,12 +48,8 @@ fn merge<'r>(parts: &[&'r Part]) -> Merge<'r> {
             hashes.len() - 1
         });
         if let Some((_, merged)) = hashes.get_mut(slot) {
-            for (sum, add) in merged.values.iter_mut().zip(record.values) {
-                *sum = sum.saturating_add(add);
-            }
-            if let Some(plan) = record.plan.and_then(|n| part.plans.get(n)) {
-                merged.plan = Some(plan);
-            }
+            let plan = record.plan.and_then(|n| part.plans.get(n));
+            merged.add(record.values, plan.map(String::as_str));
         }
         if let Some(hll) = &record.hll {
             let slot = *hll_index.entry(hll).or_insert_with(|| {
